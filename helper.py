@@ -1,5 +1,98 @@
-"""Shared utilities that fit nowhere else: errors, downloads, colouring, session config."""
+"""Shared utilities that fit nowhere else: errors, session config, colouring, run folders."""
+import datetime
+import json
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+tf1 = tf.compat.v1
 
 
 class UserError(Exception):
     """A mistake in the user's input: main.py prints it as one line and exits non-zero."""
+
+
+def warn(message):
+    print('warning: ' + message, file=sys.stderr)
+
+
+def session_config(gpu=1, gpu_mem=0.9, xla=0):
+    """A ConfigProto that applies the --gpu, --gpu_mem and --xla flags.
+
+    gpu=0 hides every GPU from the session; gpu_mem is the fraction of each GPU's memory the
+    process may take, grown on demand; xla 1 or 2 sets the global JIT level (ON_1, ON_2).
+    """
+    if not 0 < gpu_mem <= 1:
+        raise UserError('--gpu_mem %g is outside (0, 1]' % gpu_mem)
+    if xla not in (0, 1, 2):
+        raise UserError('--xla %d is not 0, 1 or 2' % xla)
+    if gpu < 0:
+        raise UserError('--gpu %d is negative' % gpu)
+    available = len(tf.config.list_physical_devices('GPU'))
+    if gpu > available:
+        warn('%d GPU(s) asked for, %d found: running on %s'
+             % (gpu, available, '%d GPU(s)' % available if available else 'the CPU'))
+    config = tf1.ConfigProto(allow_soft_placement=True)
+    config.device_count['GPU'] = min(gpu, available)
+    config.gpu_options.per_process_gpu_memory_fraction = gpu_mem
+    config.gpu_options.allow_growth = True
+    if xla:
+        config.graph_options.optimizer_options.global_jit_level = (
+            tf1.OptimizerOptions.ON_1 if xla == 1 else tf1.OptimizerOptions.ON_2)
+    return config
+
+
+def colorize(class_ids, colors, ignore_color=(0, 0, 0)):
+    """uint8 class ids [..., h, w] -> uint8 RGB [..., h, w, 3] through a colour lookup table.
+
+    Ids outside the table (the ignore id 255) take ignore_color.
+    """
+    table = np.tile(np.asarray(ignore_color, np.uint8), (256, 1))
+    table[:len(colors)] = colors
+    return table[class_ids]
+
+
+def new_run_dir(runs_dir):
+    """A new folder runs_dir/<timestamp>, with a suffix if that name is taken."""
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    for suffix in [''] + ['-%d' % i for i in range(1, 1000)]:
+        path = os.path.join(runs_dir, stamp + suffix)
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise UserError('cannot create a new run folder under %s' % runs_dir)
+
+
+def write_json(path, data):
+    """Writes JSON to a temporary name and renames it into place."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError('cannot read %s: %s' % (path, error)) from None
+
+
+def mean_iou(confusion):
+    """Mean over classes present in truth or prediction of TP / (TP + FP + FN)."""
+    confusion = np.asarray(confusion, np.float64)
+    true_positives = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - true_positives
+    present = union > 0
+    return float(np.mean(true_positives[present] / union[present])) if present.any() else 0.0
+
+
+def pixel_accuracy(confusion):
+    confusion = np.asarray(confusion, np.float64)
+    return float(np.trace(confusion) / max(confusion.sum(), 1))

@@ -1,0 +1,164 @@
+"""FCN-8s/VGG16 semantic segmentation of road scenes: the command-line driver.
+
+    python main.py train --dataset demo
+    python main.py train --gpu=1 --xla=2 -ep=10 -bs=10 -lr=0.00001
+"""
+import argparse
+import glob
+import os
+import sys
+import traceback
+
+# TensorFlow's C++ start-up chatter (CUDA probing, CPU features) hides the tool's own output.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from helper import UserError  # noqa: E402  (after the logging setting above)
+
+ACTIONS = ('train',)
+DATASETS = ('cityscapes', 'demo')
+PIPELINES = ('tfdata', 'generator')
+
+# Where each dataset's splits live and how it trains by default. {split} is train, val or test.
+CITYSCAPES_DEFAULTS = dict(
+    images='../cityscapes/data/leftImg8bit/{split}/*/*_leftImg8bit.png',
+    labels='../cityscapes/data/gtFine/{split}/',
+    label_set='cityscapes', image_shape=(256, 512), epochs=10, batch_size=5,
+    learning_rate=1e-4, keep_prob=0.5, ckpt_dir='ckpt', summary_dir='summaries')
+# The demo trains from scratch on 2 CPU cores in minutes: small images, no dropout.
+DEMO_DEFAULTS = dict(
+    label_set='cityscapes', image_shape=(128, 256), epochs=4, batch_size=8,
+    learning_rate=1e-4, keep_prob=1.0, ckpt_dir='ckpt_demo', summary_dir='summaries_demo',
+    vgg_weights='none')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train and run FCN-8s/VGG16 semantic segmentation of road scenes.')
+    parser.add_argument('action', choices=ACTIONS)
+    add = parser.add_argument
+    add('-g', '--gpu', type=int, default=1, help='GPUs to use; 0 runs on the CPU')
+    add('-gm', '--gpu_mem', type=float, default=0.9, help='fraction of GPU memory, in (0, 1]')
+    add('-x', '--xla', type=int, default=0, choices=(0, 1, 2), help='XLA JIT level')
+    add('-ep', '--epochs', type=int, help='epochs to train to (demo 4, else 10)')
+    add('-bs', '--batch_size', type=int, help='images per step (demo 8, else 5)')
+    add('-lr', '--learning_rate', type=float, help='Adam learning rate (1e-4)')
+    add('-kp', '--keep_prob', type=float, help='dropout keep probability (demo 1.0, else 0.5)')
+    add('-rd', '--runs_dir', default='runs', help='run folders go here')
+    add('-cd', '--ckpt_dir', help='checkpoints (ckpt; ckpt_demo for the demo)')
+    add('-sd', '--summary_dir', help='TensorBoard logs (summaries; summaries_demo)')
+    add('-md', '--model_dir', help='SavedModel output (default runs/<timestamp>/model)')
+    add('-ip', '--images_paths', help='glob of training images')
+    add('-lp', '--labels_paths', help='glob or folder of label images')
+    add('--dataset', choices=DATASETS, default='cityscapes')
+    add('--label_set', help='cityscapes (19 classes) or cityscapes35 (all labels)')
+    add('--image_shape', type=int, nargs=2, metavar=('H', 'W'),
+        help='network input size, multiples of 32 (demo 128 256, else 256 512)')
+    add('--pipeline', choices=PIPELINES, default='tfdata', help='input pipeline')
+    add('--vgg_weights', help='Udacity vgg folder, Keras VGG16 .h5, or none (from scratch); '
+                              'default: download Udacity vgg.zip (demo: none)')
+    add('--weight_decay', type=float, default=5e-4, help='L2 weight decay')
+    add('--class_weights', choices=('none', 'inverse_freq', 'median_freq'), default='none')
+    add('--train_upsampling', action='store_true',
+        help='learn the transposed convolutions instead of keeping them bilinear')
+    add('--ckpt_every', type=int, default=500, help='steps between checkpoints')
+    add('--keep_checkpoints', type=int, default=5, help='checkpoints kept')
+    add('--summary_every', type=int, default=10, help='steps between scalar summaries')
+    add('--image_summary_every', type=int, default=200, help='steps between image summaries')
+    add('--val_images_paths', help='glob of validation images (default: the val split)')
+    add('--val_labels_paths', help='glob or folder of validation labels')
+    add('--no_val', action='store_true', help='skip validation at the end of each epoch')
+    add('--seed', type=int, help='makes a CPU run reproducible')
+    add('--debug', action='store_true', help='show full tracebacks')
+    return parser.parse_args(argv)
+
+
+def _apply_defaults(args):
+    """Fills the flags left unset from the dataset's defaults and checks the values."""
+    defaults = DEMO_DEFAULTS if args.dataset == 'demo' else CITYSCAPES_DEFAULTS
+    if args.dataset == 'demo':
+        import demo_data
+        root = demo_data.ensure_demo_dataset()
+        defaults = dict(defaults, images=os.path.join(root, 'leftImg8bit/{split}/*/*.png'),
+                        labels=os.path.join(root, 'gtFine/{split}/'))
+    for key in ('label_set', 'image_shape', 'epochs', 'batch_size', 'learning_rate',
+                'keep_prob', 'ckpt_dir', 'summary_dir', 'vgg_weights'):
+        if getattr(args, key, None) is None:
+            setattr(args, key, defaults.get(key))
+    if args.images_paths is None:
+        args.images_paths = defaults['images'].format(split='train')
+        args.labels_paths = args.labels_paths or defaults['labels'].format(split='train')
+        if args.val_images_paths is None:
+            args.val_images_paths = defaults['images'].format(split='val')
+            args.val_labels_paths = args.val_labels_paths or defaults['labels'].format(split='val')
+    if args.labels_paths is None:
+        raise UserError('-ip/--images_paths given without -lp/--labels_paths')
+    for key, minimum in (('epochs', 1), ('batch_size', 1), ('ckpt_every', 1),
+                         ('keep_checkpoints', 1), ('summary_every', 1),
+                         ('image_summary_every', 1)):
+        if getattr(args, key) < minimum:
+            raise UserError('--%s %d must be at least %d' % (key, getattr(args, key), minimum))
+    if not 0 < args.keep_prob <= 1:
+        raise UserError('--keep_prob %g is outside (0, 1]' % args.keep_prob)
+    if args.learning_rate <= 0:
+        raise UserError('--learning_rate %g must be positive' % args.learning_rate)
+    return args
+
+
+def train(args):
+    import numpy as np
+    import data_loader
+    import fcn8vgg16
+    import helper
+    import trainer
+
+    session_config = helper.session_config(args.gpu, args.gpu_mem, args.xla)
+    label_set = data_loader.get_label_set(args.label_set)
+    if args.dataset == 'cityscapes' and not glob.glob(args.images_paths):
+        raise UserError('no images match %s: put Cityscapes there, pass -ip/-lp, or train on '
+                        'the embedded demo with --dataset demo' % args.images_paths)
+    train_set = data_loader.Dataset(args.images_paths, args.labels_paths, label_set,
+                                    args.image_shape)
+    val_set = None
+    if not args.no_val and args.val_images_paths:
+        try:
+            val_set = data_loader.Dataset(args.val_images_paths, args.val_labels_paths,
+                                          label_set, args.image_shape)
+        except UserError as error:
+            helper.warn('no validation: %s' % error)
+    seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    if args.seed is not None:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
+    run_dir = helper.new_run_dir(args.runs_dir)
+    config = dict(
+        vars(args), seed=seed, image_shape=list(train_set.image_shape),
+        num_classes=label_set.num_classes, class_names=label_set.class_names,
+        input_tensor=fcn8vgg16.INPUT_TENSOR, keep_prob_tensor=fcn8vgg16.KEEP_PROB_TENSOR,
+        output_tensor=fcn8vgg16.OUTPUT_TENSOR, logits_tensor=fcn8vgg16.LOGITS_TENSOR,
+        saved_model_tag=fcn8vgg16.SAVED_MODEL_TAG, signature_key=fcn8vgg16.SIGNATURE_KEY,
+        train_images=len(train_set))
+    print('training on %d images (%s, %d classes, %dx%d), run folder %s' % (
+        len(train_set), label_set.name, label_set.num_classes, *train_set.image_shape, run_dir))
+    trainer.train(args, train_set, val_set, config, run_dir,
+                  args.model_dir or os.path.join(run_dir, 'model'), session_config)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import tensorflow as tf
+    tf.compat.v1.disable_eager_execution()  # graph mode: placeholders, sessions, Savers
+    try:
+        _apply_defaults(args)
+        {'train': train}[args.action](args)
+    except UserError as error:
+        if args.debug:
+            traceback.print_exc()
+        print('error: %s' % error, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

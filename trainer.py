@@ -1,0 +1,304 @@
+"""Training: loss, optimiser, metrics, summaries, checkpoints, resume and the session loop."""
+import os
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import data_loader
+import fcn8vgg16
+import helper
+from helper import UserError
+
+tf1 = tf.compat.v1
+
+CONFIG_FILE = 'fcn8s_config.json'   # in run, checkpoint and model folders
+CKPT_NAME = 'model.ckpt'
+
+
+def confusion_matrix(labels, predictions, num_classes, ignore_id):
+    """int64 [classes, classes] confusion (rows: truth, columns: prediction), ignored pixels out."""
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    predictions = tf.reshape(tf.cast(predictions, tf.int32), [-1])
+    valid = tf.not_equal(labels, ignore_id)
+    return tf.math.confusion_matrix(tf.boolean_mask(labels, valid),
+                                    tf.boolean_mask(predictions, valid),
+                                    num_classes=num_classes, dtype=tf.int64)
+
+
+def class_weights(dataset, method):
+    """Per-class loss weights from the training labels: None, inverse_freq or median_freq.
+
+    inverse_freq: total / (classes * count_c), as sklearn's 'balanced'. median_freq (Eigen and
+    Fergus, arXiv 1411.4734): median(freq) / freq_c, freq_c counted over the images holding c.
+    Classes that never occur get weight 0.
+    """
+    if method == 'none':
+        return None
+    num_classes = dataset.label_set.num_classes
+    counts = np.zeros(num_classes, np.int64)
+    image_pixels = np.zeros(num_classes, np.int64)
+    for index in tqdm(range(len(dataset)), desc='Class frequencies', leave=False):
+        label = dataset.label(index)
+        per_class = np.bincount(label.ravel(), minlength=256)[:num_classes]
+        counts += per_class
+        image_pixels[per_class > 0] += label.size
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    if method == 'inverse_freq':
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+    elif method == 'median_freq':
+        freq = counts[present] / image_pixels[present]
+        weights[present] = np.median(freq) / freq
+    else:
+        raise UserError('unknown --class_weights %r (none, inverse_freq, median_freq)' % method)
+    return weights.tolist()
+
+
+def _image_summary(images, predictions, labels, colors, max_outputs=2):
+    """Input, coloured prediction and coloured ground truth side by side."""
+    table = tf.constant(helper.colorize(np.arange(256, dtype=np.uint8), colors))
+    side_by_side = tf.concat(
+        [images, tf.gather(table, tf.cast(predictions, tf.int32)),
+         tf.gather(table, tf.cast(labels, tf.int32))], axis=2)
+    return tf1.summary.image('input_prediction_truth', side_by_side, max_outputs=max_outputs)
+
+
+def build_train_graph(images, labels, args, label_set, weights):
+    """The training graph on `images`, `labels`; returns a dict of the tensors the loop runs."""
+    images = tf1.placeholder_with_default(images, [None, None, None, 3],
+                                          name=fcn8vgg16.INPUT_NAME)
+    labels = tf1.placeholder_with_default(labels, [None, None, None], name='labels')
+    keep_prob = tf1.placeholder_with_default(1.0, [], name=fcn8vgg16.KEEP_PROB_NAME)
+    logits, _ = fcn8vgg16.fcn8s(images, label_set.num_classes, keep_prob,
+                                train_upsampling=args.train_upsampling)
+    predictions = fcn8vgg16.predictions(logits)
+    xent = fcn8vgg16.segmentation_loss(logits, labels, label_set.ignore_id, weights)
+    loss = xent + fcn8vgg16.weight_decay_loss(args.weight_decay)
+    global_step = tf1.train.get_or_create_global_step()
+    learning_rate = tf.constant(args.learning_rate, tf.float32, name='learning_rate')
+    train_op = tf1.train.AdamOptimizer(learning_rate).minimize(loss, global_step)
+    confusion = confusion_matrix(labels, predictions, label_set.num_classes,
+                                 label_set.ignore_id)
+    scalars = tf1.summary.merge([
+        tf1.summary.scalar('loss', loss),
+        tf1.summary.scalar('cross_entropy', xent),
+        tf1.summary.scalar('learning_rate', learning_rate),
+        tf1.summary.scalar('batch_mean_iou', tf.numpy_function(
+            lambda c: np.float32(helper.mean_iou(c)), [confusion], tf.float32))])
+    return dict(images=images, labels=labels, keep_prob=keep_prob, loss=loss,
+                train_op=train_op, global_step=global_step, confusion=confusion,
+                scalars=scalars,
+                image_summary=_image_summary(images, predictions, labels, label_set.colors))
+
+
+def _check_resumable(ckpt_dir, config):
+    """A checkpoint folder written for another label set or model cannot be resumed."""
+    path = os.path.join(ckpt_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    saved = helper.read_json(path)
+    for key in ('label_set', 'num_classes', 'train_upsampling'):
+        if saved.get(key) != config.get(key):
+            raise UserError('%s was written with %s=%r, this run has %s=%r: use another '
+                            '--ckpt_dir' % (ckpt_dir, key, saved.get(key), key, config.get(key)))
+
+
+def _initialise(session, saver, args, resume_from):
+    """Restores the last checkpoint, or initialises and loads the pretrained VGG16 weights."""
+    if resume_from:
+        saver.restore(session, resume_from)
+        return
+    session.run(tf1.global_variables_initializer())
+    if str(args.vgg_weights).lower() == 'none':
+        print('training from scratch: --vgg_weights none')
+        return
+    import vgg_weights
+    path = args.vgg_weights or vgg_weights.maybe_download_vgg()
+    loaded, missing = vgg_weights.load_vgg_weights(session, vgg_weights.read_vgg_weights(path))
+    print('loaded %d VGG16 tensors from %s' % (len(loaded), path)
+          + ('; %s not in the file: initialised randomly' % ', '.join(missing) if missing else ''))
+
+
+def validate(session, graph, dataset, batch_size):
+    """Confusion matrix of the current model over a whole split (no dropout)."""
+    num_classes = dataset.label_set.num_classes
+    total = np.zeros((num_classes, num_classes), np.int64)
+    for images, labels in dataset.generator(batch_size, shuffle=False):
+        total += session.run(graph['confusion'],
+                             {graph['images']: images, graph['labels']: labels})
+    return total
+
+
+def _add_scalar(writer, tag, value, step):
+    writer.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=tag, simple_value=value)]),
+                       step)
+
+
+def _checkpoint_step(path):
+    return int(path.rsplit('-', 1)[1]) if path else 0
+
+
+def _input_tensors(args, train_set, start_step, seed):
+    """(images, labels, batches): iterator outputs for tf.data, or a python generator to feed."""
+    height, width = train_set.image_shape
+    if args.pipeline == 'tfdata':
+        dataset = train_set.tf_dataset(args.batch_size, args.epochs, seed, start_step)
+        images, labels = tf1.data.make_one_shot_iterator(dataset).get_next()
+        return images, labels, None
+    batches = train_set.generator(args.batch_size, args.epochs, seed, start_step)
+    return (tf.zeros([0, height, width, 3], tf.uint8), tf.zeros([0, height, width], tf.uint8),
+            batches)
+
+
+def check_output_dir(path):
+    """An output folder may be replaced only if it holds a model this tool wrote."""
+    if os.path.exists(path) and not os.path.exists(os.path.join(path, CONFIG_FILE)):
+        raise UserError('%s exists and does not hold a model written by this tool: '
+                        'choose another folder' % path)
+
+
+def train(args, train_set, val_set, config, run_dir, model_dir, session_config):
+    """Trains to args.epochs epochs, resuming from args.ckpt_dir, then exports a SavedModel."""
+    check_output_dir(model_dir)
+    os.makedirs(args.ckpt_dir, exist_ok=True)
+    _check_resumable(args.ckpt_dir, config)
+    resume_from = tf.train.latest_checkpoint(args.ckpt_dir)
+    if resume_from:  # the same seed and class weights, so the epoch orders and loss go on
+        saved = helper.read_json(os.path.join(args.ckpt_dir, CONFIG_FILE))
+        config.update(seed=saved['seed'], class_weights=saved['class_weights'])
+    else:
+        config['class_weights'] = class_weights(train_set, args.class_weights)
+        helper.write_json(os.path.join(args.ckpt_dir, CONFIG_FILE), config)
+    helper.write_json(os.path.join(run_dir, CONFIG_FILE), config)
+    start_step = _checkpoint_step(resume_from)
+    steps_per_epoch = train_set.steps_per_epoch(args.batch_size)
+    if start_step < steps_per_epoch * args.epochs:
+        _train_loop(args, train_set, val_set, config, resume_from, start_step, steps_per_epoch,
+                    session_config)
+    else:
+        print('%s already holds %d steps (%d epochs of %d): nothing to train'
+              % (args.ckpt_dir, start_step, args.epochs, steps_per_epoch))
+    export_saved_model(tf.train.latest_checkpoint(args.ckpt_dir), model_dir, config)
+    print('model saved to %s' % model_dir)
+
+
+def _train_loop(args, train_set, val_set, config, resume_from, start_step, steps_per_epoch,
+                    session_config):
+    label_set = train_set.label_set
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(config['seed'])
+        images, labels, batches = _input_tensors(args, train_set, start_step, config['seed'])
+        tensors = build_train_graph(images, labels, args, label_set, config['class_weights'])
+        saver = tf1.train.Saver(max_to_keep=args.keep_checkpoints)
+    writer = tf1.summary.FileWriter(args.summary_dir, graph if not resume_from else None)
+    ckpt_path = os.path.join(args.ckpt_dir, CKPT_NAME)
+    with tf1.Session(graph=graph, config=session_config) as session:
+        _initialise(session, saver, args, resume_from)
+        if resume_from:
+            print('continuing training after %d steps' % start_step)
+        step = start_step
+        try:
+            for epoch in range(start_step // steps_per_epoch, args.epochs):
+                step = _train_epoch(session, tensors, batches, writer, saver, ckpt_path, args,
+                                    epoch, step, steps_per_epoch)
+                saver.save(session, ckpt_path, step)
+                if val_set is not None:
+                    _log_validation(session, tensors, val_set, args, writer, step)
+        except KeyboardInterrupt:
+            saver.save(session, ckpt_path, step)
+            print('\ninterrupted: checkpoint of step %d saved in %s' % (step, args.ckpt_dir))
+            raise
+        finally:
+            writer.close()
+
+
+def _train_epoch(session, tensors, batches, writer, saver, ckpt_path, args, epoch, step,
+                 steps_per_epoch):
+    """One epoch with a progress bar; returns the global step at its end."""
+    end = (epoch + 1) * steps_per_epoch
+    bar = tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch,
+               desc='Train Epoch %2d/%d' % (epoch + 1, args.epochs), unit='step')
+    speed = None
+    while step < end:
+        feed = {tensors['keep_prob']: args.keep_prob}
+        if batches is not None:
+            feed[tensors['images']], feed[tensors['labels']] = next(batches)
+        # The global step goes up by one per run; fetched in the same run it may be stale.
+        fetches = {'train': tensors['train_op'], 'loss': tensors['loss']}
+        if (step + 1) % args.summary_every == 0:
+            fetches['scalars'] = tensors['scalars']
+        if (step + 1) % args.image_summary_every == 0:
+            fetches['images'] = tensors['image_summary']
+        started = time.perf_counter()
+        results = session.run(fetches, feed)
+        seconds = time.perf_counter() - started
+        step += 1
+        if not np.isfinite(results['loss']):
+            raise UserError('the loss is %s at step %d: stopped without saving it; try a lower '
+                            '--learning_rate' % (results['loss'], step))
+        batch_speed = args.batch_size / seconds
+        speed = batch_speed if speed is None else 0.9 * speed + 0.1 * batch_speed
+        for key in ('scalars', 'images'):
+            if key in results:
+                writer.add_summary(results[key], step)
+        if 'scalars' in results:
+            _add_scalar(writer, 'images_per_second', speed, step)
+        if step % args.ckpt_every == 0:
+            saver.save(session, ckpt_path, step)
+        bar.set_postfix_str('loss %.3f, %.1f img/s' % (results['loss'], speed))
+        bar.update(1)
+    bar.close()
+    return step
+
+
+def _log_validation(session, tensors, val_set, args, writer, step):
+    confusion = validate(session, tensors, val_set, args.batch_size)
+    value = helper.mean_iou(confusion)
+    _add_scalar(writer, 'val/mean_iou', value, step)
+    _add_scalar(writer, 'val/pixel_accuracy', helper.pixel_accuracy(confusion), step)
+    writer.flush()
+    print('step %d: val mean IoU %.1f%% over %d images' % (step, 100 * value, len(val_set)))
+
+
+def export_saved_model(checkpoint, model_dir, config):
+    """An inference-only SavedModel (uint8 images in, class ids and logits out) of a checkpoint.
+
+    Written to a temporary folder and renamed into place, with the model's configuration.
+    """
+    check_output_dir(model_dir)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(0)  # initialisers never run, but determinism mode asks for a seed
+        images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
+        logits, _ = fcn8vgg16.fcn8s(images, config['num_classes'])
+        predictions = fcn8vgg16.predictions(logits)
+        saver = tf1.train.Saver()
+    parent = os.path.dirname(os.path.abspath(model_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = os.path.join(parent, '.%s.tmp-%d' % (os.path.basename(model_dir), os.getpid()))
+    builder = tf1.saved_model.Builder(tmp_dir)
+    with tf1.Session(graph=graph) as session:
+        saver.restore(session, checkpoint)
+        signature = tf1.saved_model.predict_signature_def(
+            inputs={'images': images}, outputs={'predictions': predictions, 'logits': logits})
+        builder.add_meta_graph_and_variables(
+            session, [fcn8vgg16.SAVED_MODEL_TAG],
+            signature_def_map={fcn8vgg16.SIGNATURE_KEY: signature})
+    builder.save()
+    helper.write_json(os.path.join(tmp_dir, CONFIG_FILE), config)
+    _move_into_place(tmp_dir, model_dir)
+
+
+def _move_into_place(tmp_dir, destination):
+    """Renames tmp_dir to destination; an older model of ours there is replaced."""
+    if os.path.exists(destination):
+        old = destination + '.old-%d' % os.getpid()
+        os.rename(destination, old)
+        os.rename(tmp_dir, destination)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp_dir, destination)
