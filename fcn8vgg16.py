@@ -4,6 +4,8 @@ Graph building only: `fcn8s()` maps uint8 images to `(logits, end_points)`; the 
 weight decay are separate functions. Variable names match the pretrained VGG16 weights
 (`conv3_2/filter`, `fc6/weights`, ...) so that vgg_weights.py can load them by name.
 """
+import zlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -54,13 +56,20 @@ def preprocess(images):
     return bgr - tf.constant(BGR_MEAN, tf.float32)
 
 
+def _seed(name):
+    """An op seed from the layer's name, so that with a graph seed set the initial weights do
+    not depend on how many ops (the input pipeline, say) were built before the network."""
+    return zlib.crc32(name.encode()) % 2**31
+
+
 def _conv(inputs, name, kernel_size, filters, relu=True, zero_init=False,
           kernel_name='filter'):
     """SAME convolution with a bias; He initialisation unless zero_init (score layers)."""
     in_channels = inputs.shape[-1]
     initializer = (tf1.zeros_initializer() if zero_init else
                    tf1.variance_scaling_initializer(scale=2.0, mode='fan_in',
-                                                    distribution='truncated_normal'))
+                                                    distribution='truncated_normal',
+                                                    seed=_seed(name)))
     with tf1.variable_scope(name):
         kernel = tf1.get_variable(kernel_name, [kernel_size, kernel_size, in_channels, filters],
                                   initializer=initializer)
@@ -94,9 +103,9 @@ def vgg16_encoder(images, keep_prob, encoder=VGG16, fc_channels=FC_CHANNELS):
         net = tf.nn.max_pool2d(net, 2, 2, 'SAME', name='pool%d' % block)
         end_points['pool%d' % block] = net  # stride 2 ** block
     net = _conv(net, 'fc6', FC6_KERNEL, fc_channels, kernel_name='weights')
-    net = end_points['fc6'] = tf.nn.dropout(net, rate=1 - keep_prob)
+    net = end_points['fc6'] = tf.nn.dropout(net, rate=1 - keep_prob, seed=_seed('drop6'))
     net = _conv(net, 'fc7', 1, fc_channels, kernel_name='weights')
-    end_points['fc7'] = tf.nn.dropout(net, rate=1 - keep_prob)
+    end_points['fc7'] = tf.nn.dropout(net, rate=1 - keep_prob, seed=_seed('drop7'))
     return end_points
 
 

@@ -61,7 +61,8 @@ def parse_args(argv=None):
     add('--train_upsampling', action='store_true',
         help='learn the transposed convolutions instead of keeping them bilinear')
     add('--ckpt_every', type=int, default=500, help='steps between checkpoints')
-    add('--keep_checkpoints', type=int, default=5, help='checkpoints kept')
+    add('--keep_checkpoints', type=int, default=3,
+        help='checkpoints kept (each about 1.6 GB with Adam\'s moments)')
     add('--summary_every', type=int, default=10, help='steps between scalar summaries')
     add('--image_summary_every', type=int, default=200, help='steps between image summaries')
     add('--val_images_paths', help='glob of validation images (default: the val split)')
@@ -133,6 +134,7 @@ def train(args):
     config = dict(
         vars(args), seed=seed, image_shape=list(train_set.image_shape),
         num_classes=label_set.num_classes, class_names=label_set.class_names,
+        encoder=[list(block) for block in fcn8vgg16.VGG16], fc_channels=fcn8vgg16.FC_CHANNELS,
         input_tensor=fcn8vgg16.INPUT_TENSOR, keep_prob_tensor=fcn8vgg16.KEEP_PROB_TENSOR,
         output_tensor=fcn8vgg16.OUTPUT_TENSOR, logits_tensor=fcn8vgg16.LOGITS_TENSOR,
         saved_model_tag=fcn8vgg16.SAVED_MODEL_TAG, signature_key=fcn8vgg16.SIGNATURE_KEY,
@@ -147,6 +149,8 @@ def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
     tf.compat.v1.disable_eager_execution()  # graph mode: placeholders, sessions, Savers
+    if not args.debug:  # deprecation notices of the tf.compat.v1 API the tool is built on
+        tf.get_logger().setLevel('ERROR')
     try:
         _apply_defaults(args)
         {'train': train}[args.action](args)

@@ -1,5 +1,6 @@
 """Training: loss, optimiser, metrics, summaries, checkpoints, resume and the session loop."""
 import os
+import re
 import shutil
 import time
 
@@ -66,19 +67,21 @@ def _image_summary(images, predictions, labels, colors, max_outputs=2):
     return tf1.summary.image('input_prediction_truth', side_by_side, max_outputs=max_outputs)
 
 
-def build_train_graph(images, labels, args, label_set, weights):
+def build_train_graph(images, labels, args, label_set, config):
     """The training graph on `images`, `labels`; returns a dict of the tensors the loop runs."""
     images = tf1.placeholder_with_default(images, [None, None, None, 3],
                                           name=fcn8vgg16.INPUT_NAME)
     labels = tf1.placeholder_with_default(labels, [None, None, None], name='labels')
     keep_prob = tf1.placeholder_with_default(1.0, [], name=fcn8vgg16.KEEP_PROB_NAME)
     logits, _ = fcn8vgg16.fcn8s(images, label_set.num_classes, keep_prob,
+                                encoder=config['encoder'], fc_channels=config['fc_channels'],
                                 train_upsampling=args.train_upsampling)
     predictions = fcn8vgg16.predictions(logits)
-    xent = fcn8vgg16.segmentation_loss(logits, labels, label_set.ignore_id, weights)
+    xent = fcn8vgg16.segmentation_loss(logits, labels, label_set.ignore_id,
+                                       config['class_weights'])
     loss = xent + fcn8vgg16.weight_decay_loss(args.weight_decay)
     global_step = tf1.train.get_or_create_global_step()
-    learning_rate = tf.constant(args.learning_rate, tf.float32, name='learning_rate')
+    learning_rate = tf.constant(args.learning_rate, tf.float32)
     train_op = tf1.train.AdamOptimizer(learning_rate).minimize(loss, global_step)
     confusion = confusion_matrix(labels, predictions, label_set.num_classes,
                                  label_set.ignore_id)
@@ -89,6 +92,7 @@ def build_train_graph(images, labels, args, label_set, weights):
         tf1.summary.scalar('batch_mean_iou', tf.numpy_function(
             lambda c: np.float32(helper.mean_iou(c)), [confusion], tf.float32))])
     return dict(images=images, labels=labels, keep_prob=keep_prob, loss=loss,
+                batch_size=tf.shape(images)[0],
                 train_op=train_op, global_step=global_step, confusion=confusion,
                 scalars=scalars,
                 image_summary=_image_summary(images, predictions, labels, label_set.colors))
@@ -100,7 +104,8 @@ def _check_resumable(ckpt_dir, config):
     if not os.path.exists(path):
         return
     saved = helper.read_json(path)
-    for key in ('label_set', 'num_classes', 'train_upsampling'):
+    for key in ('dataset', 'label_set', 'num_classes', 'encoder', 'fc_channels',
+                'train_upsampling'):
         if saved.get(key) != config.get(key):
             raise UserError('%s was written with %s=%r, this run has %s=%r: use another '
                             '--ckpt_dir' % (ckpt_dir, key, saved.get(key), key, config.get(key)))
@@ -112,11 +117,12 @@ def _initialise(session, saver, args, resume_from):
         saver.restore(session, resume_from)
         return
     session.run(tf1.global_variables_initializer())
-    if str(args.vgg_weights).lower() == 'none':
+    if args.vgg_weights is not None and args.vgg_weights.lower() == 'none':
         print('training from scratch: --vgg_weights none')
         return
     import vgg_weights
-    path = args.vgg_weights or vgg_weights.maybe_download_vgg()
+    path = args.vgg_weights or vgg_weights.maybe_download_vgg(vgg_weights.DEFAULT_VGG_DIR,
+                                                              vgg_weights.UDACITY_VGG_URL)
     loaded, missing = vgg_weights.load_vgg_weights(session, vgg_weights.read_vgg_weights(path))
     print('loaded %d VGG16 tensors from %s' % (len(loaded), path)
           + ('; %s not in the file: initialised randomly' % ', '.join(missing) if missing else ''))
@@ -135,6 +141,14 @@ def validate(session, graph, dataset, batch_size):
 def _add_scalar(writer, tag, value, step):
     writer.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=tag, simple_value=value)]),
                        step)
+
+
+def _pipeline_error(error):
+    """A UserError raised inside tf.data's numpy_function reaches us as an OpError: unwrap it."""
+    match = re.search(r'UserError: (.*)', error.message)
+    if match:
+        return UserError(match.group(1).strip())
+    return error
 
 
 def _checkpoint_step(path):
@@ -192,7 +206,7 @@ def _train_loop(args, train_set, val_set, config, resume_from, start_step, steps
     with graph.as_default():
         tf1.set_random_seed(config['seed'])
         images, labels, batches = _input_tensors(args, train_set, start_step, config['seed'])
-        tensors = build_train_graph(images, labels, args, label_set, config['class_weights'])
+        tensors = build_train_graph(images, labels, args, label_set, config)
         saver = tf1.train.Saver(max_to_keep=args.keep_checkpoints)
     writer = tf1.summary.FileWriter(args.summary_dir, graph if not resume_from else None)
     ckpt_path = os.path.join(args.ckpt_dir, CKPT_NAME)
@@ -208,6 +222,8 @@ def _train_loop(args, train_set, val_set, config, resume_from, start_step, steps
                 saver.save(session, ckpt_path, step)
                 if val_set is not None:
                     _log_validation(session, tensors, val_set, args, writer, step)
+        except tf.errors.OpError as error:
+            raise _pipeline_error(error) from None
         except KeyboardInterrupt:
             saver.save(session, ckpt_path, step)
             print('\ninterrupted: checkpoint of step %d saved in %s' % (step, args.ckpt_dir))
@@ -216,42 +232,47 @@ def _train_loop(args, train_set, val_set, config, resume_from, start_step, steps
             writer.close()
 
 
+def _train_step(session, tensors, batches, args, step):
+    """One optimiser step; returns what it fetched and its wall time in seconds."""
+    feed = {tensors['keep_prob']: args.keep_prob}
+    if batches is not None:
+        feed[tensors['images']], feed[tensors['labels']] = next(batches)
+    # The global step goes up by one per run; fetched in the same run it may be stale.
+    fetches = {'train': tensors['train_op'], 'loss': tensors['loss'],
+               'batch_size': tensors['batch_size']}
+    if (step + 1) % args.summary_every == 0:
+        fetches['scalars'] = tensors['scalars']
+    if (step + 1) % args.image_summary_every == 0:
+        fetches['images'] = tensors['image_summary']
+    started = time.perf_counter()
+    results = session.run(fetches, feed)
+    return results, time.perf_counter() - started
+
+
 def _train_epoch(session, tensors, batches, writer, saver, ckpt_path, args, epoch, step,
                  steps_per_epoch):
     """One epoch with a progress bar; returns the global step at its end."""
     end = (epoch + 1) * steps_per_epoch
-    bar = tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch,
-               desc='Train Epoch %2d/%d' % (epoch + 1, args.epochs), unit='step')
     speed = None
-    while step < end:
-        feed = {tensors['keep_prob']: args.keep_prob}
-        if batches is not None:
-            feed[tensors['images']], feed[tensors['labels']] = next(batches)
-        # The global step goes up by one per run; fetched in the same run it may be stale.
-        fetches = {'train': tensors['train_op'], 'loss': tensors['loss']}
-        if (step + 1) % args.summary_every == 0:
-            fetches['scalars'] = tensors['scalars']
-        if (step + 1) % args.image_summary_every == 0:
-            fetches['images'] = tensors['image_summary']
-        started = time.perf_counter()
-        results = session.run(fetches, feed)
-        seconds = time.perf_counter() - started
-        step += 1
-        if not np.isfinite(results['loss']):
-            raise UserError('the loss is %s at step %d: stopped without saving it; try a lower '
-                            '--learning_rate' % (results['loss'], step))
-        batch_speed = args.batch_size / seconds
-        speed = batch_speed if speed is None else 0.9 * speed + 0.1 * batch_speed
-        for key in ('scalars', 'images'):
-            if key in results:
-                writer.add_summary(results[key], step)
-        if 'scalars' in results:
-            _add_scalar(writer, 'images_per_second', speed, step)
-        if step % args.ckpt_every == 0:
-            saver.save(session, ckpt_path, step)
-        bar.set_postfix_str('loss %.3f, %.1f img/s' % (results['loss'], speed))
-        bar.update(1)
-    bar.close()
+    with tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch,
+              desc='Train Epoch %2d/%d' % (epoch + 1, args.epochs), unit='step') as bar:
+        while step < end:
+            results, seconds = _train_step(session, tensors, batches, args, step)
+            step += 1
+            if not np.isfinite(results['loss']):
+                raise UserError('the loss is %s at step %d: stopped without saving it; try a '
+                                'lower --learning_rate' % (results['loss'], step))
+            batch_speed = results['batch_size'] / seconds
+            speed = batch_speed if speed is None else 0.9 * speed + 0.1 * batch_speed
+            for key in ('scalars', 'images'):
+                if key in results:
+                    writer.add_summary(results[key], step)
+            if 'scalars' in results:
+                _add_scalar(writer, 'images_per_second', speed, step)
+            if step % args.ckpt_every == 0:
+                saver.save(session, ckpt_path, step)
+            bar.set_postfix_str('loss %.3f, %.1f img/s' % (results['loss'], speed))
+            bar.update(1)
     return step
 
 
@@ -274,7 +295,8 @@ def export_saved_model(checkpoint, model_dir, config):
     with graph.as_default():
         tf1.set_random_seed(0)  # initialisers never run, but determinism mode asks for a seed
         images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
-        logits, _ = fcn8vgg16.fcn8s(images, config['num_classes'])
+        logits, _ = fcn8vgg16.fcn8s(images, config['num_classes'], encoder=config['encoder'],
+                                    fc_channels=config['fc_channels'])
         predictions = fcn8vgg16.predictions(logits)
         saver = tf1.train.Saver()
     parent = os.path.dirname(os.path.abspath(model_dir))
