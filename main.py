@@ -26,7 +26,7 @@ CITYSCAPES_DEFAULTS = dict(
     learning_rate=1e-4, keep_prob=0.5, ckpt_dir='ckpt', summary_dir='summaries')
 # The demo trains from scratch on 2 CPU cores in minutes: small images, no dropout.
 DEMO_DEFAULTS = dict(
-    label_set='cityscapes', image_shape=(128, 256), epochs=4, batch_size=8,
+    label_set='cityscapes', image_shape=(128, 256), epochs=3, batch_size=8,
     learning_rate=1e-4, keep_prob=1.0, ckpt_dir='ckpt_demo', summary_dir='summaries_demo',
     vgg_weights='none')
 
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     add('-g', '--gpu', type=int, default=1, help='GPUs to use; 0 runs on the CPU')
     add('-gm', '--gpu_mem', type=float, default=0.9, help='fraction of GPU memory, in (0, 1]')
     add('-x', '--xla', type=int, default=0, choices=(0, 1, 2), help='XLA JIT level')
-    add('-ep', '--epochs', type=int, help='epochs to train to (demo 4, else 10)')
+    add('-ep', '--epochs', type=int, help='epochs to train to (demo 3, else 10)')
     add('-bs', '--batch_size', type=int, help='images per step (demo 8, else 5)')
     add('-lr', '--learning_rate', type=float, help='Adam learning rate (1e-4)')
     add('-kp', '--keep_prob', type=float, help='dropout keep probability (demo 1.0, else 0.5)')

@@ -1,6 +1,7 @@
 """The train action end to end through main.main(), on a tiny VGG16 and a tiny demo split."""
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -208,3 +209,21 @@ def test_full_size_model_trains_from_the_command_line(demo_root, tmp_path):
     assert 'Train Epoch  1/1' in result.stderr and 'model saved to' in result.stdout
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / 'ckpt')))
     assert reader.get_variable_to_shape_map()['fc6/weights'] == [7, 7, 512, 4096]
+
+
+def test_original_command_line_on_cityscapes_beside_the_repo(demo_root, tmp_path, tiny_model,
+                                                              monkeypatch, capsys):
+    """The demo is in the Cityscapes layout: copied to ../cityscapes/data it stands in for it."""
+    shutil.copytree(os.path.join(demo_root, 'leftImg8bit'),
+                    tmp_path / 'cityscapes' / 'data' / 'leftImg8bit')
+    shutil.copytree(os.path.join(demo_root, 'gtFine'), tmp_path / 'cityscapes' / 'data' / 'gtFine')
+    (tmp_path / 'repo').mkdir()
+    monkeypatch.chdir(tmp_path / 'repo')
+    flags = ['train', '--gpu=1', '--xla=2', '-ep=1', '-bs=10', '-lr=0.00001',
+             '--vgg_weights', 'none', '--image_shape', '64', '128']
+    assert main.main(flags) == 0
+    out = capsys.readouterr().out
+    assert 'training on 6 images (cityscapes, 19 classes, 64x128)' in out
+    assert 'val mean IoU' in out  # the val split beside it is found too
+    assert tf.train.latest_checkpoint('ckpt').endswith('-1')
+    assert glob.glob('summaries/events.*') and glob.glob('runs/*/model/saved_model.pb')
