@@ -19,6 +19,7 @@ LABEL_SETS = dict(cityscape_labels.LABEL_SETS)
 IMAGE_SUFFIXES = ('_leftImg8bit',)
 LABEL_SUFFIXES = ('_gtFine_labelTrainIds', '_gtFine_labelIds', '_labelTrainIds', '_labelIds')
 TRAIN_ID_SUFFIX = '_labelTrainIds'
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
 
 def get_label_set(name):
@@ -36,12 +37,21 @@ def _stem(path, suffixes):
 
 
 def _glob(pattern, what):
+    """Sorted paths matching a glob, or every image file under a folder."""
     if os.path.isdir(pattern):
-        pattern = os.path.join(pattern, '**', '*.png')
-    paths = sorted(glob.glob(pattern, recursive=True))
+        paths = sorted(path for path in glob.glob(os.path.join(pattern, '**', '*'),
+                                                  recursive=True)
+                       if path.lower().endswith(IMAGE_EXTENSIONS))
+    else:
+        paths = sorted(glob.glob(pattern, recursive=True))
     if not paths:
         raise UserError('no %s match %s' % (what, pattern))
     return paths
+
+
+def find_images(images_glob):
+    """Sorted image paths matching a glob (or every PNG or JPEG under a folder)."""
+    return _glob(images_glob, 'images')
 
 
 def find_pairs(images_glob, labels_glob):
@@ -66,8 +76,16 @@ def find_pairs(images_glob, labels_glob):
 
 
 def label_lookup(label_path, label_set):
-    """uint8 [256] table from the values stored in this label file to training ids."""
-    if _stem(label_path, ()).endswith(TRAIN_ID_SUFFIX):
+    """uint8 [256] table from the values stored in this label file to training ids.
+
+    `*_labelTrainIds.png` files hold training ids of the chosen set (as `prepare` writes them);
+    the official `*_gtFine_labelTrainIds.png` hold the 19 benchmark classes only.
+    """
+    stem = _stem(label_path, ())
+    if stem.endswith('_gtFine' + TRAIN_ID_SUFFIX) and label_set.name != 'cityscapes':
+        raise UserError('%s holds the 19 Cityscapes benchmark classes, not the %s label set: '
+                        'use the *_gtFine_labelIds.png files' % (label_path, label_set.name))
+    if stem.endswith(TRAIN_ID_SUFFIX):
         table = np.arange(256, dtype=np.uint8)
         table[label_set.num_classes:] = label_set.ignore_id
         return table

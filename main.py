@@ -14,7 +14,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from helper import UserError  # noqa: E402  (after the logging setting above)
 
-ACTIONS = ('train',)
 DATASETS = ('cityscapes', 'demo')
 PIPELINES = ('tfdata', 'generator')
 
@@ -34,7 +33,7 @@ DEMO_DEFAULTS = dict(
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train and run FCN-8s/VGG16 semantic segmentation of road scenes.')
-    parser.add_argument('action', choices=ACTIONS)
+    parser.add_argument('action', choices=sorted(ACTIONS))
     add = parser.add_argument
     add('-g', '--gpu', type=int, default=1, help='GPUs to use; 0 runs on the CPU')
     add('-gm', '--gpu_mem', type=float, default=0.9, help='fraction of GPU memory, in (0, 1]')
@@ -46,8 +45,10 @@ def parse_args(argv=None):
     add('-rd', '--runs_dir', default='runs', help='run folders go here')
     add('-cd', '--ckpt_dir', help='checkpoints (ckpt; ckpt_demo for the demo)')
     add('-sd', '--summary_dir', help='TensorBoard logs (summaries; summaries_demo)')
-    add('-md', '--model_dir', help='SavedModel output (default runs/<timestamp>/model)')
-    add('-ip', '--images_paths', help='glob of training images')
+    add('-md', '--model_dir', help='train: SavedModel output (default runs/<timestamp>/model); '
+                                   'predict, evaluate, video: the model (default: the newest '
+                                   'under runs/)')
+    add('-ip', '--images_paths', help='glob of images (train: training images)')
     add('-lp', '--labels_paths', help='glob or folder of label images')
     add('--dataset', choices=DATASETS, default='cityscapes')
     add('--label_set', help='cityscapes (19 classes) or cityscapes35 (all labels)')
@@ -69,35 +70,57 @@ def parse_args(argv=None):
     add('--val_labels_paths', help='glob or folder of validation labels')
     add('--no_val', action='store_true', help='skip validation at the end of each epoch')
     add('--seed', type=int, help='makes a CPU run reproducible')
+    add('--split', help='dataset split for predict (test) and evaluate (val)')
+    add('--keep_size', action='store_true',
+        help='predict at native resolution (padded to a multiple of 32) instead of resizing')
+    add('--save_labels', action='store_true',
+        help='predict: also write trainIds (and Cityscapes labelIds) PNGs')
+    add('-vi', '--video_file_in', help='video to segment (demo: the demo video)')
+    add('-vo', '--video_file_out', help='output video (default runs/<timestamp>/<name>.mp4)')
+    add('-vs', '--video_start_second', type=float, help='start of the sub-clip, seconds')
+    add('-ve', '--video_end_second', type=float, help='end of the sub-clip, seconds')
     add('--debug', action='store_true', help='show full tracebacks')
     return parser.parse_args(argv)
 
 
-def _apply_defaults(args):
-    """Fills the flags left unset from the dataset's defaults and checks the values."""
-    defaults = DEMO_DEFAULTS if args.dataset == 'demo' else CITYSCAPES_DEFAULTS
-    if args.dataset == 'demo':
-        import demo_data
-        root = demo_data.ensure_demo_dataset()
-        defaults = dict(defaults, images=os.path.join(root, 'leftImg8bit/{split}/*/*.png'),
-                        labels=os.path.join(root, 'gtFine/{split}/'))
+def _dataset_defaults(args):
+    """The defaults of args.dataset, with its paths; the demo is generated on first use."""
+    if args.dataset != 'demo':
+        return CITYSCAPES_DEFAULTS
+    import demo_data
+    root = demo_data.ensure_demo_dataset()
+    return dict(DEMO_DEFAULTS, images=os.path.join(root, 'leftImg8bit/{split}/*/*.png'),
+                labels=os.path.join(root, 'gtFine/{split}/'),
+                video=demo_data.demo_video_path(root))
+
+
+def _split_paths(args, split, defaults):
+    """(images, labels) globs: -ip/-lp when given, else the dataset's split."""
+    if args.images_paths is not None:
+        return args.images_paths, args.labels_paths
+    return defaults['images'].format(split=split), defaults['labels'].format(split=split)
+
+
+def _check_positive(args, names):
+    for name in names:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError('--%s %d must be at least 1' % (name, getattr(args, name)))
+
+
+def _apply_train_defaults(args):
+    """Fills the training flags left unset from the dataset's defaults and checks them."""
+    defaults = _dataset_defaults(args)
     for key in ('label_set', 'image_shape', 'epochs', 'batch_size', 'learning_rate',
                 'keep_prob', 'ckpt_dir', 'summary_dir', 'vgg_weights'):
         if getattr(args, key, None) is None:
             setattr(args, key, defaults.get(key))
-    if args.images_paths is None:
-        args.images_paths = defaults['images'].format(split='train')
-        args.labels_paths = args.labels_paths or defaults['labels'].format(split='train')
-        if args.val_images_paths is None:
-            args.val_images_paths = defaults['images'].format(split='val')
-            args.val_labels_paths = args.val_labels_paths or defaults['labels'].format(split='val')
-    if args.labels_paths is None:
+    if args.images_paths is not None and args.labels_paths is None:
         raise UserError('-ip/--images_paths given without -lp/--labels_paths')
-    for key, minimum in (('epochs', 1), ('batch_size', 1), ('ckpt_every', 1),
-                         ('keep_checkpoints', 1), ('summary_every', 1),
-                         ('image_summary_every', 1)):
-        if getattr(args, key) < minimum:
-            raise UserError('--%s %d must be at least %d' % (key, getattr(args, key), minimum))
+    if args.images_paths is None and args.val_images_paths is None:
+        args.val_images_paths, args.val_labels_paths = _split_paths(args, 'val', defaults)
+    args.images_paths, args.labels_paths = _split_paths(args, 'train', defaults)
+    _check_positive(args, ('epochs', 'batch_size', 'ckpt_every', 'keep_checkpoints',
+                           'summary_every', 'image_summary_every'))
     if not 0 < args.keep_prob <= 1:
         raise UserError('--keep_prob %g is outside (0, 1]' % args.keep_prob)
     if args.learning_rate <= 0:
@@ -106,6 +129,8 @@ def _apply_defaults(args):
 
 
 def train(args):
+    """Trains (or resumes) and exports a SavedModel."""
+    _apply_train_defaults(args)
     import numpy as np
     import data_loader
     import fcn8vgg16
@@ -145,6 +170,85 @@ def train(args):
                   args.model_dir or os.path.join(run_dir, 'model'), session_config)
 
 
+def _load_model(args):
+    import helper
+    import inference
+    model_dir = args.model_dir
+    if model_dir is None:
+        configs = sorted(glob.glob(os.path.join(args.runs_dir, '*', 'model',
+                                                inference.CONFIG_FILE)))
+        if not configs:
+            raise UserError('no -md/--model_dir given and no trained model under %s'
+                            % os.path.join(args.runs_dir, '*', 'model'))
+        model_dir = os.path.dirname(configs[-1])
+        print('model: %s (the newest under %s)' % (model_dir, args.runs_dir))
+    model = inference.Model(model_dir, helper.session_config(args.gpu, args.gpu_mem, args.xla))
+    print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
+                                                 model.label_set.num_classes, *model.image_shape))
+    return model
+
+
+def predict(args):
+    """Colour overlays (and label PNGs) of every image into a new run folder."""
+    import data_loader
+    import helper
+    import inference
+    _check_positive(args, ('batch_size',))
+    images_glob, _ = _split_paths(args, args.split or 'test', _dataset_defaults(args))
+    image_paths = data_loader.find_images(images_glob)
+    model = _load_model(args)
+    run_dir = helper.new_run_dir(args.runs_dir)
+    result = inference.predict_images(model, image_paths, run_dir, args.keep_size,
+                                      args.batch_size or 1, args.save_labels)
+    print('%d images: model %.0f ms, overlay and writing %.0f ms per image; written to %s'
+          % (result['images'], result['model_ms'], result['write_ms'], run_dir))
+
+
+def evaluate(args):
+    """Mean IoU and the rest over a labelled split, reported into a new run folder."""
+    import data_loader
+    import helper
+    import inference
+    import metrics
+    _check_positive(args, ('batch_size',))
+    images_glob, labels_glob = _split_paths(args, args.split or 'val', _dataset_defaults(args))
+    if labels_glob is None:
+        raise UserError('-ip/--images_paths given without -lp/--labels_paths')
+    image_paths, label_paths = data_loader.find_pairs(images_glob, labels_glob)
+    model = _load_model(args)
+    confusion = inference.confusion_over(model, image_paths, label_paths, args.keep_size,
+                                         args.batch_size or 1)
+    results = metrics.compute_metrics(confusion, model.label_set)
+    print(metrics.format_table(results))
+    run_dir = helper.new_run_dir(args.runs_dir)
+    metrics.write_report(run_dir, results, confusion, model.label_set)
+    if args.summary_dir:
+        metrics.write_summaries(args.summary_dir, results)
+    print('metrics of %d images written to %s' % (len(image_paths), run_dir))
+
+
+def video(args):
+    """Segments every frame of a video into a new video with the same frames, rate and size."""
+    import helper
+    import video as video_io
+    _check_positive(args, ('batch_size',))
+    video_in = args.video_file_in or _dataset_defaults(args).get('video')
+    if video_in is None:
+        raise UserError('no -vi/--video_file_in given')
+    video_out = args.video_file_out
+    if video_out is None:
+        stem = os.path.splitext(os.path.basename(video_in))[0]
+        video_out = os.path.join(helper.new_run_dir(args.runs_dir), stem + '_segmented.mp4')
+    model = _load_model(args)
+    result = video_io.segment_video(model, video_in, video_out, args.video_start_second,
+                                    args.video_end_second, args.keep_size,
+                                    args.batch_size or 1)
+    print('%d frames at %g fps written to %s' % (result['frames'], result['fps'], video_out))
+
+
+ACTIONS = {'train': train, 'predict': predict, 'evaluate': evaluate, 'video': video}
+
+
 def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
@@ -152,8 +256,7 @@ def main(argv=None):
     if not args.debug:  # deprecation notices of the tf.compat.v1 API the tool is built on
         tf.get_logger().setLevel('ERROR')
     try:
-        _apply_defaults(args)
-        {'train': train}[args.action](args)
+        ACTIONS[args.action](args)
     except UserError as error:
         if args.debug:
             traceback.print_exc()

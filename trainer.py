@@ -8,7 +8,6 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import data_loader
 import fcn8vgg16
 import helper
 from helper import UserError

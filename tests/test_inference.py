@@ -1,0 +1,137 @@
+"""predict, evaluate and video end to end through main.main(), on a briefly trained tiny model."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import demo_data
+import fcn8vgg16
+import inference
+import main
+
+TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """(demo root, folder with runs/, ckpt/) of a tiny FCN-8s trained for 3 steps."""
+    work = tmp_path_factory.mktemp('work')
+    root = demo_data.ensure_demo_dataset(str(work / 'demo'),
+                                         split_sizes={'train': 6, 'val': 3, 'test': 2},
+                                         video_frames=7)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
+        patch.setattr(fcn8vgg16, 'FC_CHANNELS', 16)
+        code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
+                          '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
+                          '-lp', os.path.join(root, 'gtFine/train'), '-bs', '2', '-ep', '1',
+                          '--image_shape', '64', '128', '-lr', '1e-3',
+                          '-cd', str(work / 'ckpt'), '-sd', str(work / 'summaries'),
+                          '-rd', str(work / 'runs')])
+    assert code == 0
+    return root, work
+
+
+def _run(*flags):
+    return main.main(list(flags) + ['--gpu', '0'])
+
+
+def _new_run(work, before):
+    (run_dir,) = set(glob.glob(str(work / 'runs' / '*'))) - before
+    return run_dir
+
+
+@pytest.mark.parametrize('keep_size', [False, True])
+def test_predict_writes_overlays_and_labels(trained, keep_size):
+    root, work = trained
+    before = set(glob.glob(str(work / 'runs' / '*')))
+    flags = ['predict', '-ip', os.path.join(root, 'leftImg8bit/test/*/*.png'),
+             '-rd', str(work / 'runs'), '--save_labels', '-bs', '2']
+    assert _run(*flags + (['--keep_size'] if keep_size else [])) == 0
+    run_dir = _new_run(work, before)
+    sources = sorted(glob.glob(os.path.join(root, 'leftImg8bit/test/*/*.png')))
+    for source in sources:
+        name = os.path.basename(source)
+        photo = np.asarray(Image.open(source))
+        overlay = np.asarray(Image.open(os.path.join(run_dir, 'overlays', name)))
+        train_ids = np.asarray(Image.open(os.path.join(run_dir, 'trainIds', name)))
+        label_ids = np.asarray(Image.open(os.path.join(run_dir, 'labelIds', name)))
+        assert overlay.shape == photo.shape and train_ids.shape == photo.shape[:2]
+        assert train_ids.max() < 19
+        # labelIds are the Cityscapes ids of the train ids: road 0 -> 7, sky 10 -> 23, ...
+        expected = inference.data_loader.get_label_set('cityscapes').train_id_to_id[train_ids]
+        np.testing.assert_array_equal(label_ids, expected)
+
+
+def test_predict_uses_the_newest_model_by_default(trained, capsys):
+    root, work = trained
+    assert _run('predict', '-ip', os.path.join(root, 'leftImg8bit/test/*/*.png'),
+                '-rd', str(work / 'runs')) == 0
+    out = capsys.readouterr().out
+    assert 'the newest under' in out and 'loaded SavedModel' in out
+
+
+def test_predict_from_a_checkpoint_folder_matches_the_saved_model(trained):
+    root, work = trained
+    image = np.asarray(Image.open(sorted(glob.glob(
+        os.path.join(root, 'leftImg8bit/val/*/*.png')))[0]))
+    (saved,) = glob.glob(str(work / 'runs' / '*' / 'model'))
+    outputs = []
+    for folder in (saved, str(work / 'ckpt')):
+        model = inference.Model(folder)
+        outputs.append(inference.predict_batch(model, [image])[0])
+        model.close()
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_evaluate_reports_metrics(trained, capsys):
+    root, work = trained
+    before = set(glob.glob(str(work / 'runs' / '*')))
+    assert _run('evaluate', '--dataset', 'demo', '-ip',
+                os.path.join(root, 'leftImg8bit/val/*/*.png'), '-lp',
+                os.path.join(root, 'gtFine/val'), '-rd', str(work / 'runs'),
+                '-sd', str(work / 'eval_summaries')) == 0
+    run_dir = _new_run(work, before)
+    with open(os.path.join(run_dir, 'metrics.json')) as f:
+        metrics = json.load(f)
+    assert 0 <= metrics['mean_iou'] <= 1 and 0 <= metrics['pixel_accuracy'] <= 1
+    assert set(metrics['per_class_iou']) == set(
+        inference.data_loader.get_label_set('cityscapes').class_names)
+    for name in ('confusion_matrix.csv', 'iou_per_class.png', 'confusion_matrix.png'):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0
+    assert glob.glob(str(work / 'eval_summaries' / 'events.*'))
+    assert run_dir in capsys.readouterr().out
+
+
+def test_video_keeps_frames_rate_and_size(trained):
+    root, work = trained
+    import imageio_ffmpeg
+    out = str(work / 'segmented.mp4')
+    assert _run('video', '-vi', demo_data.demo_video_path(root), '-vo', out,
+                '-rd', str(work / 'runs')) == 0
+    frames_in, _ = imageio_ffmpeg.count_frames_and_secs(demo_data.demo_video_path(root))
+    frames_out, _ = imageio_ffmpeg.count_frames_and_secs(out)
+    assert frames_out == frames_in == 7
+    meta = imageio_ffmpeg.read_frames(out).__next__()
+    assert tuple(meta['size']) == (512, 256) and meta['fps'] == demo_data.VIDEO_FPS
+
+
+def _error(capsys, *flags):
+    assert _run(*flags) == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_model_errors_are_one_line(trained, tmp_path, capsys):
+    root, work = trained
+    images = os.path.join(root, 'leftImg8bit/test/*/*.png')
+    line = _error(capsys, 'predict', '-ip', images, '-md', str(tmp_path / 'missing'))
+    assert line == 'error: model folder %s does not exist' % (tmp_path / 'missing')
+    line = _error(capsys, 'predict', '-ip', images, '-md', str(tmp_path))
+    assert 'holds no fcn8s_config.json' in line
+    line = _error(capsys, 'predict', '-ip', images, '-rd', str(tmp_path / 'empty_runs'))
+    assert 'no trained model under' in line
+    line = _error(capsys, 'video', '-vi', str(tmp_path / 'none.mp4'), '-rd', str(work / 'runs'))
+    assert str(tmp_path / 'none.mp4') in line
