@@ -143,6 +143,15 @@ def predictions(logits):
     return tf.cast(tf.argmax(logits, axis=-1), tf.uint8, name=OUTPUT_NAME)
 
 
+def inference_graph(num_classes, encoder=VGG16, fc_channels=FC_CHANNELS):
+    """The inference-only graph in the default graph: a uint8 placeholder named INPUT_NAME in,
+    logits and predictions out, no dropout. Returns (images, logits, predictions)."""
+    images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=INPUT_NAME)
+    logits, _ = fcn8s(images, num_classes, keep_prob=1.0, encoder=encoder,
+                      fc_channels=fc_channels)
+    return images, logits, predictions(logits)
+
+
 def segmentation_loss(logits, labels, ignore_id, class_weights=None):
     """Mean per-pixel softmax cross-entropy over the pixels whose label is not ignore_id.
 

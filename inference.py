@@ -21,7 +21,8 @@ from helper import UserError
 
 tf1 = tf.compat.v1
 
-CONFIG_FILE = 'fcn8s_config.json'
+CONFIG_FILE = helper.MODEL_CONFIG
+GRAPH_FILE = 'graph.pb'  # the constant graph of a frozen or optimised model
 
 
 def read_model_config(model_dir):
@@ -51,18 +52,20 @@ class Model:
         self.graph.finalize()
 
     def _load(self):
+        graph_path = os.path.join(self.model_dir, GRAPH_FILE)
+        if os.path.exists(graph_path):
+            graph_def = dequantize_constants(read_graph_def(graph_path))
+            tf.graph_util.import_graph_def(graph_def, name='')
+            return self.config.get('model_format', 'frozen') + ' graph'
         if os.path.exists(os.path.join(self.model_dir, 'saved_model.pb')):
             tf1.saved_model.loader.load(self.session, [self.config['saved_model_tag']],
                                         self.model_dir)
             return 'SavedModel'
         checkpoint = tf.train.latest_checkpoint(self.model_dir)
         if checkpoint:
-            images = tf1.placeholder(tf.uint8, [None, None, None, 3],
-                                     name=fcn8vgg16.INPUT_NAME)
-            logits, _ = fcn8vgg16.fcn8s(images, self.config['num_classes'],
-                                        encoder=self.config['encoder'],
-                                        fc_channels=self.config['fc_channels'])
-            fcn8vgg16.predictions(logits)
+            tf1.set_random_seed(0)  # initialisers never run; determinism mode asks for a seed
+            fcn8vgg16.inference_graph(self.config['num_classes'], self.config['encoder'],
+                                      self.config['fc_channels'])
             tf1.train.Saver().restore(self.session, checkpoint)
             return 'checkpoint %s' % os.path.basename(checkpoint)
         raise UserError('%s holds neither a SavedModel nor a checkpoint' % self.model_dir)
@@ -73,6 +76,48 @@ class Model:
 
     def close(self):
         self.session.close()
+
+
+def read_graph_def(path):
+    graph_def = tf1.GraphDef()
+    try:
+        with open(path, 'rb') as f:
+            graph_def.ParseFromString(f.read())
+    except (OSError, ValueError) as error:
+        raise UserError('cannot read the graph %s: %s' % (path, error)) from None
+    return graph_def
+
+
+def dequantize_constants(graph_def):
+    """Replaces every Dequantize of constant 8-bit weights by the float constant it computes.
+
+    Done once as the graph loads, so an optimised graph runs as fast as the frozen one. The
+    arithmetic is TensorFlow's MIN_COMBINED mode for quint8: min + q * (max - min) / 255.
+    """
+    if not any(node.op == 'Dequantize' for node in graph_def.node):
+        return graph_def
+    consts = {node.name: node for node in graph_def.node if node.op == 'Const'}
+    output = tf1.GraphDef()
+    output.versions.CopyFrom(graph_def.versions)
+    used, folded = set(), set()
+    for node in graph_def.node:
+        inputs = [name.split(':')[0] for name in node.input]
+        if node.op == 'Dequantize' and all(name in consts for name in inputs):
+            q, low, high = (tf.make_ndarray(consts[name].attr['value'].tensor) for name in inputs)
+            weights = low + q.astype(np.float32) * ((high - low) / 255.0)
+            new = output.node.add()
+            new.name, new.op = node.name, 'Const'
+            new.attr['dtype'].type = tf.float32.as_datatype_enum
+            new.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(weights.astype(np.float32)))
+            folded.update(inputs)
+            continue
+        used.update(inputs)
+        output.node.add().CopyFrom(node)
+    # The 8-bit constants and ranges that fed only the folded nodes are dropped.
+    kept = [node for node in output.node if node.name not in folded - used]
+    del output.node[:]
+    output.node.extend(kept)
+    return output
 
 
 def network_input(image, image_shape, keep_size):

@@ -48,6 +48,11 @@ def parse_args(argv=None):
     add('-md', '--model_dir', help='train: SavedModel output (default runs/<timestamp>/model); '
                                    'predict, evaluate, video: the model (default: the newest '
                                    'under runs/)')
+    add('-fd', '--frozen_model_dir', default='frozen_model', help='frozen model folder')
+    add('-od', '--optimised_model_dir', default='optimised_model',
+        help='optimised model folder')
+    add('--calibration_images', help='optimise: glob of images calibrating the int8 TFLite '
+                                     'model (default: 100 training images of the model)')
     add('-ip', '--images_paths', help='glob of images (train: training images)')
     add('-lp', '--labels_paths', help='glob or folder of label images')
     add('--dataset', choices=DATASETS, default='cityscapes')
@@ -246,7 +251,40 @@ def video(args):
     print('%d frames at %g fps written to %s' % (result['frames'], result['fps'], video_out))
 
 
-ACTIONS = {'train': train, 'predict': predict, 'evaluate': evaluate, 'video': video}
+def _megabytes(size):
+    return '%.1f MB' % (size / 1e6)
+
+
+def freeze(args):
+    """Checkpoint (or training SavedModel) -> one constant inference graph."""
+    import export
+    import helper
+    source = args.model_dir or args.ckpt_dir or _dataset_defaults(args)['ckpt_dir']
+    stats = export.freeze(source, args.frozen_model_dir,
+                          helper.session_config(args.gpu, args.gpu_mem, args.xla))
+    print('frozen %s into %s: %d ops -> %d ops, %d variables converted to constants, %s -> %s'
+          % (source, args.frozen_model_dir, stats['source_ops'], stats['ops'],
+             stats['variables'], _megabytes(stats['source_bytes']), _megabytes(stats['bytes'])))
+
+
+def optimise(args):
+    """Frozen graph -> pruned, folded graph with 8-bit weights, and an int8 TFLite model."""
+    import data_loader
+    import export
+    import inference
+    config = inference.read_model_config(args.frozen_model_dir)
+    calibration = (data_loader.find_images(args.calibration_images)[:100]
+                   if args.calibration_images else export.calibration_images(config))
+    stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration)
+    print('optimised %s into %s: %d ops -> %d ops, %d weights stored in 8 bits, %s -> %s '
+          '(%.0f%%); %s calibrated on %d images'
+          % (args.frozen_model_dir, args.optimised_model_dir, stats['source_ops'], stats['ops'],
+             stats['quantized'], _megabytes(stats['source_bytes']), _megabytes(stats['bytes']),
+             100 * stats['bytes'] / stats['source_bytes'], export.TFLITE_FILE, len(calibration)))
+
+
+ACTIONS = {'train': train, 'predict': predict, 'evaluate': evaluate, 'video': video,
+           'freeze': freeze, 'optimise': optimise}
 
 
 def main(argv=None):

@@ -1,7 +1,6 @@
 """Training: loss, optimiser, metrics, summaries, checkpoints, resume and the session loop."""
 import os
 import re
-import shutil
 import time
 
 import numpy as np
@@ -14,7 +13,7 @@ from helper import UserError
 
 tf1 = tf.compat.v1
 
-CONFIG_FILE = 'fcn8s_config.json'   # in run, checkpoint and model folders
+CONFIG_FILE = helper.MODEL_CONFIG
 CKPT_NAME = 'model.ckpt'
 
 
@@ -166,16 +165,9 @@ def _input_tensors(args, train_set, start_step, seed):
             batches)
 
 
-def check_output_dir(path):
-    """An output folder may be replaced only if it holds a model this tool wrote."""
-    if os.path.exists(path) and not os.path.exists(os.path.join(path, CONFIG_FILE)):
-        raise UserError('%s exists and does not hold a model written by this tool: '
-                        'choose another folder' % path)
-
-
 def train(args, train_set, val_set, config, run_dir, model_dir, session_config):
     """Trains to args.epochs epochs, resuming from args.ckpt_dir, then exports a SavedModel."""
-    check_output_dir(model_dir)
+    helper.check_output_dir(model_dir)
     os.makedirs(args.ckpt_dir, exist_ok=True)
     _check_resumable(args.ckpt_dir, config)
     resume_from = tf.train.latest_checkpoint(args.ckpt_dir)
@@ -285,41 +277,32 @@ def _log_validation(session, tensors, val_set, args, writer, step):
 
 
 def export_saved_model(checkpoint, model_dir, config):
-    """An inference-only SavedModel (uint8 images in, class ids and logits out) of a checkpoint.
-
-    Written to a temporary folder and renamed into place, with the model's configuration.
-    """
-    check_output_dir(model_dir)
+    """An inference-only SavedModel (uint8 images in, class ids and logits out) of a checkpoint,
+    with the model's configuration."""
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(0)  # initialisers never run, but determinism mode asks for a seed
-        images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
-        logits, _ = fcn8vgg16.fcn8s(images, config['num_classes'], encoder=config['encoder'],
-                                    fc_channels=config['fc_channels'])
-        predictions = fcn8vgg16.predictions(logits)
+        fcn8vgg16.inference_graph(config['num_classes'], config['encoder'],
+                                  config['fc_channels'])
         saver = tf1.train.Saver()
-    parent = os.path.dirname(os.path.abspath(model_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = os.path.join(parent, '.%s.tmp-%d' % (os.path.basename(model_dir), os.getpid()))
-    builder = tf1.saved_model.Builder(tmp_dir)
-    with tf1.Session(graph=graph) as session:
-        saver.restore(session, checkpoint)
-        signature = tf1.saved_model.predict_signature_def(
-            inputs={'images': images}, outputs={'predictions': predictions, 'logits': logits})
-        builder.add_meta_graph_and_variables(
-            session, [fcn8vgg16.SAVED_MODEL_TAG],
-            signature_def_map={fcn8vgg16.SIGNATURE_KEY: signature})
+
+    def _write(folder):
+        with tf1.Session(graph=graph) as session:
+            saver.restore(session, checkpoint)
+            write_saved_model(session, folder)
+        helper.write_json(os.path.join(folder, CONFIG_FILE), config)
+
+    helper.write_model_dir(model_dir, _write)
+
+
+def write_saved_model(session, folder):
+    """A SavedModel of the session's graph with the tool's serving signature."""
+    graph = session.graph
+    inputs = {'images': graph.get_tensor_by_name(fcn8vgg16.INPUT_TENSOR)}
+    outputs = {'predictions': graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR),
+               'logits': graph.get_tensor_by_name(fcn8vgg16.LOGITS_TENSOR)}
+    builder = tf1.saved_model.Builder(folder)
+    builder.add_meta_graph_and_variables(
+        session, [fcn8vgg16.SAVED_MODEL_TAG], signature_def_map={
+            fcn8vgg16.SIGNATURE_KEY: tf1.saved_model.predict_signature_def(inputs, outputs)})
     builder.save()
-    helper.write_json(os.path.join(tmp_dir, CONFIG_FILE), config)
-    _move_into_place(tmp_dir, model_dir)
-
-
-def _move_into_place(tmp_dir, destination):
-    """Renames tmp_dir to destination; an older model of ours there is replaced."""
-    if os.path.exists(destination):
-        old = destination + '.old-%d' % os.getpid()
-        os.rename(destination, old)
-        os.rename(tmp_dir, destination)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp_dir, destination)

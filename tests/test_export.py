@@ -1,0 +1,168 @@
+"""freeze and optimise end to end through main.main(), with the original command lines."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data_loader
+import demo_data
+import export
+import fcn8vgg16
+import helper
+import inference
+import main
+
+tf1 = tf.compat.v1
+# Narrow, but with weights large enough that the 8-bit size ratio means what it does at 4096.
+SMALL_VGG16 = ((1, 8, 1), (2, 16, 1), (3, 32, 1), (4, 64, 1), (5, 64, 1))
+SMALL_FC = 256
+
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory):
+    """A folder with ckpt/ of a small FCN-8s trained briefly on a tiny demo, as the cwd."""
+    work = tmp_path_factory.mktemp('export')
+    root = demo_data.ensure_demo_dataset(str(work / 'demo'),
+                                         split_sizes={'train': 6, 'val': 3, 'test': 2},
+                                         video_frames=5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fcn8vgg16, 'VGG16', SMALL_VGG16)
+        patch.setattr(fcn8vgg16, 'FC_CHANNELS', SMALL_FC)
+        patch.chdir(work)
+        code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
+                          '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
+                          '-lp', os.path.join(root, 'gtFine/train'), '-bs', '3', '-ep', '3',
+                          '--image_shape', '64', '128', '-lr', '1e-3', '-cd', 'ckpt'])
+    assert code == 0
+    return work, root
+
+
+def _val_predictions(model_dir, root):
+    model = inference.Model(model_dir)
+    paths = sorted(glob.glob(os.path.join(root, 'leftImg8bit/val/*/*.png')))
+    outputs = [inference.predict_batch(model, [data_loader.read_image(p)])[0] for p in paths]
+    model.close()
+    return np.stack(outputs)
+
+
+def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, capsys):
+    work, root = work
+    monkeypatch.chdir(work)
+    assert main.main(['freeze', '--ckpt_dir=ckpt', '--frozen_model_dir=frozen_model']) == 0
+    assert 'variables converted to constants' in capsys.readouterr().out
+    assert main.main(['optimise', '--frozen_model_dir=frozen_model',
+                      '--optimised_model_dir=optimised_model',
+                      '--calibration_images', os.path.join(root, 'leftImg8bit/train/*/*.png')]) == 0
+    out = capsys.readouterr().out
+    assert 'weights stored in 8 bits' in out
+
+    frozen = inference.read_graph_def('frozen_model/graph.pb')
+    ops = {node.op for node in frozen.node}
+    assert not ops & {'VariableV2', 'VarHandleOp', 'RandomUniform', 'ApplyAdam', 'Assign'}
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint('ckpt'))
+    meta = tf1.MetaGraphDef()
+    with open(tf.train.latest_checkpoint('ckpt') + '.meta', 'rb') as f:
+        meta.ParseFromString(f.read())
+    assert len(frozen.node) < len(meta.graph_def.node) / 4  # optimiser and input pipeline gone
+    assert 'fc6/weights' in reader.get_variable_to_shape_map()
+
+    ratio = os.path.getsize('optimised_model/graph.pb') / os.path.getsize('frozen_model/graph.pb')
+    assert ratio <= 0.27
+    optimised = inference.read_graph_def('optimised_model/graph.pb')
+    assert sum(node.op == 'Dequantize' for node in optimised.node) >= 3
+    assert os.path.getsize('optimised_model/model.tflite') > 0
+
+
+def test_exported_models_agree_with_the_trained_one(work, monkeypatch):
+    work, root = work
+    monkeypatch.chdir(work)
+    assert main.main(['freeze', '--ckpt_dir=ckpt', '--frozen_model_dir=frozen_agree']) == 0
+    assert main.main(['optimise', '--frozen_model_dir=frozen_agree',
+                      '--optimised_model_dir=optimised_agree']) == 0
+    trained = _val_predictions('ckpt', root)
+    np.testing.assert_array_equal(_val_predictions('frozen_agree', root), trained)
+    assert np.mean(_val_predictions('optimised_agree', root) == trained) >= 0.99
+
+
+def test_frozen_graph_is_usable_by_tensor_name(work):
+    work, _ = work
+    assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(work / 'by_name')]) == 0
+    graph_def = inference.read_graph_def(str(work / 'by_name' / 'graph.pb'))
+    with tf.Graph().as_default() as graph, tf1.Session() as session:
+        tf.graph_util.import_graph_def(graph_def, name='')
+        output = session.run(graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR),
+                             {graph.get_tensor_by_name(fcn8vgg16.INPUT_TENSOR):
+                              np.zeros((2, 64, 96, 3), np.uint8)})
+    assert output.shape == (2, 64, 96) and output.dtype == np.uint8
+    with tf.Graph().as_default(), tf1.Session() as session:  # and as a SavedModel
+        tf1.saved_model.loader.load(session, [fcn8vgg16.SAVED_MODEL_TAG], str(work / 'by_name'))
+        signature = session.graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR)
+        assert signature.dtype == tf.uint8
+
+
+def test_predict_and_video_run_the_optimised_model(work, monkeypatch):
+    work, root = work
+    monkeypatch.chdir(work)
+    if not os.path.exists('optimised_model'):
+        assert main.main(['freeze', '--ckpt_dir=ckpt', '--frozen_model_dir=frozen_model']) == 0
+        assert main.main(['optimise', '--frozen_model_dir=frozen_model',
+                          '--optimised_model_dir=optimised_model', '--calibration_images',
+                          os.path.join(root, 'leftImg8bit/train/*/*.png')]) == 0
+    assert main.main(['predict', '--model_dir=optimised_model', '-ip',
+                      os.path.join(root, 'leftImg8bit/test/*/*.png')]) == 0
+    assert len(glob.glob('runs/*/overlays/*.png')) >= 2
+    assert main.main(['video', '--model_dir=optimised_model', '-vi',
+                      demo_data.demo_video_path(root), '-vo', 'out.mp4']) == 0
+    assert os.path.getsize('out.mp4') > 0
+
+
+def test_refuses_to_replace_a_folder_it_did_not_write(work, tmp_path, capsys):
+    work, _ = work
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'thesis.tex').write_text('years of work')
+    code = main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(mine)])
+    assert code == 2
+    assert 'does not hold a model written by this tool' in capsys.readouterr().err
+    assert (mine / 'thesis.tex').read_text() == 'years of work'
+    assert os.listdir(tmp_path) == ['mine']  # no temporary folder left beside it
+
+
+def test_replaces_its_own_model_folder(work, tmp_path):
+    work, _ = work
+    target = str(tmp_path / 'frozen')
+    for _ in range(2):
+        assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', target]) == 0
+    assert sorted(os.listdir(tmp_path)) == ['frozen']
+    assert helper.read_json(os.path.join(target, helper.MODEL_CONFIG))['model_format'] == 'frozen'
+
+
+def test_quantize_weights_round_trips_within_one_step(tmp_path):
+    weights = np.random.default_rng(0).normal(size=(3, 3, 16, 32)).astype(np.float32)
+    with tf.Graph().as_default() as graph:
+        tf.constant(weights, name='kernel')
+        tf.constant(np.ones(8, np.float32), name='bias')  # too small: stays float
+    quantized, count = export.quantize_weights(graph.as_graph_def())
+    assert count == 1
+    ops = {node.name: node.op for node in quantized.node}
+    assert ops['kernel'] == 'Dequantize' and ops['bias'] == 'Const'
+    with tf.Graph().as_default(), tf1.Session() as session:  # TensorFlow's own Dequantize
+        tf.graph_util.import_graph_def(quantized, name='')
+        in_graph = session.run('kernel:0')
+    folded = inference.dequantize_constants(quantized)
+    (kernel,) = [n for n in folded.node if n.name == 'kernel']
+    at_load = tf.make_ndarray(kernel.attr['value'].tensor)
+    step = (weights.max() - weights.min()) / 255
+    assert np.abs(in_graph - weights).max() <= step / 2 + 1e-6
+    np.testing.assert_allclose(at_load, in_graph, atol=1e-6)
+    assert len(folded.node) == 2  # the 8-bit constants and their ranges are gone
+
+
+def test_optimise_without_a_frozen_graph_is_one_line(tmp_path, capsys):
+    helper.write_json(str(tmp_path / helper.MODEL_CONFIG), {'images_paths': None})
+    code = main.main(['optimise', '-fd', str(tmp_path), '-od', str(tmp_path / 'out'),
+                      '--calibration_images', '/nonexistent/*.png'])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith('error: no images match')
