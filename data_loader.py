@@ -1,25 +1,42 @@
-"""Finding, pairing, decoding and batching images and label images.
+"""Finding, pairing, decoding, augmenting and batching images and label images.
 
 Both input pipelines, the pure-python generator and tf.data, call the same per-sample
-function `load_sample`, so that they produce the same tensors for the same files.
+function `load_sample`, with the same per-sample random generator when augmenting, so that
+they produce the same tensors for the same files.
 """
+import collections
 import glob
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 import cityscape_labels
+import fcn8vgg16
+import helper
+import mapillary_labels
 from helper import UserError
 
-LABEL_SETS = dict(cityscape_labels.LABEL_SETS)
+LABEL_SETS = dict(cityscape_labels.LABEL_SETS, **mapillary_labels.LABEL_SETS)
 
 # Suffixes that differ between an image and its label file; the rest of the name pairs them.
 IMAGE_SUFFIXES = ('_leftImg8bit',)
 LABEL_SUFFIXES = ('_gtFine_labelTrainIds', '_gtFine_labelIds', '_labelTrainIds', '_labelIds')
 TRAIN_ID_SUFFIX = '_labelTrainIds'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+PREPARED_MANIFEST = 'fcn8s_prepared.json'  # written by `prepare` at the root of its copy
+
+# Images scaled smaller than the crop are padded with the ImageNet mean (RGB), which the
+# network's preprocessing turns into zeros: padding carries no signal. Labels get the ignore id.
+PAD_COLOR = tuple(int(round(c)) for c in reversed(fcn8vgg16.BGR_MEAN))  # (124, 117, 104)
+
+# Training augmentation: a random scale factor on top of the scale that makes the image cover
+# the crop (uniform in scale_range, as DeepLab's input_preprocess), a random crop, a horizontal
+# flip with probability 1/2 and optionally a photometric jitter.
+AugmentConfig = collections.namedtuple('AugmentConfig', ['scale_range', 'flip', 'photometric'])
+AugmentConfig.__new__.__defaults__ = ((0.5, 2.0), True, False)
 
 
 def get_label_set(name):
@@ -47,6 +64,11 @@ def _glob(pattern, what):
     if not paths:
         raise UserError('no %s match %s' % (what, pattern))
     return paths
+
+
+def label_key(label_path):
+    """The part of a label file's name that pairs it with its image."""
+    return _stem(label_path, LABEL_SUFFIXES)
 
 
 def find_images(images_glob):
@@ -92,6 +114,47 @@ def label_lookup(label_path, label_set):
     return label_set.id_to_train_id
 
 
+def _folder_of(pattern):
+    """The folder part of a glob before its first wildcard (the folder itself if it is one)."""
+    folder = pattern if os.path.isdir(pattern) else os.path.dirname(pattern)
+    while re.search(r'[*?[]', folder):
+        folder = os.path.dirname(folder)
+    return folder or '.'
+
+
+def _find_above(pattern, names, levels=4):
+    """Paths of the files called `names` in the folder of a glob or up to levels-1 above it."""
+    folder = os.path.abspath(_folder_of(pattern))
+    found = []
+    for _ in range(levels):
+        found += [os.path.join(folder, name) for name in names
+                  if os.path.isfile(os.path.join(folder, name))]
+        folder = os.path.dirname(folder)
+    return found
+
+
+def check_label_files(labels_glob, label_set):
+    """Checks what describes the label files against the label set, if it is there.
+
+    A Mapillary Vistas config.json (in the label folder or up to three folders above, as in
+    both the v1.2 and the v2.0 release layouts) must list the label set's table; JSON files of
+    that name without a "labels" list are someone else's and are ignored. A copy written by
+    `prepare` holds training ids of the label set it was prepared for, and only of that one.
+    """
+    if label_set.name in mapillary_labels.VERSIONS:
+        for path in _find_above(labels_glob, mapillary_labels.config_file_names(label_set.name)):
+            config = helper.read_json(path)
+            if isinstance(config, dict) and 'labels' in config:
+                mapillary_labels.check_config(config, label_set.name, path)
+                break
+    for path in _find_above(labels_glob, (PREPARED_MANIFEST,))[:1]:
+        prepared_for = dict(helper.read_json(path)).get('label_set')
+        if prepared_for != label_set.name:
+            raise UserError('%s was prepared for --label_set %s, not %s: pass --label_set %s '
+                            'or prepare another copy' % (os.path.dirname(path), prepared_for,
+                                                         label_set.name, prepared_for))
+
+
 def check_image_shape(image_shape):
     height, width = image_shape
     if height <= 0 or width <= 0 or height % 32 or width % 32:
@@ -120,49 +183,134 @@ def read_label(path):
         raise UserError('cannot read label image %s: %s' % (path, error)) from None
 
 
-def _resize(array, image_shape, resample):
-    height, width = image_shape
+def resize(array, size, resample):
+    """uint8 [h, w, ...] resized to size = (height, width) with a PIL filter (itself if it fits)."""
+    height, width = size
     if array.shape[:2] == (height, width):
         return array
     return np.asarray(Image.fromarray(array).resize((width, height), resample))
 
 
-def load_sample(image_path, label_path, lookup, image_shape):
-    """The per-sample function of both pipelines: decode, resize, map to training ids.
+Placement = collections.namedtuple('Placement', ['size', 'top', 'left', 'flip'])
+
+
+def _offset(scaled, crop, rng):
+    """Where a crop starts along one side: random with rng, else centred. Negative when the
+    scaled side is shorter than the crop (the image then sits inside the padded crop)."""
+    if rng is None:
+        return (scaled - crop) // 2
+    low, high = sorted((0, scaled - crop))
+    return int(rng.integers(low, high + 1))
+
+
+def placement(source_size, image_shape, augment=None, rng=None):
+    """How a source of (height, width) becomes an image_shape crop, without distortion.
+
+    The source is scaled to the smallest size that covers image_shape (a plain resize when the
+    aspect already matches), times a random factor in augment.scale_range when augmenting,
+    then cropped: at random when augmenting, else centred. Random draws come from rng only.
+    """
+    height, width = source_size
+    factor = rng.uniform(*augment.scale_range) if augment else 1.0
+    cover = max(image_shape[0] / height, image_shape[1] / width)
+    scale = cover * factor
+    size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+    if not augment:  # rounding must never leave the covering image a pixel short
+        size = (max(size[0], image_shape[0]), max(size[1], image_shape[1]))
+    rng = rng if augment else None
+    top, left = _offset(size[0], image_shape[0], rng), _offset(size[1], image_shape[1], rng)
+    flip = bool(augment and augment.flip and rng.random() < 0.5)
+    return Placement(size, top, left, flip)
+
+
+def _window(place, image_shape):
+    """(rows, cols) slices of the crop covered by the scaled source; the rest is padding."""
+    rows = slice(max(-place.top, 0), min(place.size[0] - place.top, image_shape[0]))
+    cols = slice(max(-place.left, 0), min(place.size[1] - place.left, image_shape[1]))
+    return rows, cols
+
+
+def _place(array, place, image_shape, resample, fill):
+    """Scales array as placed, then crops it to image_shape, padding with fill (unflipped)."""
+    array = resize(array, place.size, resample)
+    if (place.top, place.left) == (0, 0) and array.shape[:2] == tuple(image_shape):
+        return array
+    crop = np.full(tuple(image_shape) + array.shape[2:], fill, array.dtype)
+    rows, cols = _window(place, image_shape)
+    crop[rows, cols] = array[rows.start + place.top:rows.stop + place.top,
+                             cols.start + place.left:cols.stop + place.left]
+    return crop
+
+
+def _photometric(image, rng):
+    """Brightness (+-32), contrast and saturation (x0.5-1.5) jitter, each with probability 1/2,
+    as mmsegmentation's PhotoMetricDistortion (after SSD, Liu et al., arXiv 1512.02325)."""
+    image = image.astype(np.float32)
+    if rng.random() < 0.5:
+        image += rng.uniform(-32, 32)
+    if rng.random() < 0.5:
+        image *= rng.uniform(0.5, 1.5)
+    if rng.random() < 0.5:
+        gray = (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        image = gray + (image - gray) * rng.uniform(0.5, 1.5)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def load_sample(image_path, label_path, lookup, image_shape, augment=None, rng=None):
+    """The per-sample function of both pipelines: decode, map to training ids, scale, crop,
+    and when augmenting flip and jitter.
 
     Images are resized bilinearly, labels with nearest neighbour only (bilinear would invent
-    class ids at every boundary). Returns uint8 image [h, w, 3] and uint8 label [h, w].
+    class ids at every boundary); the aspect is never distorted (see `placement`). Padding is
+    PAD_COLOR in the image and the ignore id in the label. Returns uint8 image [h, w, 3] and
+    uint8 label [h, w].
     """
     image = read_image(image_path)
     label = read_label(label_path)
     if label.shape != image.shape[:2]:
         raise UserError('label %s is %dx%d but its image is %dx%d' % (
             label_path, label.shape[1], label.shape[0], image.shape[1], image.shape[0]))
-    image = _resize(image, image_shape, Image.BILINEAR)
-    label = _resize(lookup[label], image_shape, Image.NEAREST)
-    return image, label
+    place = placement(label.shape, image_shape, augment, rng)
+    image = _place(image, place, image_shape, Image.BILINEAR, PAD_COLOR)
+    label = _place(lookup[label], place, image_shape, Image.NEAREST, cityscape_labels.IGNORE_ID)
+    if augment and augment.photometric:
+        image = np.array(image)
+        rows, cols = _window(place, image_shape)
+        image[rows, cols] = _photometric(image[rows, cols], rng)
+    if place.flip:
+        image, label = image[:, ::-1], label[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
 class Dataset:
-    """Image/label pairs of one split, mapped to one label set at one image shape."""
+    """Image/label pairs of one split, mapped to one label set at one image shape.
 
-    def __init__(self, images_glob, labels_glob, label_set, image_shape):
+    augment: an AugmentConfig for a training set, None (no randomness) for evaluation. Sample
+    i of epoch e is augmented with a generator seeded by (seed, e, i), whatever the pipeline
+    and wherever training resumes.
+    """
+
+    def __init__(self, images_glob, labels_glob, label_set, image_shape, augment=None):
         self.image_paths, self.label_paths = find_pairs(images_glob, labels_glob)
+        check_label_files(labels_glob, label_set)
         self.label_set = label_set
         self.image_shape = check_image_shape(image_shape)
+        self.augment = augment
         self.lookups = [label_lookup(path, label_set) for path in self.label_paths]
 
     def __len__(self):
         return len(self.image_paths)
 
-    def sample(self, index):
+    def sample(self, index, seed=0, epoch=0):
+        rng = np.random.default_rng([seed, epoch, index]) if self.augment else None
         return load_sample(self.image_paths[index], self.label_paths[index],
-                           self.lookups[index], self.image_shape)
+                           self.lookups[index], self.image_shape, self.augment, rng)
 
     def label(self, index):
-        """The training-id label of one sample at the dataset's image shape."""
+        """The training-id label of one sample at the dataset's image shape, unaugmented."""
         label = read_label(self.label_paths[index])
-        return _resize(self.lookups[index][label], self.image_shape, Image.NEAREST)
+        return _place(self.lookups[index][label], placement(label.shape, self.image_shape),
+                      self.image_shape, Image.NEAREST, cityscape_labels.IGNORE_ID)
 
     def steps_per_epoch(self, batch_size):
         return -(-len(self) // batch_size)
@@ -184,9 +332,9 @@ class Dataset:
 
         Each epoch is a fresh permutation; only its last batch may be short.
         """
-        for _, order in self._epoch_orders(epochs, seed, start_step, batch_size, shuffle):
+        for epoch, order in self._epoch_orders(epochs, seed, start_step, batch_size, shuffle):
             for first in range(0, len(order), batch_size):
-                samples = [self.sample(i) for i in order[first:first + batch_size]]
+                samples = [self.sample(i, seed, epoch) for i in order[first:first + batch_size]]
                 yield np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
 
     def tf_dataset(self, batch_size, epochs=1, seed=0, start_step=0, shuffle=True):
@@ -194,22 +342,23 @@ class Dataset:
         through the same load_sample, batch, prefetch."""
         height, width = self.image_shape
 
-        def _load(index):
-            return self.sample(int(index))
+        def _load(index, epoch):
+            return self.sample(int(index), seed, int(epoch))
 
-        def _map(index):
-            image, label = tf.numpy_function(_load, [index], (tf.uint8, tf.uint8),
+        def _map(index, epoch):
+            image, label = tf.numpy_function(_load, [index, epoch], (tf.uint8, tf.uint8),
                                              stateful=False)
             return (tf.ensure_shape(image, [height, width, 3]),
                     tf.ensure_shape(label, [height, width]))
 
         # One dataset per epoch, so that an epoch's short last batch stays its own.
         dataset = None
-        for _, order in self._epoch_orders(epochs, seed, start_step, batch_size, shuffle):
-            epoch = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
-            epoch = epoch.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            epoch = epoch.batch(batch_size)
-            dataset = epoch if dataset is None else dataset.concatenate(epoch)
+        for epoch, order in self._epoch_orders(epochs, seed, start_step, batch_size, shuffle):
+            samples = tf.data.Dataset.from_tensor_slices(
+                (order.astype(np.int64), np.full(len(order), epoch, np.int64)))
+            samples = samples.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            samples = samples.batch(batch_size)
+            dataset = samples if dataset is None else dataset.concatenate(samples)
         if dataset is None:
             raise UserError('nothing left to train: start step %d is past %d epochs'
                             % (start_step, epochs))

@@ -7,6 +7,7 @@ with depth and driving forward by `phase` metres slides everything toward the vi
 """
 import collections
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -97,8 +98,11 @@ def _draw_skyline(image, labels, rng, camera):
     labels[mask] = _id('building')
 
 
-def _draw_ground(image, labels, camera, road, phase):
-    """Road, kerbs, sidewalks and grass, classified per pixel by its ground-plane position."""
+def _draw_ground(image, labels, camera, road, phase, marking_id=None):
+    """Road, kerbs, sidewalks and grass, classified per pixel by its ground-plane position.
+
+    Painted lane lines are road in Cityscapes; with marking_id they are labelled marking_id.
+    """
     height, width = labels.shape
     top = int(camera.horizon) + 1
     rows = np.arange(top, height)[:, None] + 0.5
@@ -116,11 +120,16 @@ def _draw_ground(image, labels, camera, road, phase):
     colors[tiles] *= 0.85
     colors[(from_kerb >= 0) & (from_kerb < 0.2)] = 190  # kerb stone
     dashes = (along % _DASH_PERIOD) < _DASH_LENGTH
+    painted = (from_kerb > -0.4) & (from_kerb < -0.25)  # solid edge lines
+    colors[painted] = 215
     for boundary in road['lanes']:
-        colors[(np.abs(offset - boundary) < 0.08) & dashes] = 225
-    colors[(from_kerb > -0.4) & (from_kerb < -0.25)] = 215  # solid edge lines
+        dashed = (np.abs(offset - boundary) < 0.08) & dashes
+        colors[dashed] = 225
+        painted |= dashed
     image[top:] = colors
     labels[top:] = np.array([_id('road'), _id('sidewalk'), _id('terrain')], np.uint8)[kind]
+    if marking_id is not None:
+        labels[top:][painted] = marking_id
 
 
 def _random_side(rng, count=24):
@@ -286,11 +295,12 @@ def _random_objects(rng, road):
     return objects
 
 
-def draw_scene(rng, height=IMAGE_SHAPE[0], width=IMAGE_SHAPE[1], phase=0.0):
+def draw_scene(rng, height=IMAGE_SHAPE[0], width=IMAGE_SHAPE[1], phase=0.0, marking_id=None):
     """One street scene and its exact labels: (uint8 [h, w, 3] RGB, uint8 [h, w] Cityscapes ids).
 
     The layout depends only on rng; phase is how many metres the camera has driven forward, so
-    drawing with equal seeds and growing phases gives the frames of a smooth video.
+    drawing with equal seeds and growing phases gives the frames of a smooth video. With
+    marking_id, painted lane lines are labelled marking_id instead of road.
     """
     camera = _Camera(horizon=rng.uniform(0.36, 0.46) * height,
                      vanish_x=rng.uniform(0.42, 0.58) * width, focal=0.8 * width)
@@ -299,7 +309,7 @@ def draw_scene(rng, height=IMAGE_SHAPE[0], width=IMAGE_SHAPE[1], phase=0.0):
     labels = np.empty((height, width), np.uint8)
     _draw_sky(image, labels, rng, camera)
     _draw_skyline(image, labels, rng, camera)
-    _draw_ground(image, labels, camera, road, phase)
+    _draw_ground(image, labels, camera, road, phase, marking_id)
     for side in (0, 1):  # left, right
         beyond_kerb = road['sidewalks'][side] + road['verges'][side]
         plane_x = road['center'] + (2 * side - 1) * (road['half_width'] + beyond_kerb)
@@ -411,6 +421,82 @@ def ensure_demo_dataset(root=DEFAULT_DEMO_ROOT, split_sizes=None, video_frames=V
         _write_video(demo_video_path(staging), video_frames)
         with open(os.path.join(staging, 'manifest.json'), 'w') as manifest_file:
             json.dump(dict(settings, file_counts=counts), manifest_file, indent=2)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return root
+
+
+# The Mapillary Vistas variant: the same scenes at varied sizes in the Vistas v1.2 layout.
+MAPILLARY_SPLIT_SIZES = {'training': 8, 'validation': 4}
+# 4:3 (most Vistas images), 16:9, square and portrait 3:4; drawn at index % len.
+MAPILLARY_IMAGE_SIZES = ((240, 320), (216, 384), (256, 256), (320, 240))
+MAPILLARY_CLASSES = {
+    'road': 'construction--flat--road', 'sidewalk': 'construction--flat--sidewalk',
+    'building': 'construction--structure--building', 'pole': 'object--support--pole',
+    'traffic light': 'object--traffic-light', 'traffic sign': 'object--traffic-sign--front',
+    'vegetation': 'nature--vegetation', 'terrain': 'nature--terrain', 'sky': 'nature--sky',
+    'person': 'human--person', 'car': 'object--vehicle--car'}
+_LANE_MARKING = 250  # drawn into the Cityscapes-id labels, where no label has this value
+
+
+def _mapillary_tables():
+    """(uint8 [256] Cityscapes demo id -> Vistas v1.2 index, flat 768-entry palette)."""
+    import mapillary_labels
+    index = {label.name: i for i, label in enumerate(mapillary_labels.LABELS_V12)}
+    table = np.full(256, index[mapillary_labels.UNLABELED], np.uint8)
+    for name, vistas_name in MAPILLARY_CLASSES.items():
+        table[_id(name)] = index[vistas_name]
+    table[_LANE_MARKING] = index['marking--general']
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:len(index)] = [label.color for label in mapillary_labels.LABELS_V12]
+    return table, palette.ravel().tolist()
+
+
+def _mapillary_config():
+    """config.json as the dataset ships it (minus the per-label 'instances' flag)."""
+    import mapillary_labels
+    return {'version': '1.2', 'mapping': 'public',
+            'folder_structure': '{split}/{content}/{key:.{22}}.{ext}',
+            'labels': [{'name': label.name, 'readable': label.readable, 'color': list(label.color),
+                        'evaluate': label.name != mapillary_labels.UNLABELED}
+                       for label in mapillary_labels.LABELS_V12]}
+
+
+def ensure_mapillary_demo(root, split_sizes=None, image_sizes=MAPILLARY_IMAGE_SIZES):
+    """Demo scenes in the Mapillary Vistas v1.2 layout under root (unless already there).
+
+    {split}/images/<key>.jpg in varied sizes and aspects, {split}/labels/<key>.png palette PNGs
+    of v1.2 indices (painted lane lines are 'marking--general'), config.json at the root.
+    Written into a staging folder renamed into place, as ensure_demo_dataset.
+    """
+    if os.path.lexists(root):
+        if not os.path.isfile(os.path.join(root, 'config.json')):
+            raise helper.UserError(f'{root} exists but is not a Mapillary demo; move it away')
+        return root
+    target = os.path.abspath(root)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}-partial-',
+                               dir=os.path.dirname(target))
+    table, palette = _mapillary_tables()
+    try:
+        for split, count in (split_sizes or MAPILLARY_SPLIT_SIZES).items():
+            for folder in ('images', 'labels'):
+                os.makedirs(os.path.join(staging, split, folder))
+            for index in range(count):
+                key = hashlib.sha1(f'{split}-{index}'.encode()).hexdigest()[:22]
+                height, width = image_sizes[index % len(image_sizes)]
+                rng = np.random.default_rng([zlib.crc32(split.encode()), index])
+                image, labels = draw_scene(rng, height, width, marking_id=_LANE_MARKING)
+                Image.fromarray(image).save(os.path.join(staging, split, 'images', key + '.jpg'),
+                                            quality=90)
+                label_image = Image.fromarray(table[labels])
+                label_image.putpalette(palette)
+                label_image.save(os.path.join(staging, split, 'labels', key + '.png'))
+        with open(os.path.join(staging, 'config.json'), 'w') as config_file:
+            json.dump(_mapillary_config(), config_file, indent=2)
+        os.chmod(staging, 0o755)
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -14,20 +14,34 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from helper import UserError  # noqa: E402  (after the logging setting above)
 
-DATASETS = ('cityscapes', 'demo')
+DATASETS = ('cityscapes', 'mapillary', 'demo')
 PIPELINES = ('tfdata', 'generator')
 
-# Where each dataset's splits live and how it trains by default. {split} is train, val or test.
+# Where each dataset's splits live and how it trains by default. {root} is --data_root or the
+# dataset's root; {split} is train, val or test, or the dataset's own name for it ('splits').
 CITYSCAPES_DEFAULTS = dict(
-    images='../cityscapes/data/leftImg8bit/{split}/*/*_leftImg8bit.png',
-    labels='../cityscapes/data/gtFine/{split}/',
-    label_set='cityscapes', image_shape=(256, 512), epochs=10, batch_size=5,
-    learning_rate=1e-4, keep_prob=0.5, ckpt_dir='ckpt', summary_dir='summaries')
-# The demo trains from scratch on 2 CPU cores in minutes: small images, no dropout.
+    root='../cityscapes/data', prepared_dir='../cityscapes_prepared',
+    images='{root}/leftImg8bit/{split}/*/*_leftImg8bit.png', labels='{root}/gtFine/{split}/',
+    label_sets=('cityscapes', 'cityscapes35'), label_set='cityscapes', image_shape=(256, 512),
+    scale_range=(0.5, 2.0), epochs=10, batch_size=5, learning_rate=1e-4, keep_prob=0.5,
+    ckpt_dir='ckpt', summary_dir='summaries')
+# Mapillary Vistas: images of many sizes, mostly 4:3, hence a 4:3 crop of 1.5x Cityscapes' pixels.
+MAPILLARY_DEFAULTS = dict(
+    root='../mapillary', prepared_dir='../mapillary_prepared',
+    images='{root}/{split}/images/*.jpg', labels='{root}/{split}/labels/',
+    splits={'train': 'training', 'val': 'validation', 'test': 'testing'},
+    label_sets=('mapillary', 'mapillary_v2'), label_set='mapillary', image_shape=(384, 512),
+    scale_range=(0.5, 2.0), epochs=10, batch_size=4, learning_rate=1e-4, keep_prob=0.5,
+    ckpt_dir='ckpt_mapillary', summary_dir='summaries_mapillary')
+# The demo trains from scratch on 2 CPU cores in minutes: small images, no dropout, and a
+# narrower random scale, as three epochs leave little time to learn from much wilder crops.
 DEMO_DEFAULTS = dict(
-    label_set='cityscapes', image_shape=(128, 256), epochs=3, batch_size=8,
-    learning_rate=1e-4, keep_prob=1.0, ckpt_dir='ckpt_demo', summary_dir='summaries_demo',
-    vgg_weights='none')
+    images='{root}/leftImg8bit/{split}/*/*.png', labels='{root}/gtFine/{split}/',
+    label_sets=('cityscapes', 'cityscapes35'), label_set='cityscapes', image_shape=(128, 256),
+    scale_range=(0.75, 1.5), epochs=3, batch_size=8, learning_rate=1e-4, keep_prob=1.0,
+    ckpt_dir='ckpt_demo', summary_dir='summaries_demo', vgg_weights='none')
+DATASET_DEFAULTS = {'cityscapes': CITYSCAPES_DEFAULTS, 'mapillary': MAPILLARY_DEFAULTS,
+                    'demo': DEMO_DEFAULTS}
 
 
 def parse_args(argv=None):
@@ -56,10 +70,29 @@ def parse_args(argv=None):
     add('-ip', '--images_paths', help='glob of images (train: training images)')
     add('-lp', '--labels_paths', help='glob or folder of label images')
     add('--dataset', choices=DATASETS, default='cityscapes')
-    add('--label_set', help='cityscapes (19 classes) or cityscapes35 (all labels)')
+    add('--data_root', help='folder holding the dataset\'s layout, e.g. a prepared copy '
+                            '(default ../cityscapes/data, ../mapillary; demo: data/demo)')
+    add('--label_set', help='cityscapes (19 classes) or cityscapes35 (all labels); mapillary '
+                            '(Vistas v1.2, 65 classes) or mapillary_v2 (v2.0, 123 classes)')
     add('--image_shape', type=int, nargs=2, metavar=('H', 'W'),
         help='network input size, multiples of 32 (demo 128 256, else 256 512)')
     add('--pipeline', choices=PIPELINES, default='tfdata', help='input pipeline')
+    add('--augment', dest='augment', action='store_true',
+        help='train on random scales, crops and flips (the default)')
+    add('--no_augment', dest='augment', action='store_false',
+        help='train on the centre crop of each image scaled to cover --image_shape')
+    parser.set_defaults(augment=True)
+    add('--scale_range', type=float, nargs=2, metavar=('LO', 'HI'),
+        help='random scale on top of covering --image_shape (demo 0.75 1.5, else 0.5 2.0)')
+    add('--photometric', action='store_true',
+        help='also jitter brightness, contrast and saturation while training')
+    add('--prepared_dir', help='prepare: output folder (default ../cityscapes_prepared, '
+                               '../mapillary_prepared; demo: data/demo_prepared)')
+    add('--prepare_shape', type=int, nargs=2, metavar=('H', 'W'),
+        help='prepare: resize so that images cover HxW (default: --image_shape times the top '
+             'of --scale_range); never enlarged')
+    add('--workers', type=int, default=os.cpu_count() or 1,
+        help='prepare: images resized in parallel')
     add('--vgg_weights', help='Udacity vgg folder, Keras VGG16 .h5, or none (from scratch); '
                               'default: download Udacity vgg.zip (demo: none)')
     add('--weight_decay', type=float, default=5e-4, help='L2 weight decay')
@@ -91,11 +124,10 @@ def parse_args(argv=None):
 def _dataset_defaults(args):
     """The defaults of args.dataset, with its paths; the demo is generated on first use."""
     if args.dataset != 'demo':
-        return CITYSCAPES_DEFAULTS
+        return DATASET_DEFAULTS[args.dataset]
     import demo_data
-    root = demo_data.ensure_demo_dataset()
-    return dict(DEMO_DEFAULTS, images=os.path.join(root, 'leftImg8bit/{split}/*/*.png'),
-                labels=os.path.join(root, 'gtFine/{split}/'),
+    root = args.data_root or demo_data.ensure_demo_dataset()
+    return dict(DEMO_DEFAULTS, root=root, prepared_dir=root.rstrip('/\\') + '_prepared',
                 video=demo_data.demo_video_path(root))
 
 
@@ -103,7 +135,9 @@ def _split_paths(args, split, defaults):
     """(images, labels) globs: -ip/-lp when given, else the dataset's split."""
     if args.images_paths is not None:
         return args.images_paths, args.labels_paths
-    return defaults['images'].format(split=split), defaults['labels'].format(split=split)
+    names = dict(root=args.data_root or defaults['root'],
+                 split=defaults.get('splits', {}).get(split, split))
+    return defaults['images'].format(**names), defaults['labels'].format(**names)
 
 
 def _check_positive(args, names):
@@ -112,13 +146,27 @@ def _check_positive(args, names):
             raise UserError('--%s %d must be at least 1' % (name, getattr(args, name)))
 
 
+def _check_scale_range(scale_range):
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise UserError('--scale_range %g %g: need 0 < LO <= HI' % (low, high))
+
+
+def _check_label_set_fits(args, label_set):
+    allowed = DATASET_DEFAULTS[args.dataset]['label_sets']
+    if label_set.name not in allowed:
+        raise UserError('--label_set %s does not fit --dataset %s (use %s)'
+                        % (label_set.name, args.dataset, ' or '.join(allowed)))
+
+
 def _apply_train_defaults(args):
     """Fills the training flags left unset from the dataset's defaults and checks them."""
     defaults = _dataset_defaults(args)
-    for key in ('label_set', 'image_shape', 'epochs', 'batch_size', 'learning_rate',
-                'keep_prob', 'ckpt_dir', 'summary_dir', 'vgg_weights'):
+    for key in ('label_set', 'image_shape', 'scale_range', 'epochs', 'batch_size',
+                'learning_rate', 'keep_prob', 'ckpt_dir', 'summary_dir', 'vgg_weights'):
         if getattr(args, key, None) is None:
             setattr(args, key, defaults.get(key))
+    _check_scale_range(args.scale_range)
     if args.images_paths is not None and args.labels_paths is None:
         raise UserError('-ip/--images_paths given without -lp/--labels_paths')
     if args.images_paths is None and args.val_images_paths is None:
@@ -144,11 +192,15 @@ def train(args):
 
     session_config = helper.session_config(args.gpu, args.gpu_mem, args.xla)
     label_set = data_loader.get_label_set(args.label_set)
-    if args.dataset == 'cityscapes' and not glob.glob(args.images_paths):
-        raise UserError('no images match %s: put Cityscapes there, pass -ip/-lp, or train on '
-                        'the embedded demo with --dataset demo' % args.images_paths)
+    _check_label_set_fits(args, label_set)
+    if args.dataset != 'demo' and not glob.glob(args.images_paths):
+        raise UserError('no images match %s: put %s there, pass --data_root or -ip/-lp, or '
+                        'train on the embedded demo with --dataset demo'
+                        % (args.images_paths, args.dataset.capitalize()))
+    augment = (data_loader.AugmentConfig(tuple(args.scale_range), True, args.photometric)
+               if args.augment else None)  # the training set only: validation never augments
     train_set = data_loader.Dataset(args.images_paths, args.labels_paths, label_set,
-                                    args.image_shape)
+                                    args.image_shape, augment)
     val_set = None
     if not args.no_val and args.val_images_paths:
         try:
@@ -283,8 +335,41 @@ def optimise(args):
              100 * stats['bytes'] / stats['source_bytes'], export.TFLITE_FILE, len(calibration)))
 
 
+def prepare(args):
+    """A resized copy of splits of --dataset, labels as training ids, to train from quickly."""
+    import data_loader
+    import prepare as preparing
+    defaults = _dataset_defaults(args)
+    for key in ('label_set', 'image_shape', 'scale_range'):
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+    _check_scale_range(args.scale_range)
+    _check_positive(args, ('workers',))
+    label_set = data_loader.get_label_set(args.label_set)
+    _check_label_set_fits(args, label_set)
+    cover_shape = args.prepare_shape or preparing.default_cover_shape(
+        data_loader.check_image_shape(args.image_shape), args.scale_range)
+    source = args.data_root or defaults['root']
+    output = args.prepared_dir or defaults['prepared_dir']
+    if args.images_paths is not None and args.labels_paths is None:
+        raise UserError('-ip/--images_paths given without -lp/--labels_paths')
+    if args.images_paths is not None:  # one set of files, named by --split in the output
+        splits = [args.split or 'train']
+    else:  # by default both splits that training reads
+        splits = [args.split] if args.split else ['train', 'val']
+    for split in splits:
+        images_glob, labels_glob = _split_paths(args, split, defaults)
+        samples, written = preparing.prepare_split(
+            images_glob, labels_glob, source, output, label_set, cover_shape, args.workers,
+            desc='Prepare %s' % split)
+        print('%s: %d samples (%d written, %d already done) covering %dx%d, %s training ids, '
+              'in %s' % (split, samples, written, samples - written, *cover_shape,
+                         label_set.name, output))
+    print('train from the copy with the same flags and --data_root %s' % output)
+
+
 ACTIONS = {'train': train, 'predict': predict, 'evaluate': evaluate, 'video': video,
-           'freeze': freeze, 'optimise': optimise}
+           'freeze': freeze, 'optimise': optimise, 'prepare': prepare}
 
 
 def main(argv=None):

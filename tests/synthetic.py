@@ -37,3 +37,31 @@ def write_sample(root, city, seq, image, label, split='train', kind='labelIds'):
 
 def random_image(height, width, seed):
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def tf_batches(dataset, *args, **kwargs):
+    """Every batch of dataset.tf_dataset(*args, **kwargs), run in a fresh graph."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        tf1.set_random_seed(0)  # as in training; keeps the iterator legal under op determinism
+        next_batch = tf1.data.make_one_shot_iterator(
+            dataset.tf_dataset(*args, **kwargs)).get_next()
+        batches = []
+        with tf1.Session() as session:
+            while True:
+                try:
+                    batches.append(session.run(next_batch))
+                except tf.errors.OutOfRangeError:
+                    return batches
+
+
+def assert_same_batches(first, second):
+    """Equal batch counts, dtypes, shapes and bytes."""
+    assert len(first) == len(second)
+    for (images_a, labels_a), (images_b, labels_b) in zip(first, second):
+        assert images_a.dtype == images_b.dtype == np.uint8
+        assert labels_a.dtype == labels_b.dtype == np.uint8
+        assert images_a.shape == images_b.shape and labels_a.shape == labels_b.shape
+        assert images_a.tobytes() == images_b.tobytes()
+        assert labels_a.tobytes() == labels_b.tobytes()
