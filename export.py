@@ -20,7 +20,6 @@ import trainer
 tf1 = tf.compat.v1
 
 OUTPUT_NODES = [fcn8vgg16.OUTPUT_NAME, fcn8vgg16.LOGITS_NAME]
-TFLITE_FILE = 'model.tflite'
 # Smaller float constants stay float: biases and score layers weigh nothing and quantize badly.
 MIN_QUANTIZED_ELEMENTS = 1024
 
@@ -153,7 +152,7 @@ def optimise(frozen_dir, optimised_dir, calibration_paths=None):
         _write_graph(quantized, folder, config)
         if calibration_paths:
             import tflite_model
-            tflite_model.convert_int8(pruned, os.path.join(folder, TFLITE_FILE),
+            tflite_model.convert_int8(pruned, os.path.join(folder, tflite_model.TFLITE_FILE),
                                       config['image_shape'], calibration_paths)
 
     helper.write_model_dir(optimised_dir, _write)

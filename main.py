@@ -239,7 +239,12 @@ def _load_model(args):
                             % os.path.join(args.runs_dir, '*', 'model'))
         model_dir = os.path.dirname(configs[-1])
         print('model: %s (the newest under %s)' % (model_dir, args.runs_dir))
-    model = inference.Model(model_dir, helper.session_config(args.gpu, args.gpu_mem, args.xla))
+    if model_dir.endswith('.tflite'):  # optimised_model/model.tflite: the int8 model
+        import tflite_model
+        model = tflite_model.TFLiteModel(os.path.dirname(model_dir) or '.')
+    else:
+        model = inference.Model(model_dir,
+                                helper.session_config(args.gpu, args.gpu_mem, args.xla))
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
                                                  model.label_set.num_classes, *model.image_shape))
     return model
@@ -332,7 +337,7 @@ def optimise(args):
           '(%.0f%%); %s calibrated on %d images'
           % (args.frozen_model_dir, args.optimised_model_dir, stats['source_ops'], stats['ops'],
              stats['quantized'], _megabytes(stats['source_bytes']), _megabytes(stats['bytes']),
-             100 * stats['bytes'] / stats['source_bytes'], export.TFLITE_FILE, len(calibration)))
+             100 * stats['bytes'] / stats['source_bytes'], 'model.tflite', len(calibration)))
 
 
 def prepare(args):

@@ -116,6 +116,11 @@ def test_predict_and_video_run_the_optimised_model(work, monkeypatch):
     assert main.main(['video', '--model_dir=optimised_model', '-vi',
                       demo_data.demo_video_path(root), '-vo', 'out.mp4']) == 0
     assert os.path.getsize('out.mp4') > 0
+    assert main.main(['evaluate', '--model_dir=optimised_model/model.tflite', '-ip',
+                      os.path.join(root, 'leftImg8bit/val/*/*.png'), '-lp',
+                      os.path.join(root, 'gtFine/val'), '-rd', 'tflite_eval']) == 0
+    (report,) = glob.glob('tflite_eval/*/metrics.json')
+    assert 0 <= helper.read_json(report)['mean_iou'] <= 1
 
 
 def test_refuses_to_replace_a_folder_it_did_not_write(work, tmp_path, capsys):

@@ -1,0 +1,172 @@
+"""The int8 TFLite export on a tiny random FCN-8s: fully integer, a drop-in for the float graph."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import fcn8vgg16
+import helper
+import inference
+import tflite_model
+from helper import UserError
+from synthetic import TINY_FC_CHANNELS, TINY_VGG16
+
+tf1 = tf.compat.v1
+
+IMAGE_SHAPE = (64, 128)
+NUM_CLASSES = 19
+
+
+def _scene(seed):
+    """A smooth random RGB image: bilinear 8x upsampling of 8x16 random colours."""
+    small = np.random.default_rng(seed).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize(IMAGE_SHAPE[::-1], Image.BILINEAR))
+
+
+def _frozen_tiny_graph():
+    """A tiny FCN-8s with random weights and random (not zero) score layers, frozen."""
+    with tf.Graph().as_default() as graph:
+        tf1.set_random_seed(0)
+        images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
+        logits, _ = fcn8vgg16.fcn8s(images, NUM_CLASSES, encoder=TINY_VGG16,
+                                    fc_channels=TINY_FC_CHANNELS)
+        fcn8vgg16.predictions(logits)
+        rng = np.random.default_rng(0)
+        scores = [tf1.assign(v, rng.normal(0, 0.3, v.shape).astype(np.float32))
+                  for v in tf1.global_variables() if v.op.name.startswith('score_')]
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            session.run(scores)
+            return tf1.graph_util.convert_variables_to_constants(
+                session, graph.as_graph_def(), [fcn8vgg16.OUTPUT_NAME, fcn8vgg16.LOGITS_NAME])
+
+
+def _float_predictions(graph_def, images):
+    with tf.Graph().as_default():
+        tf.import_graph_def(graph_def, name='')
+        with tf1.Session() as session:
+            return session.run(fcn8vgg16.OUTPUT_TENSOR, {fcn8vgg16.INPUT_TENSOR: images})
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """(frozen graph_def, model folder with fcn8s_config.json and model.tflite, conversion info)."""
+    work = tmp_path_factory.mktemp('tflite')
+    calibration = []
+    for seed in range(8):
+        calibration.append(str(work / ('calibration_%d.png' % seed)))
+        Image.fromarray(_scene(seed)).save(calibration[-1])
+    model_dir = work / 'optimised_model'
+    model_dir.mkdir()
+    helper.write_json(str(model_dir / inference.CONFIG_FILE), dict(
+        label_set='cityscapes', image_shape=list(IMAGE_SHAPE),
+        input_tensor=fcn8vgg16.INPUT_TENSOR, output_tensor=fcn8vgg16.OUTPUT_TENSOR))
+    graph_def = _frozen_tiny_graph()
+    info = tflite_model.convert_int8(graph_def, str(model_dir / tflite_model.TFLITE_FILE),
+                                     IMAGE_SHAPE, calibration)
+    return graph_def, str(model_dir), info
+
+
+def test_graph_rewritten_for_tflite_predicts_exactly_like_the_frozen_graph(exported):
+    graph_def = exported[0]
+    rewritten = tflite_model._graph_for_tflite(graph_def)
+    ops = {node.op for node in rewritten.node}
+    assert 'RandomUniform' in {node.op for node in graph_def.node}  # dropout, keep_prob 1
+    assert not ops & {'RandomUniform', 'ReverseV2'}
+    images = np.stack([_scene(seed) for seed in range(200, 202)])
+    with tf.Graph().as_default():
+        tf.import_graph_def(rewritten, name='')
+        with tf1.Session() as session:
+            class_ids = session.run(fcn8vgg16.OUTPUT_TENSOR,
+                                    {fcn8vgg16.INPUT_TENSOR: images.astype(np.float32)})
+    np.testing.assert_array_equal(class_ids, _float_predictions(graph_def, images))
+
+
+def test_conversion_is_fully_integer_with_uint8_in_and_class_ids_out(exported):
+    _, model_dir, info = exported
+    assert info['calibration_images'] == 8
+    assert info['bytes'] == os.path.getsize(os.path.join(model_dir, tflite_model.TFLITE_FILE))
+    assert [name for name in os.listdir(model_dir) if name.startswith('.')] == []
+    interpreter = tflite_model.TFLiteModel(model_dir).interpreter
+    (inputs,), (outputs,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inputs['dtype'] == np.uint8 and list(inputs['shape']) == [1, 64, 128, 3]
+    assert outputs['dtype'] == np.uint8 and list(outputs['shape']) == [1, 64, 128]
+    tensors = interpreter.get_tensor_details()
+    # No float tensor at all: weights, activations and the input cast are all integer.
+    assert {t['dtype'] for t in tensors} <= {np.uint8, np.int8, np.int32, np.int64}
+    # Every convolution kernel is int8 with one scale per output channel, biases int32.
+    kernels = [t for t in tensors if len(t['shape']) == 4 and t['shape'][0] != 1]
+    # VGG convs, fc6, fc7, three score layers; upscore2 and upscore_pool4 share one kernel.
+    assert len(kernels) == sum(convs for _, _, convs in TINY_VGG16) + 2 + 3 + 2
+    for kernel in kernels:
+        assert kernel['dtype'] == np.int8, kernel['name']
+        assert len(kernel['quantization_parameters']['scales']) == kernel['shape'][0]
+    conv1_1 = [t for t in kernels if t['name'].startswith('conv1_1')]
+    assert len(conv1_1) == 1 and list(conv1_1[0]['shape']) == [4, 3, 3, 3]
+
+
+def test_tflite_model_predicts_like_the_float_graph(exported):
+    graph_def, model_dir, _ = exported
+    model = tflite_model.TFLiteModel(model_dir)
+    assert model.kind == 'TFLite int8' and model.image_shape == IMAGE_SHAPE
+    assert model.config['image_shape'] == list(IMAGE_SHAPE)
+    assert model.label_set.name == 'cityscapes' and model.label_set.num_classes == NUM_CLASSES
+    images = np.stack([_scene(seed) for seed in range(100, 103)])  # not calibration images
+    class_ids = model.predict(images)
+    assert class_ids.dtype == np.uint8 and class_ids.shape == (3,) + IMAGE_SHAPE
+    expected = _float_predictions(graph_def, images)
+    assert len(np.unique(expected)) > 1  # random score layers: not one class everywhere
+    assert np.mean(class_ids == expected) >= 0.9
+    # Images of another size are resized to the model's shape and the ids resized back.
+    photo = np.asarray(Image.fromarray(images[0]).resize((150, 80), Image.BILINEAR))
+    (resized_back,) = inference.predict_batch(model, [photo])
+    assert resized_back.shape == (80, 150) and resized_back.dtype == np.uint8
+    model.close()
+
+
+def test_keep_size_resizes_the_input_under_xnnpack_only(exported):
+    graph_def, model_dir, _ = exported
+    images = np.stack([np.asarray(Image.fromarray(_scene(7)).resize((160, 96)))])
+    model = tflite_model.TFLiteModel(model_dir)
+    class_ids = model.predict(images)
+    assert class_ids.shape == (1, 96, 160)
+    assert np.mean(class_ids == _float_predictions(graph_def, images)) >= 0.9
+    assert model.predict(np.stack([_scene(8)])).shape == (1,) + IMAGE_SHAPE  # and back
+    # TFLite's own kernels keep the transposed convolutions' converted output shapes.
+    without_xnnpack = tflite_model.TFLiteModel(model_dir, xnnpack=False)
+    with pytest.raises(UserError, match='cannot run at 96x160, only at its image shape 64x128'):
+        without_xnnpack.predict(images)
+
+
+def test_errors(exported, tmp_path):
+    graph_def, model_dir, _ = exported
+    output = str(tmp_path / tflite_model.TFLITE_FILE)
+    with pytest.raises(UserError, match='no calibration images'):
+        tflite_model.convert_int8(graph_def, output, IMAGE_SHAPE, [])
+    unreadable = tmp_path / 'broken.png'
+    unreadable.write_bytes(b'not a png')
+    with pytest.raises(UserError, match='cannot read image .*broken.png'):
+        tflite_model.convert_int8(graph_def, output, IMAGE_SHAPE, [str(unreadable)])
+    with pytest.raises(UserError, match='image shape 64x100 is not a positive multiple of 32'):
+        tflite_model.convert_int8(graph_def, output, (64, 100), [str(unreadable)])
+    logits_only = tf1.graph_util.extract_sub_graph(graph_def, [fcn8vgg16.LOGITS_NAME])
+    with pytest.raises(UserError, match="no 'predictions' node"):
+        tflite_model.convert_int8(logits_only, output, IMAGE_SHAPE, [str(unreadable)])
+    with tf.Graph().as_default() as graph:  # an op that TFLite has no kernel for
+        images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
+        pixels = tf.cast(images, tf.float32)
+        fcn8vgg16.predictions(tf.math.igamma(pixels, pixels))
+    readable = str(tmp_path / 'scene.png')
+    Image.fromarray(_scene(0)).save(readable)
+    with pytest.raises(UserError, match=r'^int8 TFLite conversion failed: [^\n]*Igamma[^\n]*$'):
+        tflite_model.convert_int8(graph.as_graph_def(), output, IMAGE_SHAPE, [readable])
+    with pytest.raises(UserError, match='cannot read frozen graph .*missing.pb'):
+        tflite_model.convert_int8(str(tmp_path / 'missing.pb'), output, IMAGE_SHAPE,
+                                  [str(unreadable)])
+    assert sorted(os.listdir(str(tmp_path))) == ['broken.png', 'scene.png']  # nothing half-written
+    helper.write_json(str(tmp_path / inference.CONFIG_FILE),
+                      helper.read_json(os.path.join(model_dir, inference.CONFIG_FILE)))
+    with pytest.raises(UserError, match='holds no model.tflite'):
+        tflite_model.TFLiteModel(str(tmp_path))

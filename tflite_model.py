@@ -1,0 +1,216 @@
+"""A full-integer TensorFlow Lite copy of a frozen FCN-8s graph, and a model class that runs it.
+
+convert_int8() turns the frozen float graph (uint8 RGB in, class ids out) into model.tflite with
+int8 weights and activations, calibrated on up to 100 images, at one fixed image shape.
+TFLiteModel has the interface of inference.Model, so that predict, evaluate and video run either.
+"""
+import os
+import tempfile
+import warnings
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tqdm import tqdm
+
+import data_loader
+import fcn8vgg16
+import inference
+from helper import UserError
+
+tf1 = tf.compat.v1
+
+TFLITE_FILE = 'model.tflite'
+MAX_CALIBRATION_IMAGES = 100
+# AUTO applies the XNNPACK delegate, which runs the int8 convolutions several times faster
+# than TFLite's own kernels.
+_RESOLVERS = {True: tf.lite.experimental.OpResolverType.AUTO,
+              False: tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+
+
+def _read_graph_def(graph_def_or_path):
+    if isinstance(graph_def_or_path, tf1.GraphDef):
+        return graph_def_or_path
+    graph_def = tf1.GraphDef()
+    try:
+        with open(graph_def_or_path, 'rb') as f:
+            graph_def.ParseFromString(f.read())
+    except (OSError, ValueError) as error:
+        raise UserError('cannot read frozen graph %s: %s' % (graph_def_or_path, error)) from None
+    return graph_def
+
+
+def _const(graph_def, name, value):
+    """Adds an int32 Const node; returns its name."""
+    node = graph_def.node.add(name=name, op='Const')
+    node.attr['dtype'].type = types_pb2.DT_INT32
+    node.attr['value'].tensor.CopyFrom(tf1.make_tensor_proto(value, tf.int32))
+    return name
+
+
+def _make_identity(node, input_name, dtype):
+    node.op = 'Identity'
+    del node.input[:]
+    node.input.append(input_name)
+    node.ClearField('attr')
+    node.attr['T'].type = dtype
+
+
+def _graph_for_tflite(graph_def):
+    """The frozen graph, pruned to its predictions and rewritten for the int8 converter.
+
+    - Each dropout is select(uniform >= rate, x / (1 - rate), 0): TFLite has no int8 random op,
+      and keep_prob is 1 at inference, so the select becomes x.
+    - The RGB -> BGR ReverseV2 of the input becomes a Gather of channels [2, 1, 0]: the quantiser
+      gives REVERSE_V2 an output scale of its own while its int8 kernel copies bytes unscaled
+      (TF 2.21: 60% relative error from there on); GATHER keeps its input's scale.
+    - The uint8 input placeholder becomes float32 and its Cast an Identity: the converter then
+      quantises the input itself (uint8 in, scale 1), so no float32 tensor is left in the model.
+    """
+    names = {node.name for node in graph_def.node}
+    for name in (fcn8vgg16.INPUT_NAME, fcn8vgg16.OUTPUT_NAME):
+        if name not in names:
+            raise UserError('the frozen graph has no %r node: not a graph of this tool' % name)
+    graph_def = tf1.graph_util.extract_sub_graph(graph_def, [fcn8vgg16.OUTPUT_NAME])
+    nodes = {node.name: node for node in graph_def.node}
+
+    def op_of(name):
+        return nodes[name.lstrip('^').split(':')[0]].op
+
+    for node in list(graph_def.node):
+        if node.op == 'SelectV2' and op_of(node.input[0]) == 'GreaterEqual' and \
+                op_of(nodes[node.input[0]].input[0]) == 'RandomUniform':
+            _make_identity(node, nodes[node.input[1]].input[0], node.attr['T'].type)
+        elif node.op == 'ReverseV2' and op_of(node.input[0]) == 'Cast' and \
+                nodes[node.input[0]].input[0] == fcn8vgg16.INPUT_NAME:
+            node.op = 'GatherV2'
+            node.input[1] = _const(graph_def, node.name + '/channels', [2, 1, 0])
+            node.input.append(_const(graph_def, node.name + '/axis', 3))
+            node.attr['Tparams'].type = node.attr['T'].type
+            node.attr['Tindices'].type = node.attr['Taxis'].type = types_pb2.DT_INT32
+            del node.attr['T'], node.attr['Tidx']
+    for node in graph_def.node:
+        if node.name == fcn8vgg16.INPUT_NAME:
+            node.attr['dtype'].type = types_pb2.DT_FLOAT
+        elif fcn8vgg16.INPUT_NAME in node.input and node.op == 'Cast':
+            _make_identity(node, fcn8vgg16.INPUT_NAME, types_pb2.DT_FLOAT)
+        elif fcn8vgg16.INPUT_NAME in node.input:
+            node.attr['T'].type = types_pb2.DT_FLOAT  # Shape, for the upscore8 output size
+    return tf1.graph_util.extract_sub_graph(graph_def, [fcn8vgg16.OUTPUT_NAME])
+
+
+def _representative_dataset(calibration_paths, image_shape):
+    """Up to MAX_CALIBRATION_IMAGES paths, evenly spread over the sorted list, one at a time as
+    float32 [1, h, w, 3] resized like inference.network_input."""
+    paths = sorted(calibration_paths)
+    count = min(len(paths), MAX_CALIBRATION_IMAGES)
+    paths = [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
+
+    def images():
+        for path in tqdm(paths, desc='Calibrate', unit='img'):
+            image = inference.network_input(data_loader.read_image(path), image_shape, False)
+            yield [image[None].astype(np.float32)]
+    return images, len(paths)
+
+
+def convert_int8(graph_def_or_path, output_path, image_shape, calibration_paths):
+    """Writes a full-integer TFLite model of a frozen graph: uint8 RGB [1, h, w, 3] in, uint8
+    class ids [1, h, w] out, int8 weights (per channel) and activations, int32 biases.
+
+    Calibrated on up to 100 of calibration_paths. Returns dict(bytes, calibration_images).
+    """
+    height, width = data_loader.check_image_shape(image_shape)
+    if not calibration_paths:
+        raise UserError('no calibration images for the int8 TFLite model')
+    graph_def = _graph_for_tflite(_read_graph_def(graph_def_or_path))
+    with tf.Graph().as_default() as graph:
+        tf.import_graph_def(graph_def, name='')
+        images = graph.get_tensor_by_name(fcn8vgg16.INPUT_TENSOR)
+        images.set_shape([1, height, width, 3])
+        converter = tf1.lite.TFLiteConverter(
+            graph_def, [images], [graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR)])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset, count = _representative_dataset(calibration_paths,
+                                                                       (height, width))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    try:
+        flatbuffer = converter.convert()
+    except UserError:
+        raise
+    except Exception as error:  # ConverterError and whatever calibration raises
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError('int8 TFLite conversion failed: %s' % reason) from None
+    folder = os.path.dirname(os.path.abspath(output_path))
+    fd, tmp = tempfile.mkstemp(prefix='.%s.tmp-' % os.path.basename(output_path), dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(flatbuffer)
+        os.replace(tmp, output_path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+    return dict(bytes=len(flatbuffer), calibration_images=count)
+
+
+class TFLiteModel:
+    """model.tflite of a model folder with inference.Model's interface: uint8 RGB batches in,
+    class ids out, one image at a time through the interpreter (XNNPACK, all cores)."""
+
+    kind = 'TFLite int8'
+
+    def __init__(self, model_dir, num_threads=None, xnnpack=True):
+        self.model_dir = model_dir
+        self.config = inference.read_model_config(model_dir)
+        self.label_set = data_loader.get_label_set(self.config['label_set'])
+        self.image_shape = tuple(self.config['image_shape'])
+        self.path = path = os.path.join(model_dir, TFLITE_FILE)
+        if not os.path.exists(path):
+            raise UserError('%s holds no %s: export the model with optimise first'
+                            % (model_dir, TFLITE_FILE))
+        with warnings.catch_warnings():
+            # TF 2.20+ points to the ai-edge-litert package: the same interpreter, not needed.
+            warnings.filterwarnings('ignore', '.*tf.lite.Interpreter is deprecated')
+            self.interpreter = tf.lite.Interpreter(
+                model_path=path, num_threads=num_threads or os.cpu_count(),
+                experimental_op_resolver_type=_RESOLVERS[xnnpack])
+        self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        if tuple(self._input['shape'][1:3]) != self.image_shape:
+            raise UserError('%s takes %dx%d images but its %s says %dx%d' % (
+                (path,) + tuple(self._input['shape'][1:3]) + (inference.CONFIG_FILE,)
+                + self.image_shape))
+        self._size = self.image_shape
+
+    def predict(self, images):
+        """uint8 [batch, h, w, 3], h and w multiples of 32 -> uint8 class ids [batch, h, w]."""
+        self._fit_input(tuple(images.shape[1:3]))
+        outputs = np.empty(images.shape[:3], np.uint8)
+        for index, image in enumerate(images):
+            self.interpreter.set_tensor(self._input['index'], image[None])
+            self.interpreter.invoke()
+            outputs[index] = self.interpreter.get_tensor(self._output['index'])[0]
+        return outputs
+
+    def _fit_input(self, size):
+        """Resizes the input for another image size (keep_size). XNNPACK, the default delegate,
+        then reshapes the whole network; TFLite's own kernels keep the converted output shapes
+        of the transposed convolutions and refuse (ADD: shapes not broadcastable)."""
+        if size == self._size:
+            return
+        self._size = None
+        try:
+            self.interpreter.resize_tensor_input(self._input['index'], (1,) + size + (3,))
+            self.interpreter.allocate_tensors()
+        except RuntimeError as error:
+            raise UserError('%s cannot run at %dx%d, only at its image shape %dx%d: %s' % (
+                (self.path,) + size + self.image_shape + (str(error).splitlines()[0],))) from None
+        self._output = self.interpreter.get_output_details()[0]
+        if tuple(self._output['shape']) != (1,) + size:
+            raise UserError('%s gives %s class ids for %dx%d images, only fits %dx%d' % (
+                (self.path, self._output['shape']) + size + self.image_shape))
+        self._size = size
+
+    def close(self):
+        self.interpreter = None
