@@ -31,13 +31,7 @@ _RESOLVERS = {True: tf.lite.experimental.OpResolverType.AUTO,
 def _read_graph_def(graph_def_or_path):
     if isinstance(graph_def_or_path, tf1.GraphDef):
         return graph_def_or_path
-    graph_def = tf1.GraphDef()
-    try:
-        with open(graph_def_or_path, 'rb') as f:
-            graph_def.ParseFromString(f.read())
-    except (OSError, ValueError) as error:
-        raise UserError('cannot read frozen graph %s: %s' % (graph_def_or_path, error)) from None
-    return graph_def
+    return inference.read_graph_def(graph_def_or_path)
 
 
 def _const(graph_def, name, value):

@@ -351,42 +351,17 @@ def _sample_numbers(batches):
     return numbers
 
 
-def _tf_batches(dataset, *args, **kwargs):
-    with tf.Graph().as_default():
-        # As in training; also keeps the iterator legal if op determinism was enabled earlier.
-        tf1.set_random_seed(0)
-        next_batch = tf1.data.make_one_shot_iterator(
-            dataset.tf_dataset(*args, **kwargs)).get_next()
-        batches = []
-        with tf1.Session() as session:
-            while True:
-                try:
-                    batches.append(session.run(next_batch))
-                except tf.errors.OutOfRangeError:
-                    return batches
-
-
-def _assert_same_batches(first, second):
-    assert len(first) == len(second)
-    for (images_a, labels_a), (images_b, labels_b) in zip(first, second):
-        assert images_a.dtype == images_b.dtype == np.uint8
-        assert labels_a.dtype == labels_b.dtype == np.uint8
-        assert images_a.shape == images_b.shape and labels_a.shape == labels_b.shape
-        assert images_a.tobytes() == images_b.tobytes()
-        assert labels_a.tobytes() == labels_b.tobytes()
-
-
 def test_generator_and_tf_data_give_identical_batches(dataset):
     generated = list(dataset.generator(2, epochs=2, seed=7))
     assert [len(images) for images, _ in generated] == [2, 2, 1, 2, 2, 1]  # short last batches
     assert generated[0][0].shape == (2, 32, 64, 3) and generated[0][1].shape == (2, 32, 64)
-    _assert_same_batches(generated, _tf_batches(dataset, 2, epochs=2, seed=7))
+    synthetic.assert_same_batches(generated, synthetic.tf_batches(dataset, 2, epochs=2, seed=7))
     # Resuming at step 4, the middle of the second epoch, continues the same sequence.
-    _assert_same_batches(list(dataset.generator(2, epochs=2, seed=7, start_step=4)),
+    synthetic.assert_same_batches(list(dataset.generator(2, epochs=2, seed=7, start_step=4)),
                          generated[4:])
-    _assert_same_batches(_tf_batches(dataset, 2, epochs=2, seed=7, start_step=4), generated[4:])
+    synthetic.assert_same_batches(synthetic.tf_batches(dataset, 2, epochs=2, seed=7, start_step=4), generated[4:])
     # And the same seed gives the same batches again.
-    _assert_same_batches(list(dataset.generator(2, epochs=2, seed=7)), generated)
+    synthetic.assert_same_batches(list(dataset.generator(2, epochs=2, seed=7)), generated)
 
 
 def test_each_epoch_is_a_fresh_permutation_fixed_by_the_seed(dataset):

@@ -162,7 +162,7 @@ def test_errors(exported, tmp_path):
     Image.fromarray(_scene(0)).save(readable)
     with pytest.raises(UserError, match=r'^int8 TFLite conversion failed: [^\n]*Igamma[^\n]*$'):
         tflite_model.convert_int8(graph.as_graph_def(), output, IMAGE_SHAPE, [readable])
-    with pytest.raises(UserError, match='cannot read frozen graph .*missing.pb'):
+    with pytest.raises(UserError, match='cannot read the graph .*missing.pb'):
         tflite_model.convert_int8(str(tmp_path / 'missing.pb'), output, IMAGE_SHAPE,
                                   [str(unreadable)])
     assert sorted(os.listdir(str(tmp_path))) == ['broken.png', 'scene.png']  # nothing half-written
