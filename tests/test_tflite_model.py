@@ -75,6 +75,7 @@ def test_graph_rewritten_for_tflite_predicts_exactly_like_the_frozen_graph(expor
     ops = {node.op for node in rewritten.node}
     assert 'RandomUniform' in {node.op for node in graph_def.node}  # dropout, keep_prob 1
     assert not ops & {'RandomUniform', 'ReverseV2'}
+    assert any(node.name.startswith('clip_scores/') for node in rewritten.node)
     images = np.stack([_scene(seed) for seed in range(200, 202)])
     with tf.Graph().as_default():
         tf.import_graph_def(rewritten, name='')
