@@ -52,11 +52,17 @@ def _weights_and_graph(source_dir):
     return prefix, graph_def, size
 
 
-def freeze(source_dir, frozen_dir, session_config=None):
+def freeze(source_dir, frozen_dir, session_config=None, image_shape=None):
     """Variables -> constants of the inference-only graph (no optimiser, no summaries, no
-    dropout) of a checkpoint folder or a training SavedModel."""
+    dropout) of a checkpoint folder or a training SavedModel.
+
+    image_shape (H, W), when given, replaces the training size as the size the exported model
+    resizes images to (and the int8 model's fixed input): the network is fully convolutional.
+    """
     helper.check_output_dir(frozen_dir)
     config = inference.read_model_config(source_dir)
+    if image_shape is not None:
+        config['image_shape'] = list(data_loader.check_image_shape(image_shape))
     prefix, source_graph, source_bytes = _weights_and_graph(source_dir)
     graph = tf.Graph()
     with graph.as_default():

@@ -171,3 +171,21 @@ def test_optimise_without_a_frozen_graph_is_one_line(tmp_path, capsys):
                       '--calibration_images', '/nonexistent/*.png'])
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith('error: no images match')
+
+
+def test_freeze_at_another_image_shape(work, capsys):
+    """The network is fully convolutional: a model trained at 64x128 deploys at 128x256."""
+    work, root = work
+    target = str(work / 'frozen_128x256')
+    assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', target,
+                      '--image_shape', '128', '256']) == 0
+    model = inference.Model(target)
+    assert tuple(model.image_shape) == (128, 256)
+    val_paths = sorted(glob.glob(os.path.join(root, 'leftImg8bit/val/*/*.png')))
+    image = data_loader.read_image(val_paths[0])
+    assert inference.predict_batch(model, [image])[0].shape == image.shape[:2]
+    model.close()
+    assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(work / 'bad_shape'),
+                      '--image_shape', '100', '256']) == 2
+    assert '100' in capsys.readouterr().err
+    assert not os.path.exists(str(work / 'bad_shape'))
