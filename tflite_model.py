@@ -165,6 +165,9 @@ def convert_int8(graph_def_or_path, output_path, image_shape, calibration_paths)
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(flatbuffer)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a model is shared as-is
         os.replace(tmp, output_path)
     except BaseException:
         os.remove(tmp)

@@ -90,6 +90,10 @@ def test_conversion_is_fully_integer_with_uint8_in_and_class_ids_out(exported):
     assert info['calibration_images'] == 8
     assert info['bytes'] == os.path.getsize(os.path.join(model_dir, tflite_model.TFLITE_FILE))
     assert [name for name in os.listdir(model_dir) if name.startswith('.')] == []
+    umask = os.umask(0)
+    os.umask(umask)  # readable by whoever may read the folder's other files, as a plain open()
+    assert os.stat(os.path.join(model_dir, tflite_model.TFLITE_FILE)).st_mode & 0o777 == (
+        0o666 & ~umask)
     interpreter = tflite_model.TFLiteModel(model_dir).interpreter
     (inputs,), (outputs,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert inputs['dtype'] == np.uint8 and list(inputs['shape']) == [1, 64, 128, 3]
