@@ -170,9 +170,10 @@ def load_vgg_weights(session, weights, graph=None):
                 raise UserError('%s: file has %s, model has %s' % (name, tuple(value.shape), model_shape))
             feeds.append((variable, np.asarray(value, variable.dtype.base_dtype.as_numpy_dtype)))
     # Run each variable's initializer with its initial value fed (what Variable.load does), all in one run: the
-    # ~500 MB of weights never become graph constants, no op is added, so a finalized graph works too.
+    # ~500 MB of weights never become graph constants, no op is added, so a finalized graph works too. The copies
+    # of a variable mirrored on several devices start from its initial value as well: one feed loads them all.
     session.run([variable.initializer for variable, _ in feeds],
-                {variable.initializer.inputs[1]: value for variable, value in feeds})
+                {variable.initial_value: value for variable, value in feeds})
     not_in_file = [layer for layer in VGG16_LAYERS
                    if layer not in weights and _find_variable(variables, layer, _KERNEL) is not None]
     return [variable.op.name for variable, _ in feeds], not_in_file

@@ -1,0 +1,327 @@
+"""Data-parallel training: virtual CPU devices in this process, a ps and two workers as
+subprocesses on 127.0.0.1. Tiny VGG16, 64x128 images, a few steps."""
+import glob
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data_loader
+import demo_data
+import distributed
+import fcn8vgg16
+import main
+import vgg_weights
+from helper import UserError
+
+tf1 = tf.compat.v1
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
+TIMEOUT = 300  # seconds a cluster test may take before its processes are killed
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('demo') / 'demo')
+    return demo_data.ensure_demo_dataset(root, split_sizes={'train': 6, 'val': 2, 'test': 1},
+                                         video_frames=4)
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
+    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', 16)
+
+
+def _flags(demo_root, folder, *extra):
+    return ['train', '--dataset', 'demo',
+            '-ip', os.path.join(demo_root, 'leftImg8bit/train/*/*_leftImg8bit.png'),
+            '-lp', os.path.join(demo_root, 'gtFine/train'),
+            '--val_images_paths', os.path.join(demo_root, 'leftImg8bit/val/*/*.png'),
+            '--val_labels_paths', os.path.join(demo_root, 'gtFine/val'),
+            '--image_shape', '64', '128', '-bs', '4', '-ep', '1',
+            '-cd', str(folder / 'ckpt'), '-sd', str(folder / 'summaries'),
+            '-rd', str(folder / 'runs'), '--gpu', '0'] + [str(flag) for flag in extra]
+
+
+def _checkpoint(ckpt_dir):
+    """{name: value} of the latest checkpoint, the optimizer's slots included."""
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(ckpt_dir)))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def _summaries(summary_dir, tag):
+    """[(step, value)] of a scalar summary, in step order."""
+    values = []
+    for path in glob.glob(os.path.join(str(summary_dir), 'events.*')):
+        for event in tf1.train.summary_iterator(path):
+            values += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+    return sorted(values)
+
+
+# ------------------------------------------------------------------ several devices, one machine
+
+@pytest.mark.parametrize('pipeline', ['tfdata', 'generator'])
+def test_two_replicas_follow_one_device(demo_root, tmp_path, tiny_model, pipeline):
+    """Global batch 4 as 2 x 2 on two virtual CPUs: the same losses step by step as 4 on one
+    device, the short last batch of every epoch (2 images) included, and the same weights."""
+    runs = {}
+    for replicas in (1, 2):
+        folder = tmp_path / str(replicas)
+        assert main.main(_flags(demo_root, folder, '-ep', 3, '--seed', 3, '--no_val',
+                                '--pipeline', pipeline, '--summary_every', 1,
+                                '--cpu_replicas', replicas, '-lr', '1e-3')) == 0
+        runs[replicas] = (_summaries(folder / 'summaries', 'loss'), _checkpoint(folder / 'ckpt'))
+    (steps_1, losses_1), (steps_2, losses_2) = (zip(*runs[n][0]) for n in (1, 2))
+    assert steps_1 == steps_2 == tuple(range(1, 7))  # the global step goes up by one a step
+    np.testing.assert_allclose(losses_2, losses_1, rtol=1e-4)
+    assert losses_1[-1] < losses_1[0] - 0.1  # it learned: the comparison is not of constants
+    assert sorted(runs[1][1]) == sorted(runs[2][1])  # the very same variable names
+    for name, value in runs[1][1].items():
+        np.testing.assert_allclose(runs[2][1][name], value, rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+def test_checkpoints_move_between_one_and_two_devices(demo_root, tmp_path, tiny_model,
+                                                      capsys):
+    """2 devices, then 1, then 2 on the same checkpoints ends where 1 device all along does:
+    restoring fills every replica's copy, not only the first."""
+    common = ('--seed', 4, '--no_val', '-lr', '1e-3')
+    assert main.main(_flags(demo_root, tmp_path / 'one', '-ep', 3, *common)) == 0
+    for epochs, replicas in ((1, 2), (2, 1), (3, 2)):
+        assert main.main(_flags(demo_root, tmp_path / 'moved', '-ep', epochs,
+                                '--cpu_replicas', replicas, *common)) == 0
+    assert 'continuing training after 4 steps' in capsys.readouterr().out
+    assert tf.train.latest_checkpoint(str(tmp_path / 'moved' / 'ckpt')).endswith('-6')
+    one, moved = _checkpoint(tmp_path / 'one' / 'ckpt'), _checkpoint(tmp_path / 'moved' / 'ckpt')
+    for name, value in one.items():
+        np.testing.assert_allclose(moved[name], value, rtol=1e-3, atol=1e-5, err_msg=name)
+    model = sorted(glob.glob(str(tmp_path / 'moved' / 'runs' / '*' / 'model')))[-1]
+    with tf.Graph().as_default(), tf1.Session() as session:  # the export is the usual graph
+        tf1.saved_model.loader.load(session, [fcn8vgg16.SAVED_MODEL_TAG], model)
+        output = session.run(fcn8vgg16.OUTPUT_TENSOR,
+                             {fcn8vgg16.INPUT_TENSOR: np.zeros((1, 64, 128, 3), np.uint8)})
+        assert output.shape == (1, 64, 128)
+
+
+def test_four_replicas_take_a_batch_shorter_than_the_devices(demo_root, tmp_path, tiny_model):
+    """6 images at batch 4 on 4 devices: the last batch of 2 leaves two replicas empty."""
+    assert main.main(_flags(demo_root, tmp_path, '--cpu_replicas', 4, '--seed', 1,
+                            '--summary_every', 1)) == 0
+    losses = _summaries(tmp_path / 'summaries', 'loss')
+    assert [step for step, _ in losses] == [1, 2] and all(np.isfinite(v) for _, v in losses)
+    assert _summaries(tmp_path / 'summaries', 'val/mean_iou')
+
+
+def test_pretrained_weights_reach_every_replica(tiny_model):
+    """load_vgg_weights on a replicated graph fills the copies on every device."""
+    label_set = data_loader.get_label_set('cityscapes')
+    args = SimpleNamespace(cpu_replicas=2, gpu=0, train_upsampling=False, weight_decay=5e-4,
+                           learning_rate=1e-4)
+    config = dict(encoder=TINY_VGG16, fc_channels=16, class_weights=None)
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32)
+    with tf.Graph().as_default() as graph:
+        distributed.build_replicated_graph(tf.zeros([0, 64, 128, 3], tf.uint8),
+                                           tf.zeros([0, 64, 128], tf.uint8), args, label_set,
+                                           config, ['/cpu:0', '/cpu:1'])
+        with tf1.Session(config=tf1.ConfigProto(device_count={'CPU': 2})) as session:
+            session.run(tf1.global_variables_initializer())
+            vgg_weights.load_vgg_weights(session, {'conv1_1': (kernel, np.ones(4, np.float32))})
+            (variable,) = [v for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
+                           if v.op.name == 'conv1_1/filter']
+            copies = session.run(list(variable.values))
+    assert len(copies) == 2
+    for copy in copies:
+        np.testing.assert_array_equal(copy, kernel)
+
+
+def _error(capsys, flags):
+    code = main.main(flags)
+    assert code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--cpu_replicas', '3'], '--batch_size 4 does not divide among 3 devices'),
+    (['--cpu_replicas', '0'], '--cpu_replicas 0 must be at least 1'),
+    (['--job_name', 'worker', '--worker_hosts', '127.0.0.1:1'],
+     'the cluster has no ps task (--ps_hosts)'),
+    (['--job_name', 'worker', '--ps_hosts', '127.0.0.1:1', '--worker_hosts', '127.0.0.1:2',
+      '--task_index', '1'], 'task index 1 is not among the 1 worker tasks'),
+    (['--job_name', 'worker', '--ps_hosts', 'nowhere', '--worker_hosts', '127.0.0.1:2'],
+     "--ps_hosts: 'nowhere' is not host:port"),
+    (['--job_name', 'worker', '--ps_hosts', '127.0.0.1:1', '--worker_hosts',
+      '127.0.0.1:2,127.0.0.1:3,127.0.0.1:4'], '--batch_size 4 does not divide among 3 workers'),
+    (['--job_name', 'worker', '--ps_hosts', '127.0.0.1:1', '--worker_hosts', '127.0.0.1:2',
+      '--cpu_replicas', '2'], 'a cluster task trains on one device'),
+])
+def test_bad_flags_are_one_line(demo_root, tmp_path, tiny_model, capsys, extra, message):
+    line = _error(capsys, _flags(demo_root, tmp_path, *extra))
+    assert line.startswith('error: ') and message in line
+    assert not glob.glob(str(tmp_path / 'ckpt' / 'model.ckpt*'))
+
+
+@pytest.mark.parametrize('tf_config, message', [
+    ('{"cluster": ', 'TF_CONFIG is not {"cluster"'),
+    ('{"cluster": {"chief": ["a:1"], "ps": ["b:2"], "worker": ["c:3"]}, '
+     '"task": {"type": "chief", "index": 0}}', "the cluster has a 'chief' job"),
+    ('{"cluster": {"ps": ["b:2"], "worker": ["c:3"]}, "task": {"type": "evaluator"}}',
+     "the task type is 'evaluator'"),
+])
+def test_bad_tf_config_is_one_line(demo_root, tmp_path, tiny_model, capsys, monkeypatch,
+                                   tf_config, message):
+    monkeypatch.setenv('TF_CONFIG', tf_config)
+    line = _error(capsys, _flags(demo_root, tmp_path))
+    assert line.startswith('error: TF_CONFIG') and message in line
+
+
+def test_tf_config_and_flags_give_the_same_task(monkeypatch):
+    flags = SimpleNamespace(ps_hosts='h:1', worker_hosts='h:2,h:3', job_name='worker',
+                            task_index=1)
+    from_flags = distributed.cluster_task(flags)
+    monkeypatch.setenv('TF_CONFIG', '{"cluster": {"ps": ["h:1"], "worker": ["h:2", "h:3"]}, '
+                                    '"task": {"type": "worker", "index": 1}}')
+    none = SimpleNamespace(ps_hosts=None, worker_hosts=None, job_name=None, task_index=0)
+    assert distributed.cluster_task(none) == from_flags
+    assert from_flags.num_workers == 2 and not from_flags.is_chief
+    monkeypatch.delenv('TF_CONFIG')
+    assert distributed.cluster_task(none) is None
+    with pytest.raises(UserError):
+        distributed.cluster_task(SimpleNamespace(ps_hosts='h:1', worker_hosts='h:2',
+                                                 job_name='worker', task_index=-1))
+
+
+def test_worker_slices_make_up_the_global_batches(demo_root):
+    """The workers' slices of every step, put together, are Dataset.generator's batches."""
+    dataset = data_loader.Dataset(os.path.join(demo_root, 'leftImg8bit/train/*/*.png'),
+                                  os.path.join(demo_root, 'gtFine/train'),
+                                  data_loader.get_label_set('cityscapes'), (64, 128))
+    tasks = [distributed.Task({'ps': ['h:1'], 'worker': ['h:2', 'h:3']}, 'worker', index)
+             for index in (0, 1)]
+    whole = list(dataset.generator(4, epochs=2, seed=7, start_step=1))
+    slices = [list(distributed.worker_batches(dataset, 4, 2, 7, 1, task))[:len(whole)]
+              for task in tasks]
+    for step, (images, labels) in enumerate(whole):
+        np.testing.assert_array_equal(
+            np.concatenate([slices[0][step][0], slices[1][step][0]]), images)
+        np.testing.assert_array_equal(
+            np.concatenate([slices[0][step][1], slices[1][step][1]]), labels)
+
+
+# --------------------------------------------------------------------------- several machines
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(('127.0.0.1', 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+class _Cluster:
+    """A ps and two workers of tests/tiny_main.py, each logging to a file; kill() ends all."""
+
+    def __init__(self, demo_root, folder, *extra):
+        ps, *workers = ['127.0.0.1:%d' % port for port in _free_ports(3)]
+        self.flags = _flags(demo_root, folder, '--ps_hosts', ps,
+                            '--worker_hosts', ','.join(workers), *extra)
+        self.folder, self.processes, self.logs = folder, {}, {}
+
+    def start(self, name, job, index):
+        log = self.folder / ('%s.log' % name)
+        with open(log, 'w') as output:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, os.path.join(REPO, 'tests', 'tiny_main.py')] + self.flags +
+                ['--job_name', job, '--task_index', str(index)],
+                stdout=output, stderr=subprocess.STDOUT, cwd=str(self.folder))
+        self.logs[name] = log
+
+    def wait(self, name):
+        code = self.processes[name].wait(timeout=TIMEOUT)
+        assert code == 0, '%s exited with %d:\n%s' % (name, code, self.output(name)[-3000:])
+        return self.output(name)
+
+    def output(self, name):
+        return self.logs[name].read_text()
+
+    def kill(self):
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _took(output, index):
+    """(steps taken, first global step, last global step) that worker `index` printed."""
+    line = [line for line in output.splitlines() if line.startswith('worker %d took' % index)]
+    assert line, output[-3000:]
+    words = line[-1].split()
+    return int(words[3]), int(words[7]), int(words[9])
+
+
+def test_ps_and_two_workers_train_in_step(demo_root, tmp_path, tiny_model, capsys):
+    """6 images at global batch 4 for 3 epochs: 6 global steps; each worker computes every one
+    of them (2 images each), the chief checkpoints, summarises and exports; all exit 0. One
+    process then resumes the cluster's checkpoints."""
+    cluster = _Cluster(demo_root, tmp_path, '-ep', 3, '--ckpt_every', 2, '--summary_every', 1)
+    try:
+        cluster.start('ps', 'ps', 0)
+        cluster.start('chief', 'worker', 0)
+        cluster.start('worker1', 'worker', 1)
+        assert _took(cluster.wait('chief'), 0) == (6, 0, 6)
+        assert _took(cluster.wait('worker1'), 1) == (6, 0, 6)
+        assert 'all 2 workers have finished' in cluster.wait('ps')
+    finally:
+        cluster.kill()
+    ckpt = tmp_path / 'ckpt'
+    assert tf.train.latest_checkpoint(str(ckpt)).endswith('-6')
+    assert sorted(glob.glob(str(ckpt / '*.index'))) == [
+        str(ckpt / ('model.ckpt-%d.index' % step)) for step in (2, 4, 6)]
+    assert [step for step, _ in _summaries(tmp_path / 'summaries', 'loss')] == list(range(1, 7))
+    assert len(_summaries(tmp_path / 'summaries', 'val/mean_iou')) == 3  # one per epoch
+    assert len(glob.glob(str(tmp_path / 'runs' / '*' / 'model' / 'saved_model.pb'))) == 1
+    names = set(_checkpoint(ckpt))
+    assert 'global_step' in names and not [n for n in names if 'sync' in n or 'replica' in n]
+    capsys.readouterr()
+    assert main.main(_flags(demo_root, tmp_path, '-ep', 4, '--no_val')) == 0
+    assert 'continuing training after 6 steps' in capsys.readouterr().out
+    assert tf.train.latest_checkpoint(str(ckpt)).endswith('-8')
+
+
+def _wait_for_checkpoint(ckpt_dir, step, process):
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        latest = tf.train.latest_checkpoint(str(ckpt_dir))
+        if latest and int(latest.rsplit('-', 1)[1]) >= step:
+            return
+        time.sleep(0.2)
+    raise AssertionError('no checkpoint of step %d in %s' % (step, ckpt_dir))
+
+
+def test_killed_worker_restarts_and_the_run_completes(demo_root, tmp_path):
+    """Worker 1 is killed mid-training: the cluster waits for it (a synchronous step needs
+    both); restarted, it joins at the current global step and training completes."""
+    cluster = _Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val')
+    try:
+        cluster.start('ps', 'ps', 0)
+        cluster.start('chief', 'worker', 0)
+        cluster.start('worker1', 'worker', 1)
+        _wait_for_checkpoint(tmp_path / 'ckpt', 4, cluster.processes['chief'])
+        cluster.processes['worker1'].send_signal(signal.SIGKILL)
+        assert cluster.processes['worker1'].wait(timeout=TIMEOUT) == -signal.SIGKILL
+        cluster.start('worker1_again', 'worker', 1)
+        taken, first, last = _took(cluster.wait('worker1_again'), 1)
+        assert 4 <= first < 16 and last == 16 and taken >= last - first
+        assert _took(cluster.wait('chief'), 0)[2] == 16
+        assert 'all 2 workers have finished' in cluster.wait('ps')
+    finally:
+        cluster.kill()
+    assert tf.train.latest_checkpoint(str(tmp_path / 'ckpt')).endswith('-16')
