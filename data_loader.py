@@ -8,6 +8,7 @@ import collections
 import glob
 import os
 import re
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +32,10 @@ PREPARED_MANIFEST = 'fcn8s_prepared.json'  # written by `prepare` at the root of
 # Images scaled smaller than the crop are padded with the ImageNet mean (RGB), which the
 # network's preprocessing turns into zeros: padding carries no signal. Labels get the ignore id.
 PAD_COLOR = tuple(int(round(c)) for c in reversed(fcn8vgg16.BGR_MEAN))  # (124, 117, 104)
+IGNORE_ID = cityscape_labels.IGNORE_ID
+
+# What PIL raises for a truncated or corrupt file (it reports a broken PNG chunk as SyntaxError).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 # Training augmentation: a random scale factor on top of the scale that makes the image cover
 # the crop (uniform in scale_range, as DeepLab's input_preprocess), a random crop, a horizontal
@@ -93,8 +98,29 @@ def find_pairs(images_glob, labels_glob):
         raise UserError('%d of %d images have no label under %s, e.g. %s' % (
             len(unlabelled), len(image_paths), labels_glob,
             ', '.join(os.path.basename(images_by_key[k]) for k in unlabelled[:3])))
+    _check_labels_have_images(labels_by_key, images_by_key, images_glob, labels_glob)
     keys = sorted(images_by_key)
     return [images_by_key[k] for k in keys], [labels_by_key[k] for k in keys]
+
+
+def _check_labels_have_images(labels_by_key, images_by_key, images_glob, labels_glob):
+    """Label files without an image: an error when the labels were given as a glob, a warning
+    when as a folder, from which the images may rightly pick a part (one city, a few files).
+
+    Only files named as labels count when some are (Cityscapes' gtFine folders also hold
+    _color and _instanceIds images); Mapillary-style labels, named as their images, all count.
+    """
+    named = {key: path for key, path in labels_by_key.items()
+             if key != _stem(path, ())}
+    orphans = sorted(key for key in (named or labels_by_key) if key not in images_by_key)
+    if not orphans:
+        return
+    message = '%d of %d label images under %s have no image in %s, e.g. %s' % (
+        len(orphans), len(named or labels_by_key), labels_glob, images_glob,
+        ', '.join(os.path.basename(labels_by_key[key]) for key in orphans[:3]))
+    if not os.path.isdir(labels_glob):
+        raise UserError(message)
+    helper.warn(message + ': they are not used')
 
 
 def label_lookup(label_path, label_set):
@@ -112,6 +138,43 @@ def label_lookup(label_path, label_set):
         table[label_set.num_classes:] = label_set.ignore_id
         return table
     return label_set.id_to_train_id
+
+
+def known_label_values(label_path, label_set):
+    """bool [256]: the values a label file of this kind stores for the labels of the set's
+    table. Anything else (an annotation tool's interpolated edges, another dataset's ids) is
+    outside the label set: the lookup maps it to the ignore id and check_label_values warns."""
+    known = np.zeros(256, bool)
+    if _stem(label_path, ()).endswith(TRAIN_ID_SUFFIX):
+        known[:label_set.num_classes] = True
+        known[IGNORE_ID] = True
+    elif label_set.name in mapillary_labels.VERSIONS:
+        known[:len(mapillary_labels.VERSIONS[label_set.name][0])] = True  # void included
+    else:
+        known[[label.id for label in cityscape_labels.LABELS if label.id >= 0]] = True
+    return known
+
+
+_warned_files = set()  # one warning per label file, not one per epoch
+_warned_lock = threading.Lock()  # tf.data decodes in parallel threads
+
+
+def _warn_outside(label_path, values):
+    with _warned_lock:
+        if label_path in _warned_files:
+            return
+        _warned_files.add(label_path)
+    helper.warn('label %s holds values outside the label set: %s; they are ignored (%d)'
+                % (label_path, ', '.join(str(value) for value in values), IGNORE_ID))
+
+
+def check_label_values(label, label_path, known):
+    """Warns, once per file, about the stored values of a label that known (from
+    known_label_values) does not list."""
+    present = np.bincount(label.ravel(), minlength=256) > 0
+    outside = np.flatnonzero(present & ~known)
+    if outside.size:
+        _warn_outside(label_path, outside)
 
 
 def _folder_of(pattern):
@@ -162,25 +225,41 @@ def check_image_shape(image_shape):
     return int(height), int(width)
 
 
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def read_image(path):
-    """uint8 RGB [h, w, 3]; grayscale and RGBA are converted."""
+    """uint8 RGB [h, w, 3]; grayscale, RGBA and 16-bit images are converted."""
     try:
         with Image.open(path) as image:
+            if image.mode.startswith('I'):  # 16-bit grayscale ('I;16', or 'I' in some PILs)
+                gray = (np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            # 16-bit RGB(A) PNGs open as 8-bit RGB(A): PIL keeps the high bytes.
             return np.asarray(image.convert('RGB'))
-    except (OSError, ValueError) as error:
-        raise UserError('cannot read image %s: %s' % (path, error)) from None
+    except DECODE_ERRORS as error:
+        raise UserError('cannot read image %s: %s' % (path, _first_line(error))) from None
 
 
 def read_label(path):
-    """uint8 [h, w] of stored values; palette PNGs give their palette indices."""
+    """uint8 [h, w] of stored values; palette PNGs give their palette indices. Values above
+    255 in a 16-bit label are outside every label set: they become 255, which every lookup
+    maps to the ignore id, with a warning."""
     try:
         with Image.open(path) as image:
+            if image.mode.startswith('I'):
+                label = np.asarray(image)
+                above = np.unique(label[label > 255])
+                if above.size:
+                    _warn_outside(path, above)
+                return np.clip(label, 0, 255).astype(np.uint8)
             if image.mode not in ('L', 'P'):
                 raise UserError('label image %s has mode %s, expected a single-channel PNG'
                                 % (path, image.mode))
             return np.asarray(image)
-    except OSError as error:
-        raise UserError('cannot read label image %s: %s' % (path, error)) from None
+    except DECODE_ERRORS as error:
+        raise UserError('cannot read label image %s: %s' % (path, _first_line(error))) from None
 
 
 def resize(array, size, resample):
@@ -256,9 +335,11 @@ def _photometric(image, rng):
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def load_sample(image_path, label_path, lookup, image_shape, augment=None, rng=None):
+def load_sample(image_path, label_path, lookup, image_shape, augment=None, rng=None,
+                known=None):
     """The per-sample function of both pipelines: decode, map to training ids, scale, crop,
-    and when augmenting flip and jitter.
+    and when augmenting flip and jitter. With known (known_label_values), values outside the
+    label set are warned about.
 
     Images are resized bilinearly, labels with nearest neighbour only (bilinear would invent
     class ids at every boundary); the aspect is never distorted (see `placement`). Padding is
@@ -268,8 +349,11 @@ def load_sample(image_path, label_path, lookup, image_shape, augment=None, rng=N
     image = read_image(image_path)
     label = read_label(label_path)
     if label.shape != image.shape[:2]:
-        raise UserError('label %s is %dx%d but its image is %dx%d' % (
-            label_path, label.shape[1], label.shape[0], image.shape[1], image.shape[0]))
+        raise UserError('label %s is %dx%d but its image %s is %dx%d' % (
+            label_path, label.shape[1], label.shape[0], image_path, image.shape[1],
+            image.shape[0]))
+    if known is not None:
+        check_label_values(label, label_path, known)
     place = placement(label.shape, image_shape, augment, rng)
     image = _place(image, place, image_shape, Image.BILINEAR, PAD_COLOR)
     label = _place(lookup[label], place, image_shape, Image.NEAREST, cityscape_labels.IGNORE_ID)
@@ -288,29 +372,61 @@ class Dataset:
     augment: an AugmentConfig for a training set, None (no randomness) for evaluation. Sample
     i of epoch e is augmented with a generator seeded by (seed, e, i), whatever the pipeline
     and wherever training resumes.
+    skip_bad_files: a sample whose files cannot be used (unreadable, or label and image of
+    different sizes) becomes a blank one with a warning instead of stopping with an error;
+    `skipped` holds the indices of those samples.
     """
 
-    def __init__(self, images_glob, labels_glob, label_set, image_shape, augment=None):
+    def __init__(self, images_glob, labels_glob, label_set, image_shape, augment=None,
+                 skip_bad_files=False):
         self.image_paths, self.label_paths = find_pairs(images_glob, labels_glob)
         check_label_files(labels_glob, label_set)
         self.label_set = label_set
         self.image_shape = check_image_shape(image_shape)
         self.augment = augment
         self.lookups = [label_lookup(path, label_set) for path in self.label_paths]
+        self.known = [known_label_values(path, label_set) for path in self.label_paths]
+        self.skip_bad_files = skip_bad_files
+        self.skipped = set()
+        self._skipped_lock = threading.Lock()  # tf.data decodes in parallel threads
 
     def __len__(self):
         return len(self.image_paths)
 
     def sample(self, index, seed=0, epoch=0):
         rng = np.random.default_rng([seed, epoch, index]) if self.augment else None
-        return load_sample(self.image_paths[index], self.label_paths[index],
-                           self.lookups[index], self.image_shape, self.augment, rng)
+        try:
+            return load_sample(self.image_paths[index], self.label_paths[index],
+                               self.lookups[index], self.image_shape, self.augment, rng,
+                               self.known[index])
+        except UserError as error:
+            if not self.skip_bad_files:
+                raise
+            return self._skip(index, error)
+
+    def _skip(self, index, error):
+        """A blank sample in place of a bad one: every label pixel is the ignore id, so it adds
+        nothing to the loss or the metrics, while batches keep their size, epochs their steps
+        and the two pipelines their agreement. Warns the first time."""
+        with self._skipped_lock:
+            first_time = index not in self.skipped
+            self.skipped.add(index)
+        if first_time:
+            helper.warn('skipped (--skip_bad_files): %s' % error)
+        return (np.full(self.image_shape + (3,), PAD_COLOR, np.uint8),
+                np.full(self.image_shape, IGNORE_ID, np.uint8))
 
     def label(self, index):
         """The training-id label of one sample at the dataset's image shape, unaugmented."""
-        label = read_label(self.label_paths[index])
+        try:
+            label = read_label(self.label_paths[index])
+        except UserError as error:
+            if not self.skip_bad_files:
+                raise
+            return self._skip(index, error)[1]
+        check_label_values(label, self.label_paths[index], self.known[index])
         return _place(self.lookups[index][label], placement(label.shape, self.image_shape),
-                      self.image_shape, Image.NEAREST, cityscape_labels.IGNORE_ID)
+                      self.image_shape, Image.NEAREST, IGNORE_ID)
 
     def steps_per_epoch(self, batch_size):
         return -(-len(self) // batch_size)
@@ -319,13 +435,17 @@ class Dataset:
         """The sample order of one epoch: a fresh permutation each epoch, reproducible."""
         return np.random.default_rng([seed, epoch]).permutation(len(self))
 
+    def _epoch_order(self, epoch, seed, start_step, batch_size, shuffle):
+        """The sample order of one epoch, from the batch `start_step` on in the epoch that
+        holds it (to resume mid-epoch)."""
+        first_epoch, skip = divmod(start_step, self.steps_per_epoch(batch_size))
+        order = self.order(epoch, seed) if shuffle else np.arange(len(self))
+        return order[skip * batch_size:] if epoch == first_epoch else order
+
     def _epoch_orders(self, epochs, seed, start_step, batch_size, shuffle):
-        """[(epoch, sample order)] from the batch `start_step` on (to resume mid-epoch)."""
-        steps = self.steps_per_epoch(batch_size)
-        first_epoch, skip = divmod(start_step, steps)
-        for epoch in range(first_epoch, epochs):
-            order = self.order(epoch, seed) if shuffle else np.arange(len(self))
-            yield epoch, order[skip * batch_size:] if epoch == first_epoch else order
+        """[(epoch, sample order)] from the batch `start_step` on."""
+        for epoch in range(start_step // self.steps_per_epoch(batch_size), epochs):
+            yield epoch, self._epoch_order(epoch, seed, start_step, batch_size, shuffle)
 
     def generator(self, batch_size, epochs=1, seed=0, start_step=0, shuffle=True):
         """Pure-python pipeline: yields (images [b, h, w, 3], labels [b, h, w]) uint8 batches.
@@ -351,15 +471,24 @@ class Dataset:
             return (tf.ensure_shape(image, [height, width, 3]),
                     tf.ensure_shape(label, [height, width]))
 
-        # One dataset per epoch, so that an epoch's short last batch stays its own.
-        dataset = None
-        for epoch, order in self._epoch_orders(epochs, seed, start_step, batch_size, shuffle):
-            samples = tf.data.Dataset.from_tensor_slices(
-                (order.astype(np.int64), np.full(len(order), epoch, np.int64)))
+        def _order(epoch):
+            return self._epoch_order(int(epoch), seed, start_step, batch_size,
+                                     shuffle).astype(np.int64)
+
+        def _epoch(epoch):
+            """One epoch's batches, so that its short last batch stays its own."""
+            order = tf.ensure_shape(tf.numpy_function(_order, [epoch], tf.int64,
+                                                      stateful=False), [None])
+            samples = tf.data.Dataset.from_tensor_slices((order, tf.fill(tf.shape(order),
+                                                                         epoch)))
             samples = samples.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            samples = samples.batch(batch_size)
-            dataset = samples if dataset is None else dataset.concatenate(samples)
-        if dataset is None:
+            return samples.batch(batch_size)
+
+        first_epoch = start_step // self.steps_per_epoch(batch_size)
+        if first_epoch >= epochs:
             raise UserError('nothing left to train: start step %d is past %d epochs'
                             % (start_step, epochs))
-        return dataset.prefetch(2)
+        # Each epoch is made when the pipeline reaches it: the graph, and the time to build
+        # it, stay the same size however many epochs (a chain of one dataset per epoch grew
+        # with them, past Python's recursion limit at some hundreds).
+        return tf.data.Dataset.range(first_epoch, epochs).flat_map(_epoch).prefetch(2)

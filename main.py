@@ -12,7 +12,7 @@ import traceback
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) hides the tool's own output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from helper import UserError  # noqa: E402  (after the logging setting above)
+from helper import PRECISIONS, UserError  # noqa: E402  (after the logging setting above)
 
 DATASETS = ('cityscapes', 'mapillary', 'demo')
 PIPELINES = ('tfdata', 'generator')
@@ -44,14 +44,25 @@ DATASET_DEFAULTS = {'cityscapes': CITYSCAPES_DEFAULTS, 'mapillary': MAPILLARY_DE
                     'demo': DEMO_DEFAULTS}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors (an unknown action, dataset or choice, a value that is not a
+    number) end as the tool's own do: one line, exit code 2, through main()."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description='Train and run FCN-8s/VGG16 semantic segmentation of road scenes.')
     parser.add_argument('action', choices=sorted(ACTIONS))
     add = parser.add_argument
     add('-g', '--gpu', type=int, default=1, help='GPUs to use; 0 runs on the CPU')
     add('-gm', '--gpu_mem', type=float, default=0.9, help='fraction of GPU memory, in (0, 1]')
     add('-x', '--xla', type=int, default=0, choices=(0, 1, 2), help='XLA JIT level')
+    add('--precision', default='fp32', choices=PRECISIONS,
+        help='train, predict, evaluate, video: fp32, bf16 (CPU mixed precision) or fp16 (GPU '
+             'mixed precision); the TFLite model ignores it')
     add('-ep', '--epochs', type=int, help='epochs to train to (demo 3, else 10)')
     add('-bs', '--batch_size', type=int, help='images per step (demo 8, else 5)')
     add('-lr', '--learning_rate', type=float, help='Adam learning rate (1e-4)')
@@ -75,7 +86,8 @@ def parse_args(argv=None):
     add('--label_set', help='cityscapes (19 classes) or cityscapes35 (all labels); mapillary '
                             '(Vistas v1.2, 65 classes) or mapillary_v2 (v2.0, 123 classes)')
     add('--image_shape', type=int, nargs=2, metavar=('H', 'W'),
-        help='network input size, multiples of 32 (demo 128 256, else 256 512)')
+        help='network input size, multiples of 32 (demo 128 256, else 256 512); freeze: the '
+             'size the exported models run at (default: the training size)')
     add('--pipeline', choices=PIPELINES, default='tfdata', help='input pipeline')
     add('--augment', dest='augment', action='store_true',
         help='train on random scales, crops and flips (the default)')
@@ -107,7 +119,16 @@ def parse_args(argv=None):
     add('--val_images_paths', help='glob of validation images (default: the val split)')
     add('--val_labels_paths', help='glob or folder of validation labels')
     add('--no_val', action='store_true', help='skip validation at the end of each epoch')
+    add('--skip_bad_files', action='store_true',
+        help='train: skip unreadable images and labels with a warning instead of stopping')
     add('--seed', type=int, help='makes a CPU run reproducible')
+    add('--cpu_replicas', type=int, default=1,
+        help='train: replicate over N virtual CPU devices as over N GPUs (no GPU, tests)')
+    add('--ps_hosts', help='train on a cluster: parameter servers, host:port,host:port')
+    add('--worker_hosts', help='train on a cluster: workers, host:port,... (the first is the '
+                               'chief); default: the TF_CONFIG environment variable')
+    add('--job_name', choices=('ps', 'worker'), help='train on a cluster: this task\'s job')
+    add('--task_index', type=int, default=0, help='train on a cluster: this task\'s index')
     add('--split', help='dataset split for predict (test) and evaluate (val)')
     add('--keep_size', action='store_true',
         help='predict at native resolution (padded to a multiple of 32) instead of resizing')
@@ -173,7 +194,7 @@ def _apply_train_defaults(args):
         args.val_images_paths, args.val_labels_paths = _split_paths(args, 'val', defaults)
     args.images_paths, args.labels_paths = _split_paths(args, 'train', defaults)
     _check_positive(args, ('epochs', 'batch_size', 'ckpt_every', 'keep_checkpoints',
-                           'summary_every', 'image_summary_every'))
+                           'summary_every', 'image_summary_every', 'cpu_replicas'))
     if not 0 < args.keep_prob <= 1:
         raise UserError('--keep_prob %g is outside (0, 1]' % args.keep_prob)
     if args.learning_rate <= 0:
@@ -183,6 +204,11 @@ def _apply_train_defaults(args):
 
 def train(args):
     """Trains (or resumes) and exports a SavedModel."""
+    import distributed
+    task = distributed.cluster_task(args)
+    if task is not None and task.job == 'ps':  # holds variables; reads no data
+        distributed.serve(task)
+        return
     _apply_train_defaults(args)
     import numpy as np
     import data_loader
@@ -190,7 +216,8 @@ def train(args):
     import helper
     import trainer
 
-    session_config = helper.session_config(args.gpu, args.gpu_mem, args.xla)
+    session_config = helper.session_config(args.gpu, args.gpu_mem, args.xla, args.precision)
+    distributed.configure(args, session_config, task)
     label_set = data_loader.get_label_set(args.label_set)
     _check_label_set_fits(args, label_set)
     if args.dataset != 'demo' and not glob.glob(args.images_paths):
@@ -200,15 +227,18 @@ def train(args):
     augment = (data_loader.AugmentConfig(tuple(args.scale_range), True, args.photometric)
                if args.augment else None)  # the training set only: validation never augments
     train_set = data_loader.Dataset(args.images_paths, args.labels_paths, label_set,
-                                    args.image_shape, augment)
+                                    args.image_shape, augment, args.skip_bad_files)
     val_set = None
     if not args.no_val and args.val_images_paths:
         try:
             val_set = data_loader.Dataset(args.val_images_paths, args.val_labels_paths,
-                                          label_set, args.image_shape)
+                                          label_set, args.image_shape,
+                                          skip_bad_files=args.skip_bad_files)
         except UserError as error:
             helper.warn('no validation: %s' % error)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    if args.seed is None and task is not None:  # the workers must shuffle alike
+        seed = task.shared_seed()
     if args.seed is not None:
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
@@ -241,10 +271,13 @@ def _load_model(args):
         print('model: %s (the newest under %s)' % (model_dir, args.runs_dir))
     if model_dir.endswith('.tflite'):  # optimised_model/model.tflite: the int8 model
         import tflite_model
+        if args.precision != 'fp32':
+            helper.warn('--precision %s does not apply to the int8 TFLite model'
+                        % args.precision)
         model = tflite_model.TFLiteModel(os.path.dirname(model_dir) or '.')
     else:
-        model = inference.Model(model_dir,
-                                helper.session_config(args.gpu, args.gpu_mem, args.xla))
+        model = inference.Model(model_dir, helper.session_config(
+            args.gpu, args.gpu_mem, args.xla, args.precision))
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
                                                  model.label_set.num_classes, *model.image_shape))
     return model
@@ -297,6 +330,7 @@ def video(args):
     video_in = args.video_file_in or _dataset_defaults(args).get('video')
     if video_in is None:
         raise UserError('no -vi/--video_file_in given')
+    video_io.check_video(video_in)  # before the model loads and a run folder is made
     video_out = args.video_file_out
     if video_out is None:
         stem = os.path.splitext(os.path.basename(video_in))[0]
@@ -317,8 +351,11 @@ def freeze(args):
     import export
     import helper
     source = args.model_dir or args.ckpt_dir or _dataset_defaults(args)['ckpt_dir']
+    # No --precision: this session only reads the weights, and the graph is float32 whatever
+    # precision the frozen model later runs in.
     stats = export.freeze(source, args.frozen_model_dir,
-                          helper.session_config(args.gpu, args.gpu_mem, args.xla))
+                          helper.session_config(args.gpu, args.gpu_mem, args.xla),
+                          args.image_shape)
     print('frozen %s into %s: %d ops -> %d ops, %d variables converted to constants, %s -> %s'
           % (source, args.frozen_model_dir, stats['source_ops'], stats['ops'],
              stats['variables'], _megabytes(stats['source_bytes']), _megabytes(stats['bytes'])))
@@ -377,21 +414,40 @@ ACTIONS = {'train': train, 'predict': predict, 'evaluate': evaluate, 'video': vi
            'freeze': freeze, 'optimise': optimise, 'prepare': prepare}
 
 
+def _check_flags(args):
+    """The flags given, checked before any work (generating the demo, loading a model): one
+    line naming the value. The defaults filled in later are checked where they are used."""
+    import data_loader
+    _check_positive(args, ('epochs', 'batch_size', 'ckpt_every', 'keep_checkpoints',
+                           'summary_every', 'image_summary_every', 'workers'))
+    if not 0 < args.gpu_mem <= 1:
+        raise UserError('--gpu_mem %g is outside (0, 1]' % args.gpu_mem)
+    if args.image_shape is not None:
+        data_loader.check_image_shape(args.image_shape)
+    if args.label_set is not None:
+        data_loader.get_label_set(args.label_set)
+
+
 def main(argv=None):
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UserError as error:
+        print('error: %s' % error, file=sys.stderr)
+        return 2
     import tensorflow as tf
     tf.compat.v1.disable_eager_execution()  # graph mode: placeholders, sessions, Savers
     if not args.debug:  # deprecation notices of the tf.compat.v1 API the tool is built on
         tf.get_logger().setLevel('ERROR')
     try:
+        _check_flags(args)
         ACTIONS[args.action](args)
     except UserError as error:
         if args.debug:
             traceback.print_exc()
         print('error: %s' % error, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM while training
+        return getattr(interrupt, 'exit_code', 130)
     return 0
 
 

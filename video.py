@@ -27,12 +27,32 @@ def _count_frames(path):
     try:
         frames, _ = imageio_ffmpeg.count_frames_and_secs(path)
     except RuntimeError as error:
-        if 'matches no streams' not in str(error):  # ffmpeg's words for "no video stream"
+        # ffmpeg lists the streams it found ("Stream #0:0 ... Audio"), then says that none
+        # matches when there is no video one; a truncated file has none at all.
+        if 'matches no streams' not in str(error) or 'Stream #' not in str(error):
             raise UserError('%s is not a readable video' % path) from None
         frames = 0
     if not frames:
         raise UserError('%s holds no video frames' % path)
     return frames
+
+
+def check_video(path):
+    """Fails fast, before a model loads, if path is missing, unreadable or holds no video
+    frames. Decodes the header and the first frame only; segment_video counts them all."""
+    if not os.path.isfile(path):
+        raise UserError('video %s does not exist' % path)
+    reader = imageio_ffmpeg.read_frames(path)
+    try:
+        next(reader)  # the header
+        next(reader)  # the first frame
+    except StopIteration:
+        raise UserError('%s holds no video frames' % path) from None
+    except (OSError, RuntimeError):
+        _count_frames(path)  # ffmpeg's own words tell a file without a video stream apart
+        raise UserError('%s is not a readable video' % path) from None
+    finally:
+        reader.close()
 
 
 def _frame_range(path, start, end, frames, fps):

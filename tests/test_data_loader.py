@@ -130,11 +130,14 @@ def test_find_pairs_pairs_by_name_across_cities(tmp_path):
 
     images_glob = os.path.join(str(tmp_path), 'leftImg8bit/train/*/*_leftImg8bit.png')
     labels_glob = os.path.join(str(tmp_path), 'gtFine/train/*/*_gtFine_labelIds.png')
-    assert data_loader.find_pairs(images_glob, labels_glob) == expected
-    # Folders work as well as globs.
+    # A folder of labels may hold more than the images pick (a warning); a glob may not.
     assert data_loader.find_pairs(images_glob, str(tmp_path / 'gtFine' / 'train')) == expected
     assert data_loader.find_pairs(str(tmp_path / 'leftImg8bit'),
                                   str(tmp_path / 'gtFine')) == expected
+    with pytest.raises(UserError, match='1 of 4 label images .* cologne_000000_000019'):
+        data_loader.find_pairs(images_glob, labels_glob)
+    os.remove(synthetic.label_path(tmp_path, 'cologne', 0))
+    assert data_loader.find_pairs(images_glob, labels_glob) == expected
 
 
 def test_find_pairs_glob_matching_nothing_is_a_user_error(tmp_path):

@@ -9,6 +9,7 @@ from PIL import Image
 
 import demo_data
 import fcn8vgg16
+import helper
 import inference
 import main
 
@@ -135,3 +136,15 @@ def test_model_errors_are_one_line(trained, tmp_path, capsys):
     assert 'no trained model under' in line
     line = _error(capsys, 'video', '-vi', str(tmp_path / 'none.mp4'), '-rd', str(work / 'runs'))
     assert str(tmp_path / 'none.mp4') in line
+
+
+def test_constant_graphs_run_only_the_remapper_unless_in_mixed_precision():
+    fp32 = helper.session_config(0, 0.9, 0)
+    lean = inference._constant_graph_config(fp32)
+    assert list(lean.graph_options.rewrite_options.optimizers) == ['remap']
+    assert list(fp32.graph_options.rewrite_options.optimizers) == []  # the caller's is kept
+    assert lean.device_count['GPU'] == fp32.device_count['GPU']
+    bf16 = inference._constant_graph_config(helper.session_config(0, 0.9, 0, 'bf16'))
+    assert list(bf16.graph_options.rewrite_options.optimizers) == []
+    assert list(inference._constant_graph_config(None).graph_options.rewrite_options
+                .optimizers) == ['remap']

@@ -1,0 +1,579 @@
+"""Faults during training, bad input and bad flags: what survives, and the one line the user reads.
+
+Tiny VGG16 and 64x128 images throughout; the tests that need real signals, kills or a file size
+limit run the tool in a subprocess through tests/tiny_main.py.
+"""
+import glob
+import os
+import random
+import re
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import data_loader
+import demo_data
+import fcn8vgg16
+import helper
+import imageio_ffmpeg
+import main
+import synthetic
+import trainer
+from helper import UserError
+
+tf1 = tf.compat.v1
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_MAIN = os.path.join(REPO, 'tests', 'tiny_main.py')
+STEPS_PER_EPOCH = 4  # 8 training images at batch size 2
+# tests/tiny_main.py with every save stretched: a pause between writing a checkpoint's files and
+# the `checkpoint` file that names it, so that random kills often land inside saves.
+SLOW_SAVES = """
+import runpy, sys, time
+from tensorflow.python.training import checkpoint_management
+update = checkpoint_management.update_checkpoint_state_internal
+
+def slow_update(*args, **kwargs):
+    time.sleep(0.1)
+    return update(*args, **kwargs)
+
+checkpoint_management.update_checkpoint_state_internal = slow_update
+sys.argv = [%r] + sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+""" % TINY_MAIN
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('demo') / 'demo')
+    return demo_data.ensure_demo_dataset(root, split_sizes={'train': 8, 'val': 2, 'test': 1},
+                                         video_frames=4)
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    monkeypatch.setattr(fcn8vgg16, 'VGG16', synthetic.TINY_VGG16)
+    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', synthetic.TINY_FC_CHANNELS)
+
+
+def _flags(demo_root, tmp_path, *extra, images=None):
+    return ['train', '--dataset', 'demo', '--no_val', '--gpu', '0',
+            '-ip', images or os.path.join(demo_root, 'leftImg8bit/train/*/*_leftImg8bit.png'),
+            '-lp', os.path.join(demo_root, 'gtFine/train'),
+            '--image_shape', '64', '128', '-bs', '2', '-ep', '1',
+            '-cd', str(tmp_path / 'ckpt'), '-sd', str(tmp_path / 'summaries'),
+            '-rd', str(tmp_path / 'runs')] + list(extra)
+
+
+def _error(capsys, flags):
+    """The last stderr line of a run that must fail with exit code 2, checked to be one line."""
+    code = main.main(flags)
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert 'Traceback' not in err or '--debug' in flags
+    line = err.strip().splitlines()[-1]
+    assert line.startswith('error: ')
+    return line
+
+
+def _checkpoint_files(ckpt_dir):
+    return glob.glob(os.path.join(str(ckpt_dir), 'model.ckpt*'))
+
+
+def _latest_step(ckpt_dir):
+    """The step of the latest checkpoint (0 if none), after reading every tensor of it: all
+    there, all finite, and its graph (.meta, which freeze reads) beside it."""
+    path = tf.train.latest_checkpoint(str(ckpt_dir))
+    if path is None:
+        return 0
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+        value = np.asarray(reader.get_tensor(name))
+        assert value.dtype.kind != 'f' or np.isfinite(value).all(), name
+    assert os.path.exists(path + '.meta')
+    return int(path.rsplit('-', 1)[1])
+
+
+def _spawn(args, log_path, slow_saves=False, **kwargs):
+    """tests/tiny_main.py in a subprocess, output unbuffered into log_path. SIGINT is given
+    its default back: a shell's background job starts with it ignored, and Python then never
+    turns it into KeyboardInterrupt."""
+    def _child_setup():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if 'file_size_limit' in kwargs:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write fails instead of killing
+            resource.setrlimit(resource.RLIMIT_FSIZE, (kwargs['file_size_limit'],) * 2)
+
+    with open(log_path, 'w') as log:
+        program = ['-c', SLOW_SAVES] if slow_saves else [TINY_MAIN]
+        return subprocess.Popen([sys.executable] + program + args, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=_child_setup,
+                                env=dict(os.environ, PYTHONUNBUFFERED='1'))
+
+
+def _wait_for_checkpoint_after(ckpt_dir, step, process, log_path, limit=120):
+    """Waits until the process has written a checkpoint past step (limit: a hung run fails)."""
+    deadline = time.monotonic() + limit
+    while _checkpoint_step(ckpt_dir) <= step:
+        assert process.poll() is None, open(log_path).read()[-2000:]
+        assert time.monotonic() < deadline, 'no checkpoint after step %d' % step
+        time.sleep(0.05)
+
+
+def _checkpoint_step(ckpt_dir):
+    path = tf.train.latest_checkpoint(str(ckpt_dir))
+    return int(path.rsplit('-', 1)[1]) if path else 0
+
+
+def _reached_step(log_text):
+    """The last global step the progress bar showed, or None."""
+    bars = re.findall(r'Train Epoch +(\d+)/\d+: [^|]*\|[^|]*\| *(\d+)/(\d+) ', log_text)
+    if not bars:
+        return None
+    epoch, done, total = (int(value) for value in bars[-1])
+    return (epoch - 1) * total + done
+
+
+# ------------------------------------------------------------------------- faults during training
+
+def test_kill_9_at_random_moments_loses_at_most_ckpt_every_steps(demo_root, tmp_path):
+    """Killed four times at seeded random moments (saves, stretched, every 2 steps, deleting
+    old checkpoints: most kills land in one), then run to the end."""
+    rng = random.Random(3)
+    ckpt_every = 2
+    args = _flags(demo_root, tmp_path, '--ckpt_every', str(ckpt_every), '--keep_checkpoints',
+                  '2', '--summary_every', '1')
+    last = 0
+    for attempt in range(4):
+        log_path = str(tmp_path / ('kill%d.log' % attempt))
+        process = _spawn(args + ['-ep', '1000'], log_path, slow_saves=True)
+        try:
+            _wait_for_checkpoint_after(tmp_path / 'ckpt', last, process, log_path)
+            time.sleep(rng.uniform(0, 1))
+        finally:
+            process.kill()
+            process.wait()
+        log = open(log_path).read()
+        if last:
+            assert 'continuing training after %d steps' % last in log
+        step = _latest_step(tmp_path / 'ckpt')
+        assert step > last
+        reached = _reached_step(log)
+        assert reached is not None and reached - step < ckpt_every, (reached, step)
+        last = step
+
+    epochs = last // STEPS_PER_EPOCH + 1
+    log_path = str(tmp_path / 'final.log')
+    process = _spawn(args + ['-ep', str(epochs)], log_path)
+    assert process.wait(timeout=300) == 0, open(log_path).read()[-2000:]
+    log = open(log_path).read()
+    assert 'continuing training after %d steps' % last in log and 'model saved to' in log
+    assert _latest_step(tmp_path / 'ckpt') == epochs * STEPS_PER_EPOCH
+    assert glob.glob(str(tmp_path / 'runs' / '*' / 'model' / 'saved_model.pb'))
+    # --keep_checkpoints held across the restarts, and nothing of a cut-short save is left.
+    state = tf.train.get_checkpoint_state(str(tmp_path / 'ckpt'))
+    kept = [os.path.basename(path) for path in state.all_model_checkpoint_paths]
+    assert len(kept) == 2
+    assert sorted(os.listdir(tmp_path / 'ckpt')) == sorted(
+        ['checkpoint', 'fcn8s_config.json'] + [name + kind for name in kept
+                                               for kind in ('.data-00000-of-00001', '.index',
+                                                            '.meta')])
+
+
+def test_restart_removes_what_cut_short_saves_left(demo_root, tmp_path, tiny_model):
+    assert main.main(_flags(demo_root, tmp_path)) == 0
+    ckpt = tmp_path / 'ckpt'
+    debris = ['model.ckpt-2.data-00000-of-00001',  # a kill while deleting an old checkpoint
+              'model.ckpt-6.data-00000-of-00001.tempstate1234',  # ... while writing one
+              'model.ckpt-6.meta', 'model.ckpt-6.meta.tmp0a1b2c', 'checkpoint.tmp0a1b2c']
+    for name in debris + ['notes.txt']:
+        (ckpt / name).write_bytes(b'x')
+    assert main.main(_flags(demo_root, tmp_path, '-ep', '2')) == 0
+    left = os.listdir(ckpt)
+    assert 'notes.txt' in left and not set(debris) & set(left)
+    assert _latest_step(ckpt) == 8 and os.path.exists(ckpt / 'model.ckpt-4.index')
+
+
+def test_sigterm_saves_the_current_step_and_exits_143(demo_root, tmp_path):
+    log_path = str(tmp_path / 'term.log')
+    process = _spawn(_flags(demo_root, tmp_path, '-ep', '1000', '--ckpt_every', '3'), log_path)
+    try:
+        _wait_for_checkpoint_after(tmp_path / 'ckpt', 0, process, log_path)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 143
+    finally:
+        process.kill()
+        process.wait()
+    log = open(log_path).read()
+    step = _latest_step(tmp_path / 'ckpt')
+    assert 'terminated: checkpoint of step %d saved in %s' % (step, tmp_path / 'ckpt') in log
+    assert step >= 3 and 'Traceback' not in log
+
+
+def _interrupt_after(monkeypatch, calls):
+    """Ctrl-C as it lands during a step: after the step's session.run has returned."""
+    real_step = trainer._train_step
+    count = [0]
+
+    def _step(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        count[0] += 1
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(trainer, '_train_step', _step)
+
+
+def test_ctrl_c_saves_the_step_it_reached(demo_root, tmp_path, tiny_model, capsys,
+                                          monkeypatch):
+    handler = signal.getsignal(signal.SIGTERM)
+    _interrupt_after(monkeypatch, 3)
+    assert main.main(_flags(demo_root, tmp_path, '-ep', '3')) == 130
+    # The third step ran to its end: the checkpoint holds it, under its own number.
+    assert 'interrupted: checkpoint of step 3 saved in' in capsys.readouterr().out
+    assert _latest_step(tmp_path / 'ckpt') == 3
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def _nan_gradient_weight_decay(weight_decay):
+    """A weight decay of 0 whose gradient is NaN (the gradient of sqrt(|z|) at 0): the loss
+    stays finite, the weights do not. Written so that no graph rewrite can fold it away."""
+    total = tf.add_n([tf.reduce_sum(v) for v in tf1.trainable_variables()])
+    return tf.sqrt(tf.abs(total - tf.stop_gradient(total)))
+
+
+def test_nan_loss_stops_naming_the_step_and_saves_nothing(demo_root, tmp_path, tiny_model,
+                                                          capsys, monkeypatch):
+    monkeypatch.setattr(fcn8vgg16, 'weight_decay_loss', lambda _: tf.constant(float('nan')))
+    line = _error(capsys, _flags(demo_root, tmp_path, '--ckpt_every', '1'))
+    assert 'the loss is nan at step 1' in line
+    assert not _checkpoint_files(tmp_path / 'ckpt')
+
+
+def test_weights_that_turned_non_finite_are_never_saved(demo_root, tmp_path, tiny_model,
+                                                        capsys, monkeypatch):
+    assert main.main(_flags(demo_root, tmp_path)) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(fcn8vgg16, 'weight_decay_loss', _nan_gradient_weight_decay)
+    line = _error(capsys, _flags(demo_root, tmp_path, '-ep', '2', '--ckpt_every', '1'))
+    assert 'a weight is not finite at step 5' in line
+    assert 'the checkpoint of step 4 there is intact' in line
+    assert _latest_step(tmp_path / 'ckpt') == 4
+
+
+def test_ctrl_c_after_a_step_that_broke_the_weights_saves_nothing(demo_root, tmp_path,
+                                                                  tiny_model, capsys,
+                                                                  monkeypatch):
+    monkeypatch.setattr(fcn8vgg16, 'weight_decay_loss', _nan_gradient_weight_decay)
+    _interrupt_after(monkeypatch, 1)
+    line = _error(capsys, _flags(demo_root, tmp_path))
+    assert 'a weight is not finite at step 1' in line and str(tmp_path / 'ckpt') in line
+    assert not _checkpoint_files(tmp_path / 'ckpt')
+
+
+def test_failed_checkpoint_write_is_one_line_and_keeps_the_last(demo_root, tmp_path,
+                                                                tiny_model):
+    """A file size limit below the checkpoint's size: the write fails as on a full disk."""
+    assert main.main(_flags(demo_root, tmp_path)) == 0
+    data_file, = glob.glob(str(tmp_path / 'ckpt' / 'model.ckpt-4.data-*'))
+    log_path = str(tmp_path / 'full.log')
+    process = _spawn(_flags(demo_root, tmp_path, '-ep', '2'), log_path,
+                     file_size_limit=os.path.getsize(data_file) // 2)
+    assert process.wait(timeout=300) == 2
+    last_line = open(log_path).read().strip().splitlines()[-1]
+    assert last_line.startswith('error: cannot write the checkpoint of step 8 into %s'
+                                % (tmp_path / 'ckpt'))
+    assert last_line.endswith('the checkpoint of step 4 there is intact')
+    assert _latest_step(tmp_path / 'ckpt') == 4
+    process = _spawn(_flags(demo_root, tmp_path, '-ep', '2'), str(tmp_path / 'resume.log'))
+    assert process.wait(timeout=300) == 0
+    assert _latest_step(tmp_path / 'ckpt') == 8
+
+
+def test_write_json_failure_names_the_file_and_leaves_no_temporary(tmp_path):
+    with pytest.raises(UserError, match='cannot write .*missing/config.json'):
+        helper.write_json(str(tmp_path / 'missing' / 'config.json'), {'a': 1})
+    helper.write_json(str(tmp_path / 'config.json'), {'a': 1})
+    helper.write_json(str(tmp_path / 'config.json'), {'a': 2})
+    assert os.listdir(tmp_path) == ['config.json'] and helper.read_json(
+        str(tmp_path / 'config.json')) == {'a': 2}
+
+
+# ----------------------------------------------------------------------------------- bad files
+
+def _copy_images(demo_root, folder, broken, kind):
+    """The demo's training images in one folder; broken (an index) truncated, as PNG or JPEG.
+    Returns (glob of the images, path of the broken file)."""
+    os.makedirs(folder)
+    paths = sorted(glob.glob(os.path.join(demo_root, 'leftImg8bit/train/*/*.png')))
+    broken_path = None
+    for index, path in enumerate(paths):
+        target = os.path.join(folder, os.path.basename(path))
+        if index == broken and kind == 'jpeg':
+            target = target[:-len('.png')] + '.jpg'
+        Image.open(path).save(target)
+        if index == broken:
+            data = open(target, 'rb').read()
+            open(target, 'wb').write(data[:len(data) // 3])
+            broken_path = target
+    return os.path.join(folder, '*_leftImg8bit.*'), broken_path
+
+
+@pytest.mark.parametrize('pipeline', ['tfdata', 'generator'])
+@pytest.mark.parametrize('kind', ['png', 'jpeg'])
+def test_truncated_image_stops_training_naming_it(demo_root, tmp_path, tiny_model, capsys,
+                                                  pipeline, kind):
+    images, broken = _copy_images(demo_root, str(tmp_path / 'images'), 5, kind)
+    line = _error(capsys, _flags(demo_root, tmp_path, '--pipeline', pipeline, images=images))
+    assert line.startswith('error: cannot read image %s' % broken)
+    assert not _checkpoint_files(tmp_path / 'ckpt')
+
+
+@pytest.mark.parametrize('pipeline', ['tfdata', 'generator'])
+def test_skip_bad_files_warns_once_and_counts(demo_root, tmp_path, tiny_model, capsys,
+                                              pipeline):
+    images, broken = _copy_images(demo_root, str(tmp_path / 'images'), 2, 'jpeg')
+    flags = _flags(demo_root, tmp_path, '--pipeline', pipeline, '--skip_bad_files', '-ep', '2',
+                   images=images)
+    assert main.main(flags) == 0
+    out, err = capsys.readouterr()
+    warnings = [line for line in err.splitlines() if 'skipped (--skip_bad_files)' in line]
+    assert len(warnings) == 1 and broken in warnings[0]
+    assert '1 of 8 training samples skipped so far (--skip_bad_files)' in out
+    assert _latest_step(tmp_path / 'ckpt') == 2 * STEPS_PER_EPOCH  # every step still taken
+
+
+def test_skipped_samples_are_blank_and_alike_in_both_pipelines(tmp_path):
+    for seq in range(3):
+        synthetic.write_sample(tmp_path, 'aachen', seq, synthetic.random_image(32, 64, seq),
+                               np.full((32, 64), 7, np.uint8))
+    with open(synthetic.label_path(tmp_path, 'aachen', 1), 'wb') as f:
+        f.write(b'\x89PNG broken')
+    dataset = data_loader.Dataset(str(tmp_path / 'leftImg8bit'), str(tmp_path / 'gtFine'),
+                                  data_loader.get_label_set('cityscapes'), (32, 64),
+                                  skip_bad_files=True)
+    batches = list(dataset.generator(2, shuffle=False))
+    synthetic.assert_same_batches(batches, synthetic.tf_batches(dataset, 2, shuffle=False))
+    images, labels = batches[0]
+    assert images.shape == (2, 32, 64, 3)  # the batch keeps its size
+    assert (labels[1] == data_loader.IGNORE_ID).all() and (labels[0] == 0).all()
+    assert dataset.skipped == {1}
+
+
+def test_corrupt_label_stops_training_naming_it(demo_root, tmp_path, tiny_model, capsys):
+    labels = tmp_path / 'labels'
+    labels.mkdir()
+    for path in glob.glob(os.path.join(demo_root, 'gtFine/train/*/*_labelIds.png')):
+        (labels / os.path.basename(path)).write_bytes(open(path, 'rb').read())
+    broken = sorted(labels.iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:100])
+    flags = _flags(demo_root, tmp_path)
+    flags[flags.index('-lp') + 1] = str(labels)
+    line = _error(capsys, flags)
+    assert line.startswith('error: cannot read label image %s' % broken)
+
+
+def _write_png16_rgb(path, array):
+    """A 16-bit RGB PNG (PIL writes none): signature, IHDR, one IDAT, IEND."""
+    def chunk(kind, data):
+        return (struct.pack('>I', len(data)) + kind + data
+                + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+    height, width, _ = array.shape
+    rows = b''.join(b'\x00' + array[y].astype('>u2').tobytes() for y in range(height))
+    with open(path, 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height,
+                                                                   16, 2, 0, 0, 0))
+                + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b''))
+
+
+def test_16_bit_images_become_8_bit_rgb(tmp_path):
+    gray = np.full((32, 64), 0x7f80, np.uint16)
+    gray[:, 32:] = 0xffff
+    Image.fromarray(gray).save(tmp_path / 'gray16.png')
+    assert Image.open(tmp_path / 'gray16.png').mode.startswith('I')
+    image = data_loader.read_image(str(tmp_path / 'gray16.png'))
+    assert image.dtype == np.uint8 and image.shape == (32, 64, 3)
+    assert (image[:, :32] == 0x7f).all() and (image[:, 32:] == 0xff).all()
+    rgb = np.random.default_rng(0).integers(0, 65536, (32, 64, 3)).astype(np.uint16)
+    _write_png16_rgb(str(tmp_path / 'rgb16.png'), rgb)
+    image = data_loader.read_image(str(tmp_path / 'rgb16.png'))
+    np.testing.assert_array_equal(image, (rgb >> 8).astype(np.uint8))
+
+
+def test_label_of_another_size_names_both_files_and_sizes(demo_root, tmp_path, tiny_model,
+                                                          capsys):
+    labels = tmp_path / 'labels'
+    labels.mkdir()
+    for path in glob.glob(os.path.join(demo_root, 'gtFine/train/*/*_labelIds.png')):
+        Image.open(path).save(labels / os.path.basename(path))
+    small = sorted(labels.iterdir())[0]
+    Image.open(small).resize((64, 32), Image.NEAREST).save(small)
+    flags = _flags(demo_root, tmp_path)
+    flags[flags.index('-lp') + 1] = str(labels)
+    line = _error(capsys, flags)
+    image_name = small.name.replace('_gtFine_labelIds', '_leftImg8bit')
+    assert str(small) in line and image_name in line and '64x32' in line
+    assert '%dx%d' % demo_data.IMAGE_SHAPE[::-1] in line
+
+
+def test_label_values_outside_the_set_are_ignored_with_one_warning_per_file(tmp_path, capsys):
+    label = np.full((32, 64), 7, np.uint8)  # road
+    label[:, :8], label[:, 8:16] = 40, 201  # no Cityscapes label has these ids
+    synthetic.write_sample(tmp_path, 'aachen', 0, synthetic.random_image(32, 64, 0), label)
+    wide = np.full((32, 64), 7, np.uint16)
+    wide[:4] = 1000  # a 16-bit label file
+    Image.fromarray(wide).save(synthetic.label_path(tmp_path, 'aachen', 1))
+    synthetic.write_png(synthetic.image_path(tmp_path, 'aachen', 1),
+                        synthetic.random_image(32, 64, 1))
+    dataset = data_loader.Dataset(str(tmp_path / 'leftImg8bit'), str(tmp_path / 'gtFine'),
+                                  data_loader.get_label_set('cityscapes'), (32, 64))
+    batches = list(dataset.generator(2, epochs=2, shuffle=False))
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 2  # one per file, not one per epoch
+    assert 'aachen_000000_000019_gtFine_labelIds.png' in warnings[0] and '40, 201' in warnings[0]
+    assert 'aachen_000001_000019_gtFine_labelIds.png' in warnings[1] and '1000' in warnings[1]
+    labels = batches[0][1]
+    assert (labels[0, :, :16] == 255).all() and (labels[0, :, 16:] == 0).all()
+    assert (labels[1, :4] == 255).all() and (labels[1, 4:] == 0).all()
+
+
+def test_labels_without_images_are_counted_and_named(demo_root, tmp_path, tiny_model, capsys):
+    flags = _flags(demo_root, tmp_path, images=os.path.join(
+        demo_root, 'leftImg8bit/train/*/*_00000[0-2]_*.png'))
+    flags[flags.index('-lp') + 1] = os.path.join(demo_root, 'gtFine/train/*/*_labelIds.png')
+    line = _error(capsys, flags)
+    assert '2 of 8 label images' in line and 'demoville_000003_000019_gtFine_labelIds.png' in line
+    # A folder of labels may hold more than the images pick: a warning, and training goes on.
+    flags[flags.index('-lp') + 1] = os.path.join(demo_root, 'gtFine/train')
+    assert main.main(flags) == 0
+    assert '2 of 8 label images' in capsys.readouterr().err
+
+
+def test_images_without_labels_are_counted_and_named(demo_root, tmp_path, tiny_model, capsys):
+    images, _ = _copy_images(demo_root, str(tmp_path / 'images'), None, 'png')
+    synthetic.write_png(str(tmp_path / 'images' / 'extra_000000_000019_leftImg8bit.png'),
+                        synthetic.random_image(32, 64, 0))
+    line = _error(capsys, _flags(demo_root, tmp_path, images=images))
+    assert '1 of 9 images have no label' in line and 'extra_000000_000019_leftImg8bit' in line
+
+
+# ---------------------------------------------------------------------------- models and videos
+
+CONFIG = {'label_set': 'cityscapes', 'image_shape': [64, 128], 'num_classes': 19,
+          'input_tensor': fcn8vgg16.INPUT_TENSOR, 'output_tensor': fcn8vgg16.OUTPUT_TENSOR,
+          'encoder': [list(block) for block in synthetic.TINY_VGG16], 'fc_channels': 16}
+
+
+def _foreign_graph(folder):
+    with tf.Graph().as_default() as graph:
+        tf.identity(tf1.placeholder(tf.float32, [None, 4], name='x'), name='y')
+    with open(os.path.join(folder, 'graph.pb'), 'wb') as f:
+        f.write(graph.as_graph_def().SerializeToString())
+
+
+def _write(folder, name, data):
+    with open(os.path.join(folder, name), 'wb') as f:
+        f.write(data)
+
+
+MODEL_FOLDERS = {
+    'missing': (None, 'model folder {} does not exist'),
+    'someone else\'s': (lambda d: _write(d, 'notes.txt', b'mine'),
+                        '{} holds no fcn8s_config.json'),
+    'config of something else': (lambda d: helper.write_json(
+        os.path.join(d, 'fcn8s_config.json'), {'name': 'x'}), 'has no label_set, image_shape'),
+    'no model': (lambda d: helper.write_json(os.path.join(d, 'fcn8s_config.json'), CONFIG),
+                 '{} holds neither a SavedModel nor a checkpoint'),
+    'foreign frozen graph': (lambda d: (helper.write_json(
+        os.path.join(d, 'fcn8s_config.json'), CONFIG), _foreign_graph(d)),
+        'the frozen graph in {} has no tensor image_input:0'),
+    'corrupt frozen graph': (lambda d: (helper.write_json(
+        os.path.join(d, 'fcn8s_config.json'), CONFIG), _write(d, 'graph.pb', b'\x0a\xff' * 9)),
+        'cannot read the graph {}/graph.pb'),
+    'corrupt checkpoint': (lambda d: (
+        helper.write_json(os.path.join(d, 'fcn8s_config.json'), CONFIG),
+        _write(d, 'checkpoint', b'model_checkpoint_path: "model.ckpt-1"\n'),
+        _write(d, 'model.ckpt-1.index', b'not an index'),
+        _write(d, 'model.ckpt-1.data-00000-of-00001', b'')),
+        'cannot load the model in {}'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(MODEL_FOLDERS))
+def test_model_folder_errors_are_one_line(tmp_path, capsys, case):
+    build, message = MODEL_FOLDERS[case]
+    model_dir = str(tmp_path / 'model')
+    if build is not None:
+        os.makedirs(model_dir)
+        build(model_dir)
+    image = synthetic.write_png(str(tmp_path / 'a.png'), synthetic.random_image(64, 128, 0))
+    line = _error(capsys, ['predict', '--gpu', '0', '-ip', image, '-md', model_dir,
+                           '-rd', str(tmp_path / 'runs')])
+    assert message.format(model_dir) in line
+    assert not os.path.exists(tmp_path / 'runs')
+
+
+def _no_frames_video(path):
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-v', 'error', '-f', 'lavfi', '-i',
+                    'sine=duration=1', '-c:a', 'aac', path], check=True)
+
+
+@pytest.mark.parametrize('make, message', [
+    (None, 'video {} does not exist'),
+    (lambda path: open(path, 'w').write('not a video\n'), '{} is not a readable video'),
+    (_no_frames_video, '{} holds no video frames'),
+])
+def test_video_errors_come_before_any_work(tmp_path, capsys, make, message):
+    video_in = str(tmp_path / 'in.mp4')
+    if make is not None:
+        make(video_in)
+    line = _error(capsys, ['video', '--gpu', '0', '-vi', video_in, '-md', str(tmp_path / 'x'),
+                           '-rd', str(tmp_path / 'runs')])
+    assert line == 'error: ' + message.format(video_in)  # not the missing model: no work done
+    assert not os.path.exists(tmp_path / 'runs')
+
+
+# ------------------------------------------------------------------------------------- flags
+
+@pytest.mark.parametrize('flags, message', [
+    (['train', '-ep', '-1'], '--epochs -1 must be at least 1'),
+    (['train', '-bs', '0'], '--batch_size 0 must be at least 1'),
+    (['predict', '-bs', '0'], '--batch_size 0 must be at least 1'),
+    (['train', '--gpu_mem', '0'], '--gpu_mem 0 is outside (0, 1]'),
+    (['evaluate', '--gpu_mem', '1.5'], '--gpu_mem 1.5 is outside (0, 1]'),
+    (['train', '--image_shape', '100', '128'], 'image shape 100x128 is not a positive multiple'),
+    (['train', '--dataset', 'kitti'], "argument --dataset: invalid choice: 'kitti'"),
+    (['train', '--label_set', 'kitti'], "unknown label set 'kitti'"),
+    (['train', '-ep', 'ten'], "argument -ep/--epochs: invalid int value: 'ten'"),
+    (['fly'], "argument action: invalid choice: 'fly'"),
+    (['evaluate', '-ip', '/nonexistent/*.png', '-lp', '/nonexistent'],
+     'no images match /nonexistent/*.png'),
+])
+def test_bad_flags_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.chdir(tmp_path)
+    code = main.main(flags)
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == ['error: ' + err.strip()[7:]]
+    assert message in err
+    assert os.listdir(tmp_path) == []  # no run folder, no checkpoint folder, no demo
+
+
+@pytest.mark.parametrize('flags', [
+    ['train', '-bs', '0'],
+    ['predict', '-ip', '/nonexistent/*.png'],
+])
+def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch, flags):
+    monkeypatch.chdir(tmp_path)
+    assert main.main(flags + ['--debug']) == 2
+    err = capsys.readouterr().err
+    assert 'Traceback (most recent call last)' in err and 'UserError' in err
+    assert err.strip().splitlines()[-1].startswith('error: ')
