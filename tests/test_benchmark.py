@@ -1,0 +1,260 @@
+"""benchmark.py: its pure parts, and its sections end to end on a tiny network (no timings)."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from tensorflow.core.framework import step_stats_pb2
+
+import benchmark
+import demo_data
+import fcn8vgg16
+from helper import UserError
+from synthetic import TINY_FC_CHANNELS, TINY_VGG16
+
+
+def _conv_flops(encoder, fc_channels, num_classes, height, width):
+    """2 x multiply-adds of every convolution of FCN-8s, from the encoder table."""
+    flops, channels, size = 0, 3, height * width
+    for _, filters, convs in encoder:
+        for _ in range(convs):
+            flops += 2 * size * 9 * channels * filters
+            channels = filters
+        size //= 4
+    flops += 2 * size * (7 * 7 * channels * fc_channels + fc_channels * fc_channels)
+    score_inputs = (fc_channels, size), (encoder[3][1], 4 * size), (encoder[2][1], 16 * size)
+    return flops + sum(2 * pixels * depth * num_classes for depth, pixels in score_inputs)
+
+
+def test_model_flops_counts_every_convolution_and_scales_with_pixels():
+    flops = benchmark.model_flops(5, (64, 128), TINY_VGG16, TINY_FC_CHANNELS)
+    convs = _conv_flops(TINY_VGG16, TINY_FC_CHANNELS, 5, 64, 128)
+    # The rest: bias, pooling, the transposed convolutions (large next to tiny convolutions).
+    assert convs <= flops < 2 * convs
+    assert benchmark.model_flops(5, (64, 256), TINY_VGG16, TINY_FC_CHANNELS) == 2 * flops
+    # The real network at 256x512: VGG16's convolutions and fc6/fc7 are nearly all of it.
+    real = benchmark.model_flops(19, (256, 512), fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
+    assert _conv_flops(fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS, 19, 256, 512) <= real < 112e9
+
+
+def test_target_status_gives_the_gap_in_the_targets_unit():
+    share = benchmark.Target('share', '>=', 0.9, '%', '')
+    assert benchmark.target_status(0.45, share) == '**missed** by 45.0 points'
+    assert benchmark.target_status(0.95, share) == 'met (5.0 points to spare)'
+    memory = benchmark.Target('rss', '<=', 5.5, 'GB', '')
+    assert benchmark.target_status(6.0, memory) == '**missed** by 0.50 GB'
+    assert benchmark.target_status(5.5, memory).startswith('met')
+    assert benchmark.target_status(None, memory) == 'not measured'
+    speed = benchmark.Target('speed', '>=', 3.0, 'x', '')
+    assert benchmark.target_met(3.2, speed) and not benchmark.target_met(2.9, speed)
+
+
+def _results(others=0.01, errors=()):
+    rows = [benchmark.table_row(['float32', 1, '600'], 0.5, 'inference_fp32', 'fp32, batch 1'),
+            benchmark.table_row(['bf16', 1, '300'], 2.0, 'inference_bf16'),
+            benchmark.table_row(['frozen', 1, '700'])]
+    table = benchmark.Table('Inference', ['model', 'batch', 'ms'], rows, ['A note.'])
+    machine = dict(cpu='Test CPU', cores=2, ram_bytes=2 ** 34, tensorflow='2.x',
+                   date='2026-01-01 00:00 UTC', load=[0.5, 2.0], others_cpu_share=others)
+    return dict(machine=machine, command='python benchmark.py --quick', settings='quick',
+                tables=[table], profile={}, errors=list(errors))
+
+
+def test_report_has_machine_targets_and_next_steps_for_what_was_missed():
+    report = benchmark.format_report(_results())
+    assert report.startswith(benchmark.REPORT_MARK)
+    assert '| CPU | Test CPU |' in report and '`python benchmark.py --quick`' in report
+    assert '| fp32, batch 1 | 50.0% | >= 90.0% | **missed** by 40.0 points |' in report
+    assert '| bf16 inference, speed-up over float32 | 2.00x | >= 1.50x | met' in report
+    assert '| frozen | 1 | 700 |  |  |' in report  # rows without a target keep the columns
+    steps = report.split('## Missed targets')[1]
+    assert benchmark.TARGETS['inference_fp32'].next_steps in steps
+    assert benchmark.TARGETS['inference_bf16'].next_steps not in steps
+    assert 'Preliminary' not in report and 'Failed measurements' not in report
+
+
+def test_report_says_when_the_machine_was_busy_and_what_failed():
+    report = benchmark.format_report(_results(others=0.6, errors=[('training bf16', 'E: x')]))
+    assert '**Preliminary**: other processes used 60% of the machine' in report
+    assert '- training bf16: `E: x`' in report
+
+
+def test_others_cpu_share_leaves_out_this_process():
+    start = benchmark.cpu_seconds()
+    sum(i * i for i in range(3 * 10 ** 6))  # busy in this process only
+    end = benchmark.cpu_seconds()
+    assert end[1] > start[1]
+    # Two cores for ten seconds, of which other processes used 4 CPU seconds besides ours.
+    assert benchmark.others_cpu_share((0.0, 0.0), (6.0, 2.0), 10.0) == pytest.approx(
+        4.0 / (10.0 * os.cpu_count()))
+    assert benchmark.others_cpu_share((0.0, 0.0), (1.0, 2.0), 10.0) == 0.0
+
+
+def test_shares_are_taken_against_the_best_peak_of_the_run(tmp_path):
+    run = benchmark.Run(benchmark.QUICK, str(tmp_path))
+    run.raw['peaks_gflops'] = {'fp32': [150.0, 200.0, 180.0], 'bf16': [400.0]}
+    columns = ['variant', benchmark.SHARE_COLUMN]
+    rows = [benchmark.table_row(['float32', 'n/a'], None, 'training_fp32', gflops=160.0),
+            benchmark.table_row(['bf16', 'n/a'], 1.6, 'training_bf16', gflops=300.0,
+                                precision='bf16'),
+            benchmark.table_row(['failed', ''])]
+    run.tables += [benchmark.Table('Model and machine peaks', ['measurement', 'value'], [], []),
+                   benchmark.Table('Training', columns, rows, [])]
+    benchmark.finish_peaks(run)
+    assert [row['cells'] for row in rows] == [['float32', '80.0%'], ['bf16', '75.0%'],
+                                              ['failed', '']]
+    assert rows[0]['value'] == 0.8 and rows[1]['value'] == 1.6  # a speed-up stays
+    assert [row['cells'] for row in run.tables[0].rows] == [
+        ['fp32 matmul peak (2048 x 2048), best of 3', '200 GFLOP/s (all: 150-200)'],
+        ['bf16 matmul peak (2048 x 2048), best of 1', '400 GFLOP/s (all: 400-400)']]
+
+
+def _step_stats(nodes):
+    stats = step_stats_pb2.StepStats()
+    device = stats.dev_stats.add(device='/device:CPU:0')
+    for name, op, micros in nodes:
+        device.node_stats.add(node_name=name, timeline_label='%s = %s(a, b)' % (name, op),
+                              all_end_rel_micros=micros)
+    return stats
+
+
+def test_top_ops_sums_by_op_type_and_rewrites_are_recognised():
+    stats = _step_stats([('conv1', '_MklNativeFusedConv2D', 3000),
+                         ('conv2', '_MklNativeFusedConv2D', 5000), ('pool1', 'MaxPool', 2000)])
+    assert benchmark.top_ops(stats) == [('_MklNativeFusedConv2D', 8.0, 0.8),
+                                        ('MaxPool', 2.0, 0.2)]
+    assert benchmark.rewrites_seen(stats) == dict(xla=False, bf16=False)
+    stats = _step_stats([('cluster_0', '_XlaRun', 10),
+                         ('conv1-0-CastToBf16-AutoMixedPrecision', 'Cast', 1)])
+    assert benchmark.rewrites_seen(stats) == dict(xla=True, bf16=True)
+
+
+def test_sections_are_chosen_by_name_and_peak_comes_with_the_shares():
+    assert benchmark.select_sections(None) == list(benchmark.SECTIONS)
+    assert benchmark.select_sections('training, memory') == ['peak', 'training', 'memory']
+    assert benchmark.select_sections('pipeline') == ['pipeline']
+    with pytest.raises(UserError, match='unknown section speed'):
+        benchmark.select_sections('inference,speed')
+
+
+def test_outputs_of_someone_else_are_never_replaced(tmp_path):
+    report, json_path, profile = (str(tmp_path / name) for name in ('r.md', 'r.json', 'p'))
+    benchmark.check_outputs(report, json_path, profile)  # nothing there yet
+    with open(report, 'w') as f:
+        f.write('# My notes\n')
+    with pytest.raises(UserError, match='r.md exists and was not written by benchmark.py'):
+        benchmark.check_outputs(report, json_path, profile)
+    with open(report, 'w') as f:
+        f.write(benchmark.format_report(_results()))
+    with open(json_path, 'w') as f:
+        json.dump({'results': 1}, f)
+    with pytest.raises(UserError, match='r.json exists'):
+        benchmark.check_outputs(report, json_path, profile)
+    with open(json_path, 'w') as f:
+        json.dump({'written_by': 'benchmark.py'}, f)
+    os.makedirs(profile)
+    open(os.path.join(profile, 'train_step.json'), 'w').close()
+    benchmark.check_outputs(report, json_path, profile)
+    open(os.path.join(profile, 'mine.txt'), 'w').close()
+    with pytest.raises(UserError, match='holds files not written by benchmark.py'):
+        benchmark.check_outputs(report, json_path, profile)
+
+
+def test_peak_rss_is_that_of_the_one_child(tmp_path):
+    log = str(tmp_path / 'log')
+    big = benchmark.peak_rss([sys.executable, '-c', 'x = bytearray(300 * 10 ** 6)'], log)
+    small = benchmark.peak_rss([sys.executable, '-c', 'pass'], log)
+    assert big > 300e6 and small < 200e6
+    with pytest.raises(RuntimeError, match='exited with 3: oops'):
+        benchmark.peak_rss([sys.executable, '-c', 'import sys; print("oops"); sys.exit(3)'],
+                           log)
+
+
+class _ConstantModel:
+    """predict_batch's interface: every pixel is one class."""
+
+    def __init__(self, label_set, class_id):
+        self.label_set, self.image_shape, self.class_id = label_set, (256, 512), class_id
+
+    def predict(self, images):
+        return np.full(images.shape[:3], self.class_id, np.uint8)
+
+
+@pytest.fixture
+def demo_split(tmp_path_factory, monkeypatch):
+    """benchmark.demo_split on a tiny demo dataset, drawn once for the module."""
+    root = str(tmp_path_factory.getbasetemp() / 'benchmark_demo')
+    if not os.path.exists(root):
+        demo_data.ensure_demo_dataset(root, split_sizes={'train': 3, 'val': 2, 'test': 1},
+                                      video_frames=2)
+    monkeypatch.setattr(benchmark, 'demo_split',
+                        lambda split: demo_data.demo_paths(split, root))
+
+
+def test_scores_and_agreement_of_exported_models(demo_split):
+    image_paths, label_paths = benchmark._val_pairs(5)
+    assert len(image_paths) == 2
+    label_set = benchmark.data_loader.get_label_set('cityscapes')
+    road = benchmark.score_model(_ConstantModel(label_set, 0), image_paths, label_paths)
+    sky = benchmark.score_model(_ConstantModel(label_set, 10), image_paths, label_paths)
+    predictions, confusion, _ = road
+    assert confusion.sum() == confusion[:, 0].sum() > 0  # every labelled pixel called road
+    assert benchmark.agreement(predictions, predictions) == 1.0
+    assert benchmark.agreement(sky[0], predictions) == 0.0
+    rows = benchmark._export_quality_rows('int8 TFLite', sky, road, 'tflite')
+    targets = {row['target']: row['value'] for row in rows}
+    assert targets['tflite_agreement'] == 0.0
+    assert targets['tflite_miou'] == pytest.approx(
+        100 * abs(benchmark.helper.mean_iou(sky[1]) - benchmark.helper.mean_iou(road[1])))
+    assert set(targets) == {'tflite_agreement', 'tflite_miou', 'tflite_speed'}
+
+
+TINY_QUICK = benchmark.QUICK._replace(
+    warmup=1, repeats=1, matmul_size=128, sources=2, source_shape=(128, 256),
+    pipeline_batches=1, calibration_images=2)
+
+
+def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeypatch):
+    monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
+    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', TINY_FC_CHANNELS)
+    monkeypatch.setattr(benchmark, 'QUICK', TINY_QUICK)
+    report = str(tmp_path / 'BENCH.md')
+    assert benchmark.main(['--quick', '--only', 'inference,training,pipeline',
+                           '--report', report, '--profile', str(tmp_path / 'profile')]) == 0
+    with open(report) as f:
+        text = f.read()
+    with open(str(tmp_path / 'BENCH.json')) as f:
+        raw = json.load(f)
+    results = raw['results']
+    assert raw['written_by'] == 'benchmark.py' and raw['errors'] == []
+    assert set(results['inference_ms_per_image']) == {
+        '%s, batch 1' % variant[0] for variant in benchmark.INFERENCE_VARIANTS}
+    assert set(results['training_ms_per_image']) == {'float32', '--xla 2', '--precision bf16'}
+    assert set(results['pipeline_step_ms']) == {'in memory', 'tf.data', 'generator'}
+    assert set(results['pipeline_images_per_second']) == {'generator', 'tf.data'}
+    assert raw['conversions']['tflite']['calibration_images'] == 2
+    assert sorted(os.listdir(str(tmp_path / 'profile'))) == ['inference_step.json',
+                                                             'train_step.json']
+    # The peak section's, then one beside each row: 5 inference and 2 training rows in fp32.
+    assert len(results['peaks_gflops']['fp32']) == 1 + 5 + 2
+    assert len(results['peaks_gflops']['bf16']) == 1 + 1 + 1
+    for title in ('## Inference at 256x512', '## Training at 256x512, batch 2',
+                  '## Input pipelines', '## Profile', '## Targets'):
+        assert title in text
+    assert 'float32 training step, share of the peak' in text
+
+
+def test_export_section_is_skipped_without_a_trained_model(tmp_path):
+    run = benchmark.Run(TINY_QUICK, str(tmp_path))
+    benchmark.export_section(run)
+    (table,) = run.tables
+    assert 'Skipped: no trained --model_dir given' in benchmark._table_markdown(table)
+
+
+def test_bad_flags_end_with_one_line(tmp_path, capsys):
+    assert benchmark.main(['--only', 'speed', '--report', str(tmp_path / 'r.md')]) == 2
+    assert capsys.readouterr().err.strip().startswith('error: --only speed: unknown section')
+    assert benchmark.main(['--model_dir', str(tmp_path / 'none'),
+                           '--report', str(tmp_path / 'r.md')]) == 2
+    assert 'does not exist' in capsys.readouterr().err
