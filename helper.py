@@ -46,6 +46,8 @@ def session_config(gpu=1, gpu_mem=0.9, xla=0, precision='fp32'):
         raise UserError('--precision %s is not fp32, bf16 or fp16' % precision)
     if gpu < 0:
         raise UserError('--gpu %d is negative' % gpu)
+    if xla:
+        _enable_cpu_jit()  # before the devices are listed, which reads XLA's flags
     available = len(tf.config.list_physical_devices('GPU'))
     if gpu > available:
         warn('%d GPU(s) asked for, %d found: running on %s'
@@ -59,6 +61,15 @@ def session_config(gpu=1, gpu_mem=0.9, xla=0, precision='fp32'):
             tf1.OptimizerOptions.ON_1 if xla == 1 else tf1.OptimizerOptions.ON_2)
     set_precision(config, precision)
     return config
+
+
+def _enable_cpu_jit():
+    """On the CPU the session's JIT level alone compiles nothing: XLA also wants this flag,
+    read once per process when TensorFlow first lists its devices. With GPUs, the few ops
+    left on the CPU are then compiled too."""
+    flags = os.environ.get('TF_XLA_FLAGS', '')
+    if '--tf_xla_cpu_global_jit' not in flags:
+        os.environ['TF_XLA_FLAGS'] = (flags + ' --tf_xla_cpu_global_jit').strip()
 
 
 def set_precision(config, precision):

@@ -212,3 +212,39 @@ def test_read_json_of_a_broken_or_missing_file_is_a_user_error(tmp_path):
         helper.read_json(path)
     with pytest.raises(UserError, match='missing.json'):
         helper.read_json(str(tmp_path / 'missing.json'))
+
+
+XLA_PROBE = """
+import sys
+import tensorflow as tf
+tf1 = tf.compat.v1
+tf1.disable_eager_execution()
+import helper
+config = helper.session_config(gpu=0, xla=int(sys.argv[1]))
+graph = tf.Graph()
+with graph.as_default():
+    x = tf1.placeholder(tf.float32, [8, 8])
+    y = tf.nn.relu(tf.matmul(x, x) + 1.0) * 2.0
+metadata = tf1.RunMetadata()
+tf1.Session(graph=graph, config=config).run(
+    y, {x: [[1.0] * 8] * 8}, options=tf1.RunOptions(output_partition_graphs=True),
+    run_metadata=metadata)
+print(sorted({node.op for partition in metadata.partition_graphs for node in partition.node
+              if node.op.startswith('_Xla')}))
+"""
+
+
+@pytest.mark.parametrize('xla', [0, 2])
+def test_xla_compiles_on_the_cpu_only_when_asked(xla):
+    """--xla on a machine without GPUs really compiles (the JIT level alone does not there).
+    In a subprocess: XLA reads its flags once per process."""
+    import subprocess
+    import sys
+    env = dict(os.environ)
+    env.pop('TF_XLA_FLAGS', None)
+    env['PYTHONPATH'] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, '-c', XLA_PROBE, str(xla)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    xla_ops = result.stdout.strip().splitlines()[-1]
+    assert ('_XlaRun' in xla_ops) == bool(xla), xla_ops
