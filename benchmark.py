@@ -29,6 +29,12 @@ import time
 import traceback
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# XLA reads its flags once per process, at the first device listing: the --xla rows share this
+# process with the others, so CPU JIT is allowed from the start. It acts only where a session
+# sets a JIT level, as helper.session_config does for --xla.
+if '--tf_xla_cpu_global_jit' not in os.environ.get('TF_XLA_FLAGS', ''):
+    os.environ['TF_XLA_FLAGS'] = (os.environ.get('TF_XLA_FLAGS', '')
+                                  + ' --tf_xla_cpu_global_jit').strip()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
