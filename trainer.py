@@ -360,18 +360,23 @@ def _save(session, saver, tensors, ckpt_dir):
 
 def _remove_partial_saves(ckpt_dir):
     """Deletes what a kill in the middle of a save, or of the deletion of an old checkpoint,
-    left behind (a data file is as large as a checkpoint): temporary files, and the files of
-    checkpoints without an index, which nothing can restore. Only names our Saver gives, and
-    only in a folder with our configuration: another tool's files are never touched."""
+    left behind (a data file is as large as a checkpoint): temporary files, the files of
+    checkpoints without an index, which nothing can restore, and checkpoints older than the
+    oldest one the `checkpoint` file keeps, which the Saver had dropped from it and was
+    deleting. Only names our Saver gives, and only in a folder with our configuration:
+    another tool's files are never touched."""
     if not os.path.exists(os.path.join(ckpt_dir, CONFIG_FILE)):
         return
     names = os.listdir(ckpt_dir)
     indexed = {name[:-len('.index')] for name in names if name.endswith('.index')}
-    ours = re.compile(r'(%s-\d+)\.(index|meta|data-\d+-of-\d+)(\.tempstate\d+|\.tmp\w+)?$'
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+    listed = [_checkpoint_step(path) for path in state.all_model_checkpoint_paths] if state else []
+    ours = re.compile(r'(%s-(\d+))\.(index|meta|data-\d+-of-\d+)(\.tempstate\d+|\.tmp\w+)?$'
                       % re.escape(CKPT_NAME))
     for name in names:
         match = ours.match(name)
-        if (match and (match.group(3) or match.group(1) not in indexed)
+        if (match and (match.group(4) or match.group(1) not in indexed
+                       or listed and int(match.group(2)) < min(listed))
                 or name.startswith('checkpoint.tmp')):
             os.remove(os.path.join(ckpt_dir, name))
 

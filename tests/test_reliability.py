@@ -192,6 +192,7 @@ def test_restart_removes_what_cut_short_saves_left(demo_root, tmp_path, tiny_mod
     assert main.main(_flags(demo_root, tmp_path)) == 0
     ckpt = tmp_path / 'ckpt'
     debris = ['model.ckpt-2.data-00000-of-00001',  # a kill while deleting an old checkpoint
+              'model.ckpt-1.index', 'model.ckpt-1.data-00000-of-00001',  # ... or before it
               'model.ckpt-6.data-00000-of-00001.tempstate1234',  # ... while writing one
               'model.ckpt-6.meta', 'model.ckpt-6.meta.tmp0a1b2c', 'checkpoint.tmp0a1b2c']
     for name in debris + ['notes.txt']:
