@@ -27,6 +27,7 @@ SIGNATURE_KEY = 'serving_default'   # tf.saved_model.DEFAULT_SERVING_SIGNATURE_D
 VGG16 = ((1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3))
 FC_CHANNELS = 4096
 FC6_KERNEL = 7  # the ImageNet fc6 weights reshaped to 7x7x512x4096, not cropped
+MATMUL_LAYERS = ('fc6', 'fc7')  # convolutions computed as matrix products (_conv_as_matmul)
 STRIDE = 32     # input sides must be multiples of this
 
 # Caffe-mode preprocessing that both pretrained weight files expect: BGR, ImageNet mean
@@ -74,8 +75,36 @@ def _conv(inputs, name, kernel_size, filters, relu=True, zero_init=False,
         kernel = tf1.get_variable(kernel_name, [kernel_size, kernel_size, in_channels, filters],
                                   initializer=initializer)
         biases = tf1.get_variable('biases', [filters], initializer=tf1.zeros_initializer())
+        if name in MATMUL_LAYERS:
+            return _conv_as_matmul(inputs, kernel, biases, relu)
         outputs = tf.nn.bias_add(tf.nn.conv2d(inputs, kernel, 1, 'SAME'), biases)
         return tf.nn.relu(outputs) if relu else outputs
+
+
+def _conv_as_matmul(inputs, kernel, biases, relu):
+    """The same SAME convolution as one matrix product over the k x k patches of the input.
+
+    For fc6 and fc7, whose maps are small (8 x 16 at 256 x 512) and kernels large, oneDNN's
+    convolution runs far below the machine's matrix-multiply rate, and with a variable kernel
+    (training, a SavedModel) it also re-lays out fc6's 411 MB of weights at every run; its
+    matrix product does neither. The patches are built from k + k slices of the padded input,
+    ordered (row, column, channel) as the kernel's [k, k, in, out] flattens.
+    """
+    size, in_channels, filters = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    static_shape = inputs.shape[:3].concatenate([filters])
+    shape = tf.shape(inputs)
+    height, width = shape[1], shape[2]
+    if size > 1:
+        pad = size // 2
+        padded = tf.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        columns = tf.concat([padded[:, :, dx:dx + width] for dx in range(size)], axis=-1)
+        inputs = tf.concat([columns[:, dy:dy + height] for dy in range(size)], axis=-1)
+    flat = tf.reshape(inputs, [-1, size * size * in_channels])
+    outputs = tf.nn.bias_add(tf.matmul(flat, tf.reshape(kernel, [-1, filters])), biases)
+    if relu:
+        outputs = tf.nn.relu(outputs)
+    return tf.ensure_shape(tf.reshape(outputs, tf.stack([shape[0], height, width, filters])),
+                           static_shape)
 
 
 def _upsample(inputs, name, factor, like, num_classes, trainable):

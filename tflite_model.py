@@ -73,6 +73,52 @@ def _clip_scores(graph_def):
     upscore8.input[2] = clipped.op.name
 
 
+def _matmuls_as_convolutions(graph_def):
+    """Turns each fc6/fc7 matrix product (fcn8vgg16._conv_as_matmul) back into the SAME
+    convolution it computes, in place.
+
+    The converter fixes the shape of the reshape back to [1, h, w, filters] at the image shape
+    it converts at, so XNNPACK could no longer resize the model for another image size; a
+    convolution's output size follows its input.
+    """
+    nodes = {node.name: node for node in graph_def.node}
+    for matmul in [node for node in graph_def.node if node.op == 'MatMul'
+                   and node.name.split('/')[0] in fcn8vgg16.MATMUL_LAYERS]:
+        scope = matmul.name.rsplit('/', 1)[0]
+        pad = nodes.get(scope + '/Pad')
+        if pad is None:  # a 1 x 1 kernel: the flattened input is the layer's input
+            inputs, size = nodes[matmul.input[0]].input[0], 1
+        else:
+            paddings = tf.make_ndarray(nodes[pad.input[1]].attr['value'].tensor)
+            inputs, size = pad.input[0], 2 * int(paddings[1][0]) + 1
+        weights = nodes[matmul.input[1]]
+        while weights.op in ('Reshape', 'Identity'):  # to the kernel's constant
+            weights = nodes[weights.input[0]]
+        kernel = tf.make_ndarray(weights.attr['value'].tensor)
+        kernel = kernel.reshape((size, size, -1, kernel.shape[-1]))
+        conv = graph_def.node.add(name=scope + '/Conv2D', op='Conv2D', input=[
+            inputs, _float_const(graph_def, scope + '/kernel_hwio', kernel)])
+        conv.attr['T'].type = types_pb2.DT_FLOAT
+        conv.attr['strides'].list.i.extend([1, 1, 1, 1])
+        conv.attr['padding'].s = b'SAME'
+        (bias_add,) = [node for node in graph_def.node if node.op == 'BiasAdd'
+                       and node.input[0] == matmul.name]
+        bias_add.input[0] = conv.name
+        outputs = {bias_add.name} | {node.name for node in graph_def.node
+                                     if node.op == 'Relu' and node.input[0] == bias_add.name}
+        for node in graph_def.node:
+            if node.op == 'Reshape' and node.name.startswith(scope + '/') and \
+                    node.input[0] in outputs:
+                _make_identity(node, node.input[0], types_pb2.DT_FLOAT)
+
+
+def _float_const(graph_def, name, value):
+    node = graph_def.node.add(name=name, op='Const')
+    node.attr['dtype'].type = types_pb2.DT_FLOAT
+    node.attr['value'].tensor.CopyFrom(tf1.make_tensor_proto(value, tf.float32))
+    return name
+
+
 def _graph_for_tflite(graph_def):
     """The frozen graph, pruned to its predictions and rewritten for the int8 converter.
 
@@ -84,6 +130,7 @@ def _graph_for_tflite(graph_def):
     - The uint8 input placeholder becomes float32 and its Cast an Identity: the converter then
       quantises the input itself (uint8 in, scale 1), so no float32 tensor is left in the model.
     - upscore8 upsamples clipped scores (_clip_scores).
+    - fc6 and fc7 are convolutions again (_matmuls_as_convolutions).
     """
     names = {node.name for node in graph_def.node}
     for name in (fcn8vgg16.INPUT_NAME, fcn8vgg16.OUTPUT_NAME):
@@ -115,6 +162,7 @@ def _graph_for_tflite(graph_def):
         elif fcn8vgg16.INPUT_NAME in node.input:
             node.attr['T'].type = types_pb2.DT_FLOAT  # Shape, for the upscore8 output size
     _clip_scores(graph_def)
+    _matmuls_as_convolutions(graph_def)
     return tf1.graph_util.extract_sub_graph(graph_def, [fcn8vgg16.OUTPUT_NAME])
 
 

@@ -62,6 +62,44 @@ def test_static_shapes_of_logits_and_end_points(height, width):
         assert value.dtype == np.float32
 
 
+@pytest.mark.parametrize('size, height, width, relu', [(7, 8, 16, True), (7, 3, 5, False),
+                                                     (3, 2, 9, True), (1, 4, 6, True)])
+def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height, width, relu):
+    """fc6 and fc7 are computed as matrix products over patches: values and gradients must be
+    those of the SAME convolution, for maps smaller than the kernel too."""
+    rng = np.random.default_rng(size + height)
+    with tf.Graph().as_default():
+        inputs = tf1.placeholder(tf.float32, [None, None, None, 5])
+        kernel = tf.constant(rng.normal(size=(size, size, 5, 4)).astype(np.float32))
+        biases = tf.constant(rng.normal(size=4).astype(np.float32))
+        expected = tf.nn.bias_add(tf.nn.conv2d(inputs, kernel, 1, 'SAME'), biases)
+        expected = tf.nn.relu(expected) if relu else expected
+        outputs = fcn8vgg16._conv_as_matmul(inputs, kernel, biases, relu)
+        assert outputs.shape.as_list() == [None, None, None, 4]
+        weights = tf.constant(rng.normal(size=(2, height, width, 4)).astype(np.float32))
+        gradients = [tf.gradients(tf.reduce_sum(y * weights), [inputs, kernel])
+                     for y in (expected, outputs)]
+        with tf1.Session() as session:
+            feed = {inputs: rng.normal(size=(2, height, width, 5)).astype(np.float32)}
+            (want, want_grads), (got, got_grads) = session.run(
+                [(expected, gradients[0]), (outputs, gradients[1])], feed)
+    assert got.shape == (2, height, width, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for got_grad, want_grad in zip(got_grads, want_grads):
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-4, atol=1e-4)
+
+
+def test_fc_layers_are_matrix_products_and_the_encoder_convolutions():
+    with tf.Graph().as_default() as graph:
+        _fcn8s(tf1.placeholder(tf.uint8, [None, 64, 64, 3]))
+        ops = {op.name.split('/')[0]: set() for op in graph.get_operations()}
+        for op in graph.get_operations():
+            ops[op.name.split('/')[0]].add(op.type)
+    assert 'MatMul' in ops['fc6'] and 'Conv2D' not in ops['fc6']
+    assert 'MatMul' in ops['fc7'] and 'Conv2D' not in ops['fc7']
+    assert 'Conv2D' in ops['conv1_1'] and 'MatMul' not in ops['conv1_1']
+
+
 def test_dynamic_input_takes_any_multiple_of_32():
     with tf.Graph().as_default():
         images = tf1.placeholder(tf.uint8, [None, None, None, 3])

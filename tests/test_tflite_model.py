@@ -105,6 +105,10 @@ def test_conversion_is_fully_integer_with_uint8_in_and_class_ids_out(exported):
     kernels = [t for t in tensors if len(t['shape']) == 4 and t['shape'][0] != 1]
     # VGG convs, fc6, fc7, three score layers; upscore2 and upscore_pool4 share one kernel.
     assert len(kernels) == sum(convs for _, _, convs in TINY_VGG16) + 2 + 3 + 2
+    # fc6, a matrix product over patches in the graph, is a 7 x 7 convolution again.
+    fc6 = [t for t in kernels if t['name'].startswith('fc6/')]
+    assert len(fc6) == 1 and list(fc6[0]['shape']) == [TINY_FC_CHANNELS, 7, 7,
+                                                     TINY_VGG16[-1][1]]
     for kernel in kernels:
         assert kernel['dtype'] == np.int8, kernel['name']
         assert len(kernel['quantization_parameters']['scales']) == kernel['shape'][0]
