@@ -65,8 +65,10 @@ class Model:
         self.label_set = data_loader.get_label_set(self.config['label_set'])
         self.image_shape = tuple(self.config['image_shape'])
         self.graph = tf.Graph()
+        self._weights_in_variables = False
         if os.path.exists(os.path.join(model_dir, GRAPH_FILE)):
             session_config = _constant_graph_config(session_config)
+            self._weights_in_variables = not _mixed_precision(session_config)
         self.session = tf1.Session(graph=self.graph, config=session_config)
         try:
             with self.graph.as_default():
@@ -92,8 +94,7 @@ class Model:
     def _load_any(self):
         graph_path = os.path.join(self.model_dir, GRAPH_FILE)
         if os.path.exists(graph_path):
-            graph_def = dequantize_constants(read_graph_def(graph_path))
-            tf.graph_util.import_graph_def(graph_def, name='')
+            self._import_graph(read_graph_def(graph_path))
             return self.config.get('model_format', 'frozen') + ' graph'
         if os.path.exists(os.path.join(self.model_dir, 'saved_model.pb')):
             tf1.saved_model.loader.load(self.session, [self.config['saved_model_tag']],
@@ -107,6 +108,30 @@ class Model:
             tf1.train.Saver().restore(self.session, checkpoint)
             return 'checkpoint %s' % os.path.basename(checkpoint)
         raise UserError('%s holds neither a SavedModel nor a checkpoint' % self.model_dir)
+
+    def _import_graph(self, graph_def):
+        """Imports a frozen or optimised graph, the weights of its matrix products (fc6, fc7:
+        478 of VGG16's 538 MB) into variables unless a mixed precision rewrite is on.
+
+        A constant is copied several times by the import, the session's copy of the graph and
+        its executor; a variable holds one copy. Convolution filters stay constants: oneDNN
+        keeps their reordered layout only for those, and a matrix product needs no reorder.
+        """
+        weights = {}
+        if self._weights_in_variables:
+            graph_def, weights = split_matmul_weights(graph_def)
+        graph_def = dequantize_constants(graph_def)
+        values, initial = {}, {}
+        with tf1.variable_scope('matmul_weights'):
+            for index, (name, array) in enumerate(sorted(weights.items())):
+                initial[name] = tf1.placeholder(tf.float32, array.shape)
+                values[name] = tf1.Variable(initial[name], name='w%d' % index, trainable=False,
+                                            use_resource=True, collections=[])
+        tf.graph_util.import_graph_def(graph_def, name='', input_map={
+            name + ':0': variable.read_value() for name, variable in values.items()})
+        del graph_def
+        for name in list(weights):  # one at a time, each array freed once in its variable
+            self.session.run(values[name].initializer, {initial[name]: weights.pop(name)})
 
     def _tensor(self, key):
         """The tensor the configuration names under key, e.g. input_tensor: image_input:0."""
@@ -138,11 +163,15 @@ def _constant_graph_config(session_config):
     config = tf1.ConfigProto()
     if session_config is not None:
         config.CopyFrom(session_config)
+    if not _mixed_precision(config):
+        config.graph_options.rewrite_options.optimizers.append('remap')
+    return config
+
+
+def _mixed_precision(config):
     options = config.graph_options.rewrite_options
     on = rewriter_config_pb2.RewriterConfig.ON
-    if on not in (options.auto_mixed_precision, options.auto_mixed_precision_onednn_bfloat16):
-        options.optimizers.append('remap')
-    return config
+    return on in (options.auto_mixed_precision, options.auto_mixed_precision_onednn_bfloat16)
 
 
 def read_graph_def(path):
@@ -153,6 +182,45 @@ def read_graph_def(path):
     except (OSError, ValueError, DecodeError) as error:
         raise UserError('cannot read the graph %s: %s' % (path, _first_line(error))) from None
     return graph_def
+
+
+def split_matmul_weights(graph_def):
+    """(graph_def without the constant weights of its matrix products, {node name: float32
+    array}). A weight is the Const, or the Dequantize of 8-bit constants (see
+    dequantize_constants), that a MatMul reads directly or through Reshape and Identity; the
+    8-bit constants only it read go too."""
+    nodes = {node.name: node for node in graph_def.node}
+    consts = {name: node for name, node in nodes.items() if node.op == 'Const'}
+    weights = {}
+    for matmul in (node for node in graph_def.node if node.op == 'MatMul'):
+        node = nodes.get(matmul.input[1].split(':')[0])
+        while node is not None and node.op in ('Reshape', 'Identity'):
+            node = nodes.get(node.input[0].split(':')[0])
+        inputs = [name.split(':')[0] for name in node.input] if node is not None else []
+        if node is None or node.name in weights:
+            continue
+        if node.op == 'Const' and node.attr['dtype'].type == tf.float32.as_datatype_enum:
+            weights[node.name] = tf.make_ndarray(node.attr['value'].tensor)
+        elif node.op == 'Dequantize' and inputs and all(name in consts for name in inputs):
+            weights[node.name] = _dequantized(*(consts[name] for name in inputs))
+    removed = set(weights)
+    used = {name.lstrip('^').split(':')[0] for node in graph_def.node
+            if node.name not in removed for name in node.input}
+    removed |= {name.split(':')[0] for weight in weights for name in nodes[weight].input
+                if name.split(':')[0] not in used}
+    output = tf1.GraphDef()
+    output.versions.CopyFrom(graph_def.versions)
+    output.node.extend(node for node in graph_def.node if node.name not in removed)
+    return output, weights
+
+
+def _dequantized(quantized, low, high):
+    """MIN_COMBINED quint8 -> float32: min + q * (max - min) / 255, computed in place."""
+    q, low, high = (tf.make_ndarray(node.attr['value'].tensor) for node in (quantized, low, high))
+    weights = q.astype(np.float32)
+    weights *= np.float32((high - low) / 255.0)
+    weights += np.float32(low)
+    return weights
 
 
 def dequantize_constants(graph_def):
@@ -170,12 +238,12 @@ def dequantize_constants(graph_def):
     for node in graph_def.node:
         inputs = [name.split(':')[0] for name in node.input]
         if node.op == 'Dequantize' and all(name in consts for name in inputs):
-            q, low, high = (tf.make_ndarray(consts[name].attr['value'].tensor) for name in inputs)
-            weights = low + q.astype(np.float32) * ((high - low) / 255.0)
+            weights = _dequantized(*(consts[name] for name in inputs))
             new = output.node.add()
             new.name, new.op = node.name, 'Const'
             new.attr['dtype'].type = tf.float32.as_datatype_enum
-            new.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(weights.astype(np.float32)))
+            new.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(weights))
+            del weights
             folded.update(inputs)
             continue
         used.update(inputs)

@@ -86,6 +86,35 @@ def test_exported_models_agree_with_the_trained_one(work, monkeypatch):
     assert np.mean(_val_predictions('optimised_agree', root) == trained) >= 0.99
 
 
+def test_matrix_product_weights_load_into_variables_with_the_same_predictions(work):
+    """fc6 and fc7 are held once, in variables, not as constants the session copies; the
+    predictions are those of the graph with every weight a constant."""
+    work, _ = work
+    folder = str(work / 'frozen_vars')
+    assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
+    assert main.main(['optimise', '-fd', folder, '-od', folder + '_optimised']) == 0
+    images = np.random.default_rng(3).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
+    for path in (folder, folder + '_optimised'):
+        graph_def = inference.dequantize_constants(
+            inference.read_graph_def(os.path.join(path, inference.GRAPH_FILE)))
+        with tf.Graph().as_default(), tf1.Session() as session:
+            tf.graph_util.import_graph_def(graph_def, name='')
+            expected = session.run(fcn8vgg16.OUTPUT_TENSOR, {fcn8vgg16.INPUT_TENSOR: images})
+        model = inference.Model(path, helper.session_config(0, 0.9, 0, 'fp32'))
+        variables = [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
+        sizes = [np.prod([dim.size for dim in op.get_attr('shape').dim]) for op in variables]
+        assert sorted(sizes) == [SMALL_FC * SMALL_FC, 7 * 7 * SMALL_VGG16[-1][1] * SMALL_FC]
+        for op in model.graph.get_operations():
+            if op.type == 'MatMul':
+                assert op.inputs[1].op.type not in ('Const', 'Dequantize')
+        np.testing.assert_array_equal(model.predict(images), expected)
+        model.close()
+        # Under bf16 the weights stay constants: constant folding casts them once.
+        model = inference.Model(path, helper.session_config(0, 0.9, 0, 'bf16'))
+        assert not [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
+        model.close()
+
+
 def test_frozen_graph_is_usable_by_tensor_name(work):
     work, _ = work
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(work / 'by_name')]) == 0
