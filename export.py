@@ -12,14 +12,13 @@ import numpy as np
 import tensorflow as tf
 
 import data_loader
-import fcn8vgg16
 import helper
 import inference
 import trainer
 
 tf1 = tf.compat.v1
 
-OUTPUT_NODES = [fcn8vgg16.OUTPUT_NAME, fcn8vgg16.LOGITS_NAME]
+OUTPUT_NODES = inference.OUTPUT_NODES
 # Smaller float constants stay float: biases and score layers weigh nothing and quantize badly.
 MIN_QUANTIZED_ELEMENTS = 1024
 
@@ -64,18 +63,7 @@ def freeze(source_dir, frozen_dir, session_config=None, image_shape=None):
     if image_shape is not None:
         config['image_shape'] = list(data_loader.check_image_shape(image_shape))
     prefix, source_graph, source_bytes = _weights_and_graph(source_dir)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf1.set_random_seed(0)  # initialisers never run; determinism mode asks for a seed
-        fcn8vgg16.inference_graph(config['num_classes'], config['encoder'],
-                                  config['fc_channels'])
-        variables = tf1.global_variables()
-        saver = tf1.train.Saver()
-    with tf1.Session(graph=graph, config=session_config) as session:
-        saver.restore(session, prefix)
-        frozen = tf1.graph_util.convert_variables_to_constants(
-            session, graph.as_graph_def(), OUTPUT_NODES)
-    frozen = tf1.graph_util.remove_training_nodes(frozen, protected_nodes=OUTPUT_NODES)
+    frozen, variables = inference.frozen_graph_def(config, prefix, session_config)
     config = dict(config, model_format='frozen', source_model=os.path.abspath(source_dir))
 
     def _write(folder):
@@ -86,7 +74,7 @@ def freeze(source_dir, frozen_dir, session_config=None, image_shape=None):
 
     helper.write_model_dir(frozen_dir, _write)
     return dict(source_ops=len(source_graph.node), ops=len(frozen.node),
-                variables=len(variables), source_bytes=source_bytes,
+                variables=variables, source_bytes=source_bytes,
                 bytes=os.path.getsize(os.path.join(frozen_dir, inference.GRAPH_FILE)))
 
 

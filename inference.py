@@ -25,6 +25,7 @@ tf1 = tf.compat.v1
 
 CONFIG_FILE = helper.MODEL_CONFIG
 GRAPH_FILE = 'graph.pb'  # the constant graph of a frozen or optimised model
+OUTPUT_NODES = [fcn8vgg16.OUTPUT_NAME, fcn8vgg16.LOGITS_NAME]
 # What every model configuration the tool writes holds, whatever the model's format.
 CONFIG_KEYS = ('label_set', 'image_shape', 'input_tensor', 'output_tensor')
 # What loading a damaged or foreign graph, SavedModel or checkpoint raises.
@@ -65,11 +66,9 @@ class Model:
         self.label_set = data_loader.get_label_set(self.config['label_set'])
         self.image_shape = tuple(self.config['image_shape'])
         self.graph = tf.Graph()
-        self._weights_in_variables = False
-        if os.path.exists(os.path.join(model_dir, GRAPH_FILE)):
-            session_config = _constant_graph_config(session_config)
-            self._weights_in_variables = not _mixed_precision(session_config)
-        self.session = tf1.Session(graph=self.graph, config=session_config)
+        self.session_config = _constant_graph_config(session_config)
+        self._weights_in_variables = not _mixed_precision(self.session_config)
+        self.session = tf1.Session(graph=self.graph, config=self.session_config)
         try:
             with self.graph.as_default():
                 self.kind = self._load()
@@ -92,22 +91,22 @@ class Model:
                 self.model_dir, _first_line(error))) from None
 
     def _load_any(self):
+        """A trained model (SavedModel, checkpoint) is frozen in memory first: as constants,
+        oneDNN lays the convolution filters out once instead of at every run (2x at batch 1)."""
         graph_path = os.path.join(self.model_dir, GRAPH_FILE)
         if os.path.exists(graph_path):
             self._import_graph(read_graph_def(graph_path))
             return self.config.get('model_format', 'frozen') + ' graph'
         if os.path.exists(os.path.join(self.model_dir, 'saved_model.pb')):
-            tf1.saved_model.loader.load(self.session, [self.config['saved_model_tag']],
-                                        self.model_dir)
-            return 'SavedModel'
-        checkpoint = tf.train.latest_checkpoint(self.model_dir)
-        if checkpoint:
-            tf1.set_random_seed(0)  # initialisers never run; determinism mode asks for a seed
-            fcn8vgg16.inference_graph(self.config['num_classes'], self.config['encoder'],
-                                      self.config['fc_channels'])
-            tf1.train.Saver().restore(self.session, checkpoint)
-            return 'checkpoint %s' % os.path.basename(checkpoint)
-        raise UserError('%s holds neither a SavedModel nor a checkpoint' % self.model_dir)
+            prefix, kind = os.path.join(self.model_dir, 'variables', 'variables'), 'SavedModel'
+        else:
+            prefix = tf.train.latest_checkpoint(self.model_dir)
+            if not prefix:
+                raise UserError('%s holds neither a SavedModel nor a checkpoint'
+                                % self.model_dir)
+            kind = 'checkpoint %s' % os.path.basename(prefix)
+        self._import_graph(frozen_graph_def(self.config, prefix, self.session_config)[0])
+        return kind
 
     def _import_graph(self, graph_def):
         """Imports a frozen or optimised graph, the weights of its matrix products (fc6, fc7:
@@ -149,6 +148,24 @@ class Model:
 
     def close(self):
         self.session.close()
+
+
+def frozen_graph_def(config, prefix, session_config=None):
+    """(GraphDef, number of variables converted): the inference graph of a model
+    configuration with the weights of the checkpoint prefix as constants (no optimiser,
+    summaries or dropout)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(0)  # initialisers never run; determinism mode asks for a seed
+        fcn8vgg16.inference_graph(config['num_classes'], config['encoder'],
+                                  config['fc_channels'])
+        saver = tf1.train.Saver()
+        count = len(tf1.global_variables())
+    with tf1.Session(graph=graph, config=session_config) as session:
+        saver.restore(session, prefix)
+        frozen = tf1.graph_util.convert_variables_to_constants(
+            session, graph.as_graph_def(), OUTPUT_NODES)
+    return tf1.graph_util.remove_training_nodes(frozen, protected_nodes=OUTPUT_NODES), count
 
 
 def _constant_graph_config(session_config):
