@@ -13,12 +13,14 @@ One run measures, at 256x512 with the real VGG16 widths and the 19 Cityscapes cl
   training step fed by each against one fed batches already in memory;
 - memory: peak RSS of `main.py train` at batch 2 and of `main.py predict` with the optimised model;
 - export: frozen vs optimised vs int8 TFLite on the demo val split (needs a trained --model_dir).
-Each time is the median of several runs after warm-up runs. Without --model_dir the models have
-random weights: right for speed, meaningless for accuracy.
+Each time is the median of several runs after warm-up runs, and every row that times a model
+runs in a fresh Python process (see in_child). Without --model_dir the models have random
+weights: right for speed, meaningless for accuracy.
 """
 import argparse
 import collections
 import datetime
+import json
 import os
 import re
 import shutil
@@ -29,9 +31,9 @@ import time
 import traceback
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# XLA reads its flags once per process, at the first device listing: the --xla rows share this
-# process with the others, so CPU JIT is allowed from the start. It acts only where a session
-# sets a JIT level, as helper.session_config does for --xla.
+# XLA reads its flags once per process, at the first device listing, so CPU JIT is allowed from
+# the start, here and in the row processes, which run this file too. It acts only where a
+# session sets a JIT level, as helper.session_config does for --xla.
 if '--tf_xla_cpu_global_jit' not in os.environ.get('TF_XLA_FLAGS', ''):
     os.environ['TF_XLA_FLAGS'] = (os.environ.get('TF_XLA_FLAGS', '')
                                   + ' --tf_xla_cpu_global_jit').strip()
@@ -512,27 +514,33 @@ class Models:
             calibration)
         self.stats['tflite']['seconds'] = time.perf_counter() - started
 
-    def load(self, kind, xla=0, precision='fp32'):
-        """A model of kind 'float', 'frozen', 'optimised' or 'tflite', ready to predict."""
-        if kind == 'tflite':
-            return tflite_model.TFLiteModel(self.optimised_dir())
-        folder = {'float': self.float_dir, 'frozen': self.frozen_dir,
-                  'optimised': self.optimised_dir}[kind]()
-        model = inference.Model(folder, cpu_config(xla, precision))
-        model.image_shape = IMAGE_SHAPE  # a trained model may have been trained at another
-        return model
+    def folder(self, kind):
+        """The folder of the model of kind 'float', 'frozen', 'optimised' or 'tflite' (the
+        optimised folder holds model.tflite), made now if it is not there yet."""
+        return {'float': self.float_dir, 'frozen': self.frozen_dir,
+                'optimised': self.optimised_dir, 'tflite': self.optimised_dir}[kind]()
+
+
+def load_model(folder, kind, xla=0, precision='fp32'):
+    """The model of kind (see Models.folder) in folder, ready to predict at IMAGE_SHAPE."""
+    if kind == 'tflite':
+        return tflite_model.TFLiteModel(folder)
+    model = inference.Model(folder, cpu_config(xla, precision))
+    model.image_shape = IMAGE_SHAPE  # a trained model may have been trained at another
+    return model
 
 
 class Run:
     """What one benchmark run has measured so far, and what it has made to measure it."""
 
-    def __init__(self, settings, work_dir, model_dir=None, profile_dir=None, debug=False):
+    def __init__(self, settings, work_dir, model_dir=None, profile_dir=None, debug=False,
+                 sources=None):
         self.settings, self.work_dir, self.profile_dir = settings, work_dir, profile_dir
         self.debug = debug
         self.models = Models(work_dir, model_dir, settings.calibration_images)
         self.label_set = data_loader.get_label_set(LABEL_SET)
         self.raw, self.tables, self.errors, self.profile = {}, [], [], {}
-        self._sources = None
+        self._sources = sources
 
     def peak(self, precision, warmup=1, repeats=3):
         """GFLOP/s of a matrix product in bfloat16 (precision bf16) or float32, measured now."""
@@ -547,12 +555,22 @@ class Run:
         try:
             return function(*args, **kwargs)
         except Exception as error:  # one failed measurement must not end the run
-            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            print('%s failed: %s' % (what, message), file=sys.stderr)
+            line = str(error) if isinstance(error, RowFailed) else error_line(error)
+            print('%s failed: %s' % (what, line), file=sys.stderr)
             if self.debug:
-                traceback.print_exc()
-            self.errors.append((what, '%s: %s' % (type(error).__name__, message[:300])))
+                print(error.stderr if isinstance(error, RowFailed) else traceback.format_exc(),
+                      file=sys.stderr, end='')
+            self.errors.append((what, line))
             return None
+
+    def row_spec(self, function, args):
+        """What a row process needs to run function(run, *args) as this run would: plain
+        values only, the network's widths included (the tests shrink them in this process)."""
+        return dict(function=function.__name__, args=list(args),
+                    settings=self.settings._asdict(), work_dir=self.work_dir,
+                    model_dir=self.models.model_dir, profile_dir=self.profile_dir,
+                    sources=self._sources, encoder=fcn8vgg16.VGG16,
+                    fc_channels=fcn8vgg16.FC_CHANNELS)
 
     def trace(self, session, fetches, feed, name=None):
         """A traced run: the rewrites it shows. With --profile and a name, also its Chrome
@@ -585,6 +603,51 @@ def _save_png(array, root, kind, name):
     folder = os.path.join(root, kind, 'train', 'benchtown')
     os.makedirs(folder, exist_ok=True)
     Image.fromarray(array).save(os.path.join(folder, name))
+
+
+def error_line(error):
+    """'Type: first line of the message', as a failed measurement is recorded."""
+    message = (str(error).strip().splitlines() or [''])[0]
+    return ('%s: %s' % (type(error).__name__, message))[:300]
+
+
+# ---------------------------------------------------------------------------- row processes
+
+ROW_REPLY = 'benchmark row reply: '  # marks the row process's one JSON line on its stdout
+
+
+class RowFailed(Exception):
+    """A row process ended without a reply; str() is its last stderr line."""
+
+    def __init__(self, line, stderr):
+        super().__init__(line)
+        self.stderr = stderr
+
+
+def in_child(run, function, *args):
+    """function(run, *args) run by a fresh Python process, as a user's `main.py predict` runs
+    one model per process: oneDNN's cache of convolution primitives is process-wide, and the
+    first model of a process decides how later convolutions of the same shapes run. Returns
+    function's JSON-able result; its profile joins run.profile."""
+    reply = child_reply(run.row_spec(function, args))
+    run.profile.update(reply['profile'])
+    return reply['result']
+
+
+def child_reply(spec):
+    """Runs `benchmark.py --row SPEC` (see run_row) and returns its reply: pid, result and
+    profile. RowFailed with its last stderr line when it exits non-zero or without a reply."""
+    process = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), '--row', json.dumps(spec)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    replies = [line[len(ROW_REPLY):] for line in process.stdout.splitlines()
+               if line.startswith(ROW_REPLY)]
+    if process.returncode == 0 and replies:
+        return json.loads(replies[-1])
+    lines = [line.strip() for line in process.stderr.splitlines() if line.strip()]
+    if process.returncode == 0 or not lines:
+        lines.append('row process exited with %d and no reply' % process.returncode)
+    raise RowFailed(lines[-1][:300], process.stderr)
 
 
 # ---------------------------------------------------------------------------- sections
@@ -644,9 +707,9 @@ INFERENCE_VARIANTS = (  # (row name, model kind, xla, precision)
     ('optimised (8-bit weights)', 'optimised', 0, 'fp32'), ('int8 TFLite', 'tflite', 0, 'fp32'))
 
 
-def _time_inference(run, kind, xla, precision, batch_size, name):
-    """(seconds per image, rewrites seen) of model.predict on random images."""
-    model = run.models.load(kind, xla, precision)
+def _time_inference(run, folder, kind, xla, precision, batch_size, name):
+    """(seconds per image, rewrites seen) of model.predict on random images (a row process)."""
+    model = load_model(folder, kind, xla, precision)
     try:
         images, _ = random_batch(batch_size, run.label_set.num_classes)
         rewrites = {}
@@ -704,8 +767,9 @@ def inference_section(run):
         for batch_size in run.settings.batches:
             what = 'inference %s batch %d' % (name, batch_size)
             log(what)
-            result = run.attempt(what, _time_inference, run, kind, xla, precision,
-                                 batch_size, name)
+            result = run.attempt(what, lambda: in_child(
+                run, _time_inference, run.models.folder(kind), kind, xla, precision,
+                batch_size, name))
             if result is None:
                 rows.append(table_row([name, batch_size, 'failed', '', '', '']))
                 continue
@@ -715,7 +779,10 @@ def inference_section(run):
     run.raw['inference_ms_per_image'] = {'%s, batch %d' % key: 1000 * value
                                          for key, value in times.items()}
     notes = ['Random uint8 images. Share of peak: GFLOP/s / the best matmul rate of the run in '
-             'the same precision (int8 TFLite against float32\'s).']
+             'the same precision (int8 TFLite against float32\'s).',
+             'Each row runs in a fresh process, as `main.py predict` does: oneDNN\'s cache of '
+             'convolution primitives is process-wide, and the first model of a process decides '
+             'how later ones run.']
     if not run.models.model_dir:
         notes.append('Models with random weights (no --model_dir): times only.')
     run.tables.append(Table('Inference at %dx%d' % IMAGE_SHAPE,
@@ -754,7 +821,8 @@ def _train_session(run, precision, xla, make_inputs=None):
 
 
 def _time_training(run, name, xla, precision):
-    """(seconds per step, rewrites seen) of training steps on a batch already in memory."""
+    """(seconds per step, rewrites seen) of training steps on a batch already in memory (a row
+    process)."""
     session, tensors = _train_session(run, precision, xla)
     try:
         images, labels = random_batch(TRAIN_BATCH, run.label_set.num_classes)
@@ -774,7 +842,8 @@ def training_section(run):
     for name, xla, precision in (('float32', 0, 'fp32'), ('--xla 2', 2, 'fp32'),
                                  ('--precision bf16', 0, 'bf16')):
         log('training %s' % name)
-        result = run.attempt('training %s' % name, _time_training, run, name, xla, precision)
+        result = run.attempt('training %s' % name, in_child, run, _time_training, name, xla,
+                             precision)
         if result is None:
             rows.append(table_row([name, 'failed', '', '', '']))
             continue
@@ -800,7 +869,7 @@ def training_section(run):
         ['variant', 'ms per image', 'GFLOP/s', SHARE_COLUMN, 'notes'], rows,
         ['A step is forward, backward and Adam on a batch already in memory, dropout on; '
          'its work is counted as 3x the forward FLOPs. The bf16 row\'s target is its '
-         'speed-up over float32.']))
+         'speed-up over float32. Each row runs in a fresh process.']))
 
 
 def _augmenting_dataset(run):
@@ -838,27 +907,29 @@ def _pipeline_rates(run, dataset):
     return rates
 
 
-def _pipeline_steps(run, dataset):
-    """Seconds per training step fed in memory, by tf.data and by the generator, one graph.
+PIPELINE_MODES = ('in memory', 'tf.data', 'generator')
 
-    The graph reads tf.data unless its inputs are fed, as trainer.build_train_graph wraps them.
-    Modes run one after another: interleaved, tf.data would prefetch during the others' steps.
+
+def _pipeline_step(run, mode):
+    """Seconds per training step fed in memory, by tf.data or by the generator (a row process).
+
+    Every mode builds the same graph, which reads tf.data unless its inputs are fed, as
+    trainer.build_train_graph wraps them; fed, its iterator never starts.
     """
     settings = run.settings
+    dataset = _augmenting_dataset(run)
     epochs = _epochs_for(dataset, settings.warmup + settings.repeats + 2)
     generator = dataset.generator(TRAIN_BATCH, epochs, seed=1)
     in_memory = next(generator)
     session, tensors = _train_session(run, 'fp32', 0, lambda: tf1.data.make_one_shot_iterator(
         dataset.tf_dataset(TRAIN_BATCH, epochs, seed=0)).get_next())
     inputs = (tensors['images'], tensors['labels'])
-    feeds = {'in memory': lambda: dict(zip(inputs, in_memory)), 'tf.data': dict,
-             'generator': lambda: dict(zip(inputs, next(generator)))}  # decoding is timed
-
-    def step(feed):
-        session.run(tensors['train_op'], {**feed(), tensors['keep_prob']: KEEP_PROB})
+    feed = {'in memory': lambda: dict(zip(inputs, in_memory)), 'tf.data': dict,
+            'generator': lambda: dict(zip(inputs, next(generator)))}[mode]  # decoding is timed
     try:
-        return {mode: time_calls(lambda: step(feed), settings.warmup, settings.repeats)
-                for mode, feed in feeds.items()}
+        return time_calls(lambda: session.run(
+            tensors['train_op'], {**feed(), tensors['keep_prob']: KEEP_PROB}),
+            settings.warmup, settings.repeats)
     finally:
         session.close()
 
@@ -866,17 +937,21 @@ def _pipeline_steps(run, dataset):
 def pipeline_section(run):
     dataset = _augmenting_dataset(run)
     rates = run.attempt('input pipelines alone', _pipeline_rates, run, dataset) or {}
-    steps = run.attempt('training steps with each pipeline', _pipeline_steps, run,
-                        dataset) or {}
+    steps = {}
+    for mode in PIPELINE_MODES:
+        log('training step, %s' % mode)
+        seconds = run.attempt('training step, %s' % mode, in_child, run, _pipeline_step, mode)
+        if seconds is not None:
+            steps[mode] = seconds
     run.raw['pipeline_images_per_second'] = rates
     run.raw['pipeline_step_ms'] = {mode: 1000 * seconds for mode, seconds in steps.items()}
     rows = [table_row(['%s alone' % name, '%.1f images/s' % rate]) for name, rate in rates.items()]
     for mode, seconds in steps.items():
-        ratio = seconds / steps['in memory']
+        ratio = seconds / steps['in memory'] if 'in memory' in steps else None
         rows.append(table_row(['training step, %s' % mode, '%.0f ms (%s the in-memory step)'
                                % (1000 * seconds, format_value(ratio, 'x'))],
                               ratio, 'tfdata_step' if mode == 'tf.data' else None))
-    if 'tf.data' in steps:
+    if 'tf.data' in steps and 'generator' in steps:
         rows.append(table_row(['training step, generator / tf.data',
                                format_value(steps['generator'] / steps['tf.data'], 'x')]))
     height, width = run.settings.source_shape
@@ -884,8 +959,9 @@ def pipeline_section(run):
     run.tables.append(Table('Input pipelines', ['measurement', 'value'], rows, [
         '%d synthetic Cityscapes-layout PNG sources of %dx%d, augmented as in training (random '
         'scale %g-%g, crop, flip) to %dx%d, batch %d. Alone: images per second over %d '
-        'batches after a first one. The generator\'s steps include its decoding. The original '
-        'measured its TensorFlow pipeline 20-25%% faster than its generator.' % (
+        'batches after a first one. Each training step row runs in a fresh process; the '
+        'generator\'s steps include its decoding. The original measured its TensorFlow '
+        'pipeline 20-25%% faster than its generator.' % (
             len(dataset), width, height, low, high, IMAGE_SHAPE[0], IMAGE_SHAPE[1],
             TRAIN_BATCH, run.settings.pipeline_batches)]))
 
@@ -954,12 +1030,27 @@ def score_model(model, image_paths, label_paths):
     return predictions, confusion, 1000 * float(np.median(seconds[1:] or seconds))
 
 
-def _score_kind(run, kind, image_paths, label_paths):
-    model = run.models.load(kind)
+def _score_kind(run, folder, kind, image_paths, label_paths, predictions_path):
+    """score_model of one exported model (a row process): the predictions go to an .npz file,
+    the confusion matrix and time into the reply."""
+    model = load_model(folder, kind)
     try:
-        return score_model(model, image_paths, label_paths)
+        predictions, confusion, ms = score_model(model, image_paths, label_paths)
     finally:
         model.close()
+    np.savez(predictions_path, *predictions)
+    return confusion.tolist(), ms
+
+
+def _child_scores(run, kind, image_paths, label_paths):
+    """score_model's (predictions, confusion matrix, ms per image) of one exported model, in
+    a fresh process."""
+    path = os.path.join(run.work_dir, 'predictions_%s.npz' % kind)
+    confusion, ms = in_child(run, _score_kind, run.models.folder(kind), kind, image_paths,
+                             label_paths, path)
+    with np.load(path) as saved:
+        predictions = [saved['arr_%d' % index] for index in range(len(saved.files))]
+    return predictions, np.array(confusion, np.int64), ms
 
 
 def agreement(predictions, reference):
@@ -1025,7 +1116,7 @@ def export_section(run):
     for name, kind in (('frozen', 'frozen'), ('optimised', 'optimised'),
                        ('int8 TFLite', 'tflite')):
         log('export comparison: %s on %d val images' % (name, len(image_paths)))
-        scores[name] = run.attempt('export comparison, %s' % name, _score_kind, run, kind,
+        scores[name] = run.attempt('export comparison, %s' % name, _child_scores, run, kind,
                                    image_paths, label_paths)
     rows = _export_size_rows(run.models.stats)
     for name, prefix in (('frozen', None), ('optimised', 'optimised'),
@@ -1035,13 +1126,16 @@ def export_section(run):
     run.raw['export'] = {name: dict(mean_iou=helper.mean_iou(score[1]), ms_per_image=score[2])
                          for name, score in scores.items() if score is not None}
     run.tables.append(Table(title, ['model', 'measurement', 'value'], rows, [
-        'Model %s, %d val images predicted one at a time (ms: median after the first).'
-        % (run.models.model_dir, len(image_paths))]))
+        'Model %s, %d val images predicted one at a time (ms: median after the first), each '
+        'model in a fresh process.' % (run.models.model_dir, len(image_paths))]))
 
 
 SECTION_FUNCTIONS = {'peak': peak_section, 'inference': inference_section,
                      'training': training_section, 'pipeline': pipeline_section,
                      'memory': memory_section, 'export': export_section}
+# What a row process may be asked to run (see in_child).
+ROW_FUNCTIONS = {function.__name__: function for function in (
+    _time_inference, _time_training, _pipeline_step, _score_kind)}
 
 
 # ---------------------------------------------------------------------------- command line
@@ -1067,6 +1161,7 @@ def parse_args(argv=None):
                              'and summarise their top ops in the report')
     parser.add_argument('--debug', action='store_true',
                         help='print the traceback of each failed measurement')
+    parser.add_argument('--row', help=argparse.SUPPRESS)  # a row process's JSON spec
     return parser.parse_args(argv)
 
 
@@ -1168,10 +1263,31 @@ def _write_text(path, text):
     os.replace(tmp, path)
 
 
+def run_row(spec_json):
+    """A row process: builds the parent's Run and network from the spec, runs one measurement
+    and prints its reply as one JSON line. A failure ends with its one-line error on stderr."""
+    spec = json.loads(spec_json)
+    fcn8vgg16.VGG16 = tuple(tuple(block) for block in spec['encoder'])
+    fcn8vgg16.FC_CHANNELS = spec['fc_channels']
+    run = Run(Settings(**spec['settings']), spec['work_dir'], spec['model_dir'],
+              spec['profile_dir'], sources=spec['sources'])
+    try:
+        result = ROW_FUNCTIONS[spec['function']](run, *spec['args'])
+    except Exception as error:
+        traceback.print_exc()
+        print(error_line(error), file=sys.stderr)
+        return 1
+    print(ROW_REPLY + json.dumps(dict(pid=os.getpid(), result=result, profile=run.profile)),
+          flush=True)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     tf1.disable_eager_execution()  # graph mode, as the tool
     tf.get_logger().setLevel('ERROR')
+    if args.row:
+        return run_row(args.row)
     command = 'python benchmark.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
     try:
         run_benchmark(args, command.strip())
