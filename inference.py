@@ -117,7 +117,7 @@ class Model:
 
         A constant is copied several times by the import, the session's copy of the graph,
         its executor and oneDNN's cache of weights in its own layout; a variable holds one
-        copy. At 256x512 the full model then peaks at 2.0 GB instead of 4.7, and runs 7-10%
+        copy. At 256x512 the full model then peaks at 2.0 GB instead of 4.7, and runs 3-10%
         slower: oneDNN lays out variable weights again at every run. Convolution filters stay
         constants: that relayout costs them far more.
         """
