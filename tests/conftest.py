@@ -11,6 +11,10 @@ tf.compat.v1.disable_eager_execution()
 import pytest  # noqa: E402
 from tensorflow.python.framework import config as _tf_config  # noqa: E402
 
+import demo_data  # noqa: E402
+import fcn8vgg16  # noqa: E402
+import synthetic  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _op_determinism_off_after_each_test():
@@ -18,3 +22,18 @@ def _op_determinism_off_after_each_test():
     ends there, but the tests go on in the same process and must not inherit it."""
     yield
     _tf_config.disable_op_determinism()
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    """A VGG16-shaped network small enough to train in seconds on the CPU."""
+    monkeypatch.setattr(fcn8vgg16, 'VGG16', synthetic.TINY_VGG16)
+    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', synthetic.TINY_FC_CHANNELS)
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+    """A small demo dataset, made once per test module (a module may define its own)."""
+    root = str(tmp_path_factory.mktemp('demo') / 'demo')
+    return demo_data.ensure_demo_dataset(root, split_sizes={'train': 6, 'val': 2, 'test': 1},
+                                         video_frames=4)

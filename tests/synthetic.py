@@ -9,6 +9,19 @@ TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
 TINY_FC_CHANNELS = 16
 
 
+def train_flags(demo_root, folder, *extra):
+    """main.py train arguments for a tiny run on the demo dataset, its folders under folder."""
+    return ['train', '--dataset', 'demo',
+            '-ip', os.path.join(demo_root, 'leftImg8bit/train/*/*_leftImg8bit.png'),
+            '-lp', os.path.join(demo_root, 'gtFine/train'),
+            '--val_images_paths', os.path.join(demo_root, 'leftImg8bit/val/*/*.png'),
+            '--val_labels_paths', os.path.join(demo_root, 'gtFine/val'),
+            '--image_shape', '64', '128', '-bs', '4', '-ep', '1',
+            '-cd', os.path.join(str(folder), 'ckpt'),
+            '-sd', os.path.join(str(folder), 'summaries'),
+            '-rd', os.path.join(str(folder), 'runs'), '--gpu', '0'] + [str(flag) for flag in extra]
+
+
 def image_path(root, city, seq, split='train', frame=19):
     return os.path.join(str(root), 'leftImg8bit', split, city,
                         '%s_%06d_%06d_leftImg8bit.png' % (city, seq, frame))

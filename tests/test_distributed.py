@@ -14,41 +14,17 @@ import pytest
 import tensorflow as tf
 
 import data_loader
-import demo_data
 import distributed
 import fcn8vgg16
 import main
+import synthetic
 import vgg_weights
 from helper import UserError
 
 tf1 = tf.compat.v1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
 TIMEOUT = 300  # seconds a cluster test may take before its processes are killed
-
-
-@pytest.fixture(scope='module')
-def demo_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('demo') / 'demo')
-    return demo_data.ensure_demo_dataset(root, split_sizes={'train': 6, 'val': 2, 'test': 1},
-                                         video_frames=4)
-
-
-@pytest.fixture
-def tiny_model(monkeypatch):
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', 16)
-
-
-def _flags(demo_root, folder, *extra):
-    return ['train', '--dataset', 'demo',
-            '-ip', os.path.join(demo_root, 'leftImg8bit/train/*/*_leftImg8bit.png'),
-            '-lp', os.path.join(demo_root, 'gtFine/train'),
-            '--val_images_paths', os.path.join(demo_root, 'leftImg8bit/val/*/*.png'),
-            '--val_labels_paths', os.path.join(demo_root, 'gtFine/val'),
-            '--image_shape', '64', '128', '-bs', '4', '-ep', '1',
-            '-cd', str(folder / 'ckpt'), '-sd', str(folder / 'summaries'),
-            '-rd', str(folder / 'runs'), '--gpu', '0'] + [str(flag) for flag in extra]
+_flags = synthetic.train_flags
 
 
 def _checkpoint(ckpt_dir):
@@ -124,7 +100,7 @@ def test_pretrained_weights_reach_every_replica(tiny_model):
     label_set = data_loader.get_label_set('cityscapes')
     args = SimpleNamespace(cpu_replicas=2, gpu=0, train_upsampling=False, weight_decay=5e-4,
                            learning_rate=1e-4)
-    config = dict(encoder=TINY_VGG16, fc_channels=16, class_weights=None)
+    config = dict(encoder=synthetic.TINY_VGG16, fc_channels=16, class_weights=None)
     kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32)
     with tf.Graph().as_default() as graph:
         distributed.build_replicated_graph(tf.zeros([0, 64, 128, 3], tf.uint8),

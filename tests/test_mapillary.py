@@ -14,7 +14,6 @@ from PIL import Image
 
 import data_loader
 import demo_data
-import fcn8vgg16
 import main
 import mapillary_labels
 import synthetic
@@ -36,12 +35,6 @@ V20 = [(0, 'Bird', (165, 42, 42)), (21, 'Road', (128, 64, 128)),
 def vistas_root(tmp_path_factory):
     return demo_data.ensure_mapillary_demo(str(tmp_path_factory.mktemp('vistas') / 'mapillary'),
                                            split_sizes={'training': 4, 'validation': 2})
-
-
-@pytest.fixture
-def tiny_model(monkeypatch):
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', synthetic.TINY_VGG16)
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', synthetic.TINY_FC_CHANNELS)
 
 
 # ---------------------------------------------------------------------------------- the tables

@@ -10,10 +10,8 @@ from PIL import Image
 
 import data_loader
 import demo_data
-import fcn8vgg16
 import main
 import prepare
-import synthetic
 
 
 @pytest.fixture(scope='module')
@@ -27,12 +25,6 @@ def city_root(tmp_path_factory):
 def vistas_root(tmp_path_factory):
     return demo_data.ensure_mapillary_demo(str(tmp_path_factory.mktemp('vistas') / 'mapillary'),
                                            split_sizes={'training': 4, 'validation': 1})
-
-
-@pytest.fixture
-def tiny_model(monkeypatch):
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', synthetic.TINY_VGG16)
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', synthetic.TINY_FC_CHANNELS)
 
 
 def _prepare(dataset, root, out, *extra):

@@ -58,12 +58,6 @@ def demo_root(tmp_path_factory):
                                          video_frames=4)
 
 
-@pytest.fixture
-def tiny_model(monkeypatch):
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', synthetic.TINY_VGG16)
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', synthetic.TINY_FC_CHANNELS)
-
-
 def _flags(demo_root, tmp_path, *extra, images=None):
     return ['train', '--dataset', 'demo', '--no_val', '--gpu', '0',
             '-ip', images or os.path.join(demo_root, 'leftImg8bit/train/*/*_leftImg8bit.png'),

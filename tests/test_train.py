@@ -10,39 +10,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import demo_data
 import fcn8vgg16
 import main
+import synthetic
 import trainer
 import vgg_weights
 
 tf1 = tf.compat.v1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
-
-
-@pytest.fixture(scope='module')
-def demo_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('demo') / 'demo')
-    return demo_data.ensure_demo_dataset(root, split_sizes={'train': 6, 'val': 2, 'test': 1},
-                                         video_frames=4)
-
-
-@pytest.fixture
-def tiny_model(monkeypatch):
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', 16)
-
-
-def _flags(demo_root, tmp_path, *extra):
-    return ['train', '--dataset', 'demo',
-            '-ip', os.path.join(demo_root, 'leftImg8bit/train/*/*_leftImg8bit.png'),
-            '-lp', os.path.join(demo_root, 'gtFine/train'),
-            '--val_images_paths', os.path.join(demo_root, 'leftImg8bit/val/*/*.png'),
-            '--val_labels_paths', os.path.join(demo_root, 'gtFine/val'),
-            '--image_shape', '64', '128', '-bs', '4', '-ep', '1',
-            '-cd', str(tmp_path / 'ckpt'), '-sd', str(tmp_path / 'summaries'),
-            '-rd', str(tmp_path / 'runs'), '--gpu', '0'] + list(extra)
+_flags = synthetic.train_flags
 
 
 def _checkpoint_values(ckpt_dir):
