@@ -346,6 +346,23 @@ def cpu_config(xla=0, precision='fp32'):
 def model_flops(num_classes, image_shape, encoder, fc_channels):
     """Floating-point operations of one image's forward pass, counted by TensorFlow's profiler
     (2 per multiply-add) on fcn8vgg16.inference_graph with the input's shape fixed."""
+    return _profiled_flops(num_classes, image_shape, encoder, fc_channels).total_float_ops
+
+
+def layer_flops(num_classes, image_shape, encoder, fc_channels):
+    """{layer: FLOPs of its convolution or matrix product} of one image's forward pass."""
+    flops, nodes = {}, list(_profiled_flops(num_classes, image_shape, encoder,
+                                            fc_channels).children)
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.children)
+        layer, _, op = node.name.rpartition('/')
+        if op in ('Conv2D', 'MatMul', 'conv2d_transpose') and node.float_ops:
+            flops[layer] = flops.get(layer, 0) + node.float_ops
+    return flops
+
+
+def _profiled_flops(num_classes, image_shape, encoder, fc_channels):
     with tf.Graph().as_default() as graph:
         fcn8vgg16.inference_graph(num_classes, encoder, fc_channels)
         # Only what the predictions need: the initialisers' random ops are not inference.
@@ -356,7 +373,7 @@ def model_flops(num_classes, image_shape, encoder, fc_channels):
         tf.graph_util.import_graph_def(graph_def, {fcn8vgg16.INPUT_TENSOR: images}, name='')
         builder = tf1.profiler.ProfileOptionBuilder
         options = builder(builder.float_operation()).with_empty_output().build()
-        return tf1.profiler.profile(graph, options=options).total_float_ops
+        return tf1.profiler.profile(graph, options=options)
 
 
 def matmul_rate(dtype, size, warmup, repeats):
@@ -381,6 +398,42 @@ def top_ops(step_stats, count=10):
             totals[match.group(1) if match else node.node_name] += node.all_end_rel_micros
     whole = sum(totals.values()) or 1
     return [(op, micros / 1000, micros / whole) for op, micros in totals.most_common(count)]
+
+
+STEP_PARTS = ('forward: convolutions', 'forward: fc6, fc7 (matrix products)',
+              'backward: convolutions, input gradients', 'backward: convolutions, filter gradients',
+              'backward: fc6, fc7 (matrix products)', 'Adam updates',
+              'everything else (element-wise, pooling, loss, weight decay, relayouts)')
+
+
+def step_part(node_name, op):
+    """(index in STEP_PARTS, layer or None) of a traced node: the layer whose convolution or
+    matrix product the node computes, forward or backward, for the FLOPs it does."""
+    backward = node_name.startswith('gradients/')
+    layer = node_name[len('gradients/'):].split('/')[0] if backward else node_name.split('/')[0]
+    if 'ApplyAdam' in op or node_name.startswith('Adam/'):
+        return 5, None
+    if not ('Conv2D' in op or 'MatMul' in op):
+        return 6, None
+    matmul = layer in fcn8vgg16.MATMUL_LAYERS
+    if not backward:
+        return (1 if matmul else 0), layer
+    if matmul:
+        return 4, layer
+    return (3 if 'BackpropFilter' in op else 2), layer
+
+
+def step_parts(step_stats, flops, batch):
+    """[(part, ms, GFLOP)] of a traced step run one op at a time: the time of each part of
+    STEP_PARTS and the FLOPs its ops do (flops: layer_flops of one image)."""
+    times, work = [0.0] * len(STEP_PARTS), [0.0] * len(STEP_PARTS)
+    for device in step_stats.dev_stats:
+        for node in device.node_stats:
+            match = re.match(r'[^=]*= (\S+?)\(', node.timeline_label)
+            part, layer = step_part(node.node_name, match.group(1) if match else '')
+            times[part] += node.all_end_rel_micros / 1000
+            work[part] += flops.get(layer, 0) * batch / 1e9
+    return [(name, ms, gflop) for name, ms, gflop in zip(STEP_PARTS, times, work)]
 
 
 def rewrites_seen(step_stats):
@@ -576,14 +629,17 @@ class Run:
                     sources=self._sources, encoder=fcn8vgg16.VGG16,
                     fc_channels=fcn8vgg16.FC_CHANNELS)
 
-    def trace(self, session, fetches, feed, name=None):
+    def trace(self, session, fetches, feed, name=None, flops=None, batch=1):
         """A traced run: the rewrites it shows. With --profile and a name, also its Chrome
-        trace in the profile folder and its top ops for the report."""
+        trace in the profile folder and its top ops for the report; given layer_flops, also
+        its step_parts for a batch of that many images."""
         path = os.path.join(self.profile_dir, name.replace(' ', '_') + '.json') \
             if self.profile_dir and name else None
         step_stats, seconds = traced_run(session, fetches, feed, path)
         if path:
             self.profile[name] = dict(path=path, wall_ms=1000 * seconds, ops=top_ops(step_stats))
+            if flops:
+                self.profile[name]['parts'] = step_parts(step_stats, flops, batch)
         return rewrites_seen(step_stats)
 
     def sources(self):
@@ -803,9 +859,10 @@ def _train_args(precision):
     return args
 
 
-def _train_session(run, precision, xla, make_inputs=None):
+def _train_session(run, precision, xla, make_inputs=None, serial=False):
     """(session, tensors) of trainer.build_train_graph, initialised. make_inputs() builds the
-    (images, labels) the graph reads unless fed; by default every step is fed."""
+    (images, labels) the graph reads unless fed; by default every step is fed. serial: the
+    session runs one op at a time."""
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(0)
@@ -819,7 +876,10 @@ def _train_session(run, precision, xla, make_inputs=None):
         tensors = trainer.build_train_graph(images, labels, _train_args(precision),
                                             run.label_set, config)
         init = tf1.global_variables_initializer()
-    session = tf1.Session(graph=graph, config=cpu_config(xla, precision))
+    config = cpu_config(xla, precision)
+    if serial:
+        config.inter_op_parallelism_threads = 1
+    session = tf1.Session(graph=graph, config=config)
     session.run(init)
     return session, tensors
 
@@ -832,11 +892,27 @@ def _time_training(run, name, xla, precision):
         images, labels = random_batch(TRAIN_BATCH, run.label_set.num_classes)
         feed = {tensors['images']: images, tensors['labels']: labels,
                 tensors['keep_prob']: KEEP_PROB}
-        rewrites = run.trace(session, tensors['train_op'], feed,
-                             'train step' if name == 'float32' else None)
+        rewrites = run.trace(session, tensors['train_op'], feed)
         step = time_calls(lambda: session.run(tensors['train_op'], feed),
                           run.settings.warmup, run.settings.repeats)
-        return step, rewrites
+    finally:
+        session.close()
+    if name == 'float32' and run.profile_dir:
+        _profile_training(run, images, labels)
+    return step, rewrites
+
+
+def _profile_training(run, images, labels):
+    """The profile of a float32 step run one op at a time, so that each op's time is its own:
+    the timed steps run two ops at once, and on 2 cores they take each other's time."""
+    session, tensors = _train_session(run, 'fp32', 0, serial=True)
+    try:
+        feed = {tensors['images']: images, tensors['labels']: labels,
+                tensors['keep_prob']: KEEP_PROB}
+        session.run(tensors['train_op'], feed)  # warm-up: oneDNN's primitives
+        run.trace(session, tensors['train_op'], feed, 'train step', batch=TRAIN_BATCH,
+                  flops=layer_flops(run.label_set.num_classes, IMAGE_SHAPE, fcn8vgg16.VGG16,
+                                    fcn8vgg16.FC_CHANNELS))
     finally:
         session.close()
 
@@ -874,6 +950,25 @@ def training_section(run):
         ['A step is forward, backward and Adam on a batch already in memory, dropout on; '
          'its work is counted as 3x the forward FLOPs. The bf16 row\'s target is its '
          'speed-up over float32. Each row runs in a fresh process.']))
+    parts = run.profile.get('train step', {}).get('parts')
+    if parts:
+        run.tables.append(_step_parts_table(parts))
+
+
+def _step_parts_table(parts):
+    """Where a float32 training step's time goes, from its profile (step_parts)."""
+    whole = sum(ms for _, ms, _ in parts) or 1
+    rows = [table_row([name, '%.0f' % ms, '%.1f%%' % (100 * ms / whole),
+                       '%.1f' % gflop if gflop else '', '%.0f' % (gflop / ms * 1000)
+                       if gflop and ms else '', 'n/a'],
+                      gflops=gflop / ms * 1000 if gflop and ms else None)
+            for name, ms, gflop in parts]
+    return Table('Where a float32 training step\'s time goes', [
+        'part', 'ms', 'share of the step', 'GFLOP', 'GFLOP/s', SHARE_COLUMN], rows, [
+        'From the profiled step (--profile), run one op at a time so that each op\'s time is '
+        'its own; the timed steps run two ops at once, so they take less than this sum. '
+        'GFLOP: the forward FLOPs of the layers each part computes, as the profiler counts '
+        'them, for the batch (a backward product does as many as its forward one).'])
 
 
 def _augmenting_dataset(run):

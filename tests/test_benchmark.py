@@ -131,6 +131,33 @@ def test_top_ops_sums_by_op_type_and_rewrites_are_recognised():
     assert benchmark.rewrites_seen(stats) == dict(xla=True, bf16=True)
 
 
+def test_layer_flops_are_the_model_flops_but_bias_pooling_and_argmax():
+    flops = benchmark.layer_flops(5, (64, 128), TINY_VGG16, TINY_FC_CHANNELS)
+    assert {'conv1_1', 'conv5_1', 'fc6', 'fc7', 'score_fr', 'upscore8'} <= set(flops)
+    assert 'pool1' not in flops and 'ArgMax' not in flops
+    total = benchmark.model_flops(5, (64, 128), TINY_VGG16, TINY_FC_CHANNELS)
+    assert 0.9 * total < sum(flops.values()) < total
+
+
+def test_step_parts_sort_a_training_step_by_what_each_op_computes():
+    flops = {'conv1_2': 4e9, 'fc6': 1e9}
+    stats = _step_stats([('conv1_2/Relu', '_MklNativeFusedConv2D', 1000),
+                         ('fc6/Relu', '_MklNativeFusedMatMul', 500),
+                         ('gradients/conv1_2/Conv2D_grad/Conv2DBackpropInput',
+                          '_MklNativeConv2DBackpropInput', 2000),
+                         ('gradients/conv1_2/Conv2D_grad/Conv2DBackpropFilter',
+                          '_MklNativeConv2DBackpropFilter', 3000),
+                         ('gradients/fc6/MatMul_grad/MatMul', '_MklMatMul', 700),
+                         ('gradients/fc6/MatMul_grad/MatMul_1', '_MklMatMul', 800),
+                         ('Adam/update_fc6/weights/ResourceApplyAdam', 'ResourceApplyAdam', 400),
+                         ('gradients/conv1_2/Relu_grad/ReluGrad', 'ReluGrad', 100),
+                         ('pool1', '_MklNativeMaxPool', 50)])
+    parts = benchmark.step_parts(stats, flops, batch=2)
+    assert [name for name, _, _ in parts] == list(benchmark.STEP_PARTS)
+    assert [ms for _, ms, _ in parts] == pytest.approx([1.0, 0.5, 2.0, 3.0, 1.5, 0.4, 0.15])
+    assert [gflop for _, _, gflop in parts] == [8.0, 2.0, 8.0, 8.0, 4.0, 0.0, 0.0]
+
+
 def test_sections_are_chosen_by_name_and_peak_comes_with_the_shares():
     assert benchmark.select_sections(None) == list(benchmark.SECTIONS)
     assert benchmark.select_sections('training, memory') == ['peak', 'training', 'memory']
@@ -241,7 +268,8 @@ def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeyp
     assert len(results['peaks_gflops']['fp32']) == 1 + 5 + 2
     assert len(results['peaks_gflops']['bf16']) == 1 + 1 + 1
     for title in ('## Inference at 256x512', '## Training at 256x512, batch 2',
-                  '## Input pipelines', '## Profile', '## Targets'):
+                  '## Input pipelines', '## Profile', '## Targets',
+                  "## Where a float32 training step's time goes"):
         assert title in text
     assert 'float32 training step, share of the peak' in text
 
@@ -260,6 +288,17 @@ def test_a_row_runs_in_another_process_and_its_trace_comes_back(tmp_path, monkey
     trace = reply['profile']['train step']
     assert trace['path'] == str(profile / 'train_step.json') and os.path.getsize(trace['path'])
     assert trace['ops'] and all(len(op) == 3 for op in trace['ops'])
+    # The profiled step ran one op at a time: its parts' times add up to about its wall time
+    # (cheap ops may run beside another on the calling thread).
+    parts = {name: (ms, gflop) for name, ms, gflop in trace['parts']}
+    assert sum(ms for ms, _ in parts.values()) <= 1.2 * trace['wall_ms']
+    forward, fc_forward, inputs, filters, fc_backward, adam, rest = (
+        parts[name] for name in benchmark.STEP_PARTS)
+    flops = benchmark.model_flops(19, benchmark.IMAGE_SHAPE, TINY_VGG16, TINY_FC_CHANNELS)
+    assert 0.9 < (forward[1] + fc_forward[1]) * 1e9 / (benchmark.TRAIN_BATCH * flops) < 1
+    assert fc_backward[1] == pytest.approx(2 * fc_forward[1])  # input and weight gradients
+    assert 0 < filters[1] < forward[1] and 0 < inputs[1] < forward[1]
+    assert adam[0] > 0 and adam[1] == 0 and rest[1] == 0
 
 
 def test_a_failing_row_process_is_one_recorded_line(tmp_path, monkeypatch, capsys):
