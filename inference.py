@@ -5,6 +5,7 @@ checkpoint folder (checkpoint + model.ckpt-N), each with the fcn8s_config.json t
 label set, image shape and tensor names.
 """
 import collections
+import ctypes
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ OUTPUT_NODES = [fcn8vgg16.OUTPUT_NAME, fcn8vgg16.LOGITS_NAME]
 CONFIG_KEYS = ('label_set', 'image_shape', 'input_tensor', 'output_tensor')
 # What loading a damaged or foreign graph, SavedModel or checkpoint raises.
 LOAD_ERRORS = (OSError, RuntimeError, ValueError, DecodeError, tf.errors.OpError)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
 
 
 def read_model_config(model_dir):
@@ -70,6 +72,9 @@ class Model:
         # The optimised model is the lean one (see _import_graph).
         self._weights_in_variables = (self.config.get('model_format') == 'optimised'
                                       and not _mixed_precision(self.session_config))
+        if self._weights_in_variables:
+            _lean_session_options(self.session_config)
+            _return_large_frees_to_the_system()
         self.session = tf1.Session(graph=self.graph, config=self.session_config)
         try:
             with self.graph.as_default():
@@ -117,25 +122,32 @@ class Model:
 
         A constant is copied several times by the import, the session's copy of the graph,
         its executor and oneDNN's cache of weights in its own layout; a variable holds one
-        copy. At 256x512 the full model then peaks at 2.0 GB instead of 4.7, and runs 3-10%
-        slower: oneDNN lays out variable weights again at every run. Convolution filters stay
-        constants: that relayout costs them far more.
+        copy. Convolution filters stay constants: as variables oneDNN would lay them out
+        again at every run, 1.3-1.6x the time per image.
+
+        The session dequantizes each 8-bit weight into the buffer its variable keeps, fed the
+        8-bit values without a copy (see split_matmul_weights): no float copy of fc6 (411 MB)
+        exists beside its variable. With _lean_session_options and
+        _return_large_frees_to_the_system, `predict` of 2048x1024 images with the full model
+        at 256x512 peaks at 1.55 GB, where the frozen graph peaks at 4.7.
         """
         weights = {}
         if self._weights_in_variables:
             graph_def, weights = split_matmul_weights(graph_def)
         graph_def = dequantize_constants(graph_def)
-        values, initial = {}, {}
+        variables, feeds = {}, {}
         with tf1.variable_scope('matmul_weights'):
-            for index, (name, array) in enumerate(sorted(weights.items())):
-                initial[name] = tf1.placeholder(tf.float32, array.shape)
-                values[name] = tf1.Variable(initial[name], name='w%d' % index, trainable=False,
-                                            use_resource=True, collections=[])
+            for index, (name, weight) in enumerate(sorted(weights.items())):
+                stored, initial = _initial_value(weight)
+                feeds[stored] = weight.values
+                variables[name] = tf1.Variable(initial, name='w%d' % index, trainable=False,
+                                               use_resource=True, collections=[])
+        del weights
         tf.graph_util.import_graph_def(graph_def, name='', input_map={
-            name + ':0': variable.read_value() for name, variable in values.items()})
+            name + ':0': variable.read_value() for name, variable in variables.items()})
         del graph_def
-        for name in list(weights):  # one at a time, each array freed once in its variable
-            self.session.run(values[name].initializer, {initial[name]: weights.pop(name)})
+        if variables:  # in one run: the session builds an executor for every set of fetches
+            self.session.run([variable.initializer for variable in variables.values()], feeds)
 
     def _tensor(self, key):
         """The tensor the configuration names under key, e.g. input_tensor: image_input:0."""
@@ -180,7 +192,8 @@ def _constant_graph_config(session_config):
     constants that export already folded: on the full model the first run peaked at 7.6 GB and
     took 23 s. Only the remapper, which fuses convolution, bias and ReLU for oneDNN, speeds up
     such a graph (peak 4.7 GB, 8 s). Under a mixed precision rewrite everything stays on:
-    constant folding casts the weights to 16 bits once instead of at every run.
+    constant folding casts the weights to 16 bits once instead of at every run. The optimised
+    model runs without grappler (see _lean_session_options).
     """
     config = tf1.ConfigProto()
     if session_config is not None:
@@ -196,6 +209,38 @@ def _mixed_precision(config):
     return on in (options.auto_mixed_precision, options.auto_mixed_precision_onednn_bfloat16)
 
 
+def _lean_session_options(config):
+    """Session options for a graph whose matrix products read variables (the optimised model).
+
+    Without grappler the session places only the subgraphs it runs, so it keeps one copy of
+    the graph instead of two, each with every convolution filter (60 MB in VGG16); nor does it
+    keep a copy of each executor's graph for RunOptions.output_partition_graphs. The remapper
+    is not missed: oneDNN still fuses each convolution with its bias, its filter constant,
+    and its plain matrix product does not lay fc6's variable weights out again at every run
+    as the remapper's fused one does; that pays for the ReLUs run apart.
+    """
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    config.graph_options.place_pruned_graph = True
+    config.experimental.disable_output_partition_graphs = True
+
+
+def _return_large_frees_to_the_system():
+    """Fixes glibc's mmap threshold at 256 KB: every block that large is mapped on its own and
+    returned to the system when freed.
+
+    glibc raises the threshold, up to 32 MB, whenever it frees a block above it; later blocks
+    below it then come from its heap, which it returns to the system only from the top. The
+    load frees several copies of the graph and prediction allocates images of a few MB: for
+    the full model the heap kept 0.15 GB of freed memory. Other C libraries have no mallopt.
+    """
+    try:
+        mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
+    except (OSError, TypeError):  # no C library to load by the name None (Windows)
+        return
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+
+
 def read_graph_def(path):
     graph_def = tf1.GraphDef()
     try:
@@ -206,11 +251,17 @@ def read_graph_def(path):
     return graph_def
 
 
+# A weight as the graph stores it: float32 values (scale None), or uint8 values of 8-bit
+# weights low + values * scale (see dequantize_constants).
+StoredWeight = collections.namedtuple('StoredWeight', 'values scale low')
+
+
 def split_matmul_weights(graph_def):
-    """(graph_def without the constant weights of its matrix products, {node name: float32
-    array}). A weight is the Const, or the Dequantize of 8-bit constants (see
+    """(graph_def without the constant weights of its matrix products, {node name:
+    StoredWeight}). A weight is the Const, or the Dequantize of 8-bit constants (see
     dequantize_constants), that a MatMul reads directly or through Reshape and Identity; the
-    8-bit constants only it read go too."""
+    8-bit constants only it read go too. The values are 64-byte aligned: a session is fed
+    such an array without copying it."""
     nodes = {node.name: node for node in graph_def.node}
     consts = {name: node for name, node in nodes.items() if node.op == 'Const'}
     weights = {}
@@ -222,9 +273,11 @@ def split_matmul_weights(graph_def):
         if node is None or node.name in weights:
             continue
         if node.op == 'Const' and node.attr['dtype'].type == tf.float32.as_datatype_enum:
-            weights[node.name] = tf.make_ndarray(node.attr['value'].tensor)
+            values = _aligned(tf.make_ndarray(node.attr['value'].tensor))
+            weights[node.name] = StoredWeight(values, None, None)
         elif node.op == 'Dequantize' and inputs and all(name in consts for name in inputs):
-            weights[node.name] = _dequantized(*(consts[name] for name in inputs))
+            values, scale, low = _quantized(*(consts[name] for name in inputs))
+            weights[node.name] = StoredWeight(_aligned(values), scale, low)
     removed = set(weights)
     used = {name.lstrip('^').split(':')[0] for node in graph_def.node
             if node.name not in removed for name in node.input}
@@ -236,12 +289,43 @@ def split_matmul_weights(graph_def):
     return output, weights
 
 
+def _aligned(array):
+    """array, or a copy of it at a 64-byte aligned address (Eigen's alignment: a fed array
+    that has it is used in place, any other is copied)."""
+    if array.ctypes.data % 64 == 0:
+        return array
+    buffer = np.empty(array.nbytes + 64, np.uint8)
+    start = -buffer.ctypes.data % 64
+    aligned = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    aligned[...] = array
+    return aligned
+
+
+def _initial_value(weight):
+    """(placeholder for weight.values, the float32 weights computed from it in the session).
+
+    An 8-bit weight is dequantized with the float32 operations of _dequantized, so to the
+    same numbers. Its variable takes over the output buffer of the last operation, where
+    a fed float array would be copied into the variable.
+    """
+    stored = tf1.placeholder(tf.as_dtype(weight.values.dtype), weight.values.shape)
+    if weight.scale is None:
+        return stored, stored
+    return stored, tf.cast(stored, tf.float32) * weight.scale + weight.low
+
+
+def _quantized(quantized, low, high):
+    """(uint8 values, float32 scale, float32 low) of MIN_COMBINED quint8 constants."""
+    q, low, high = (tf.make_ndarray(node.attr['value'].tensor) for node in (quantized, low, high))
+    return q.view(np.uint8), np.float32((high - low) / 255.0), np.float32(low)
+
+
 def _dequantized(quantized, low, high):
     """MIN_COMBINED quint8 -> float32: min + q * (max - min) / 255, computed in place."""
-    q, low, high = (tf.make_ndarray(node.attr['value'].tensor) for node in (quantized, low, high))
-    weights = q.astype(np.float32)
-    weights *= np.float32((high - low) / 255.0)
-    weights += np.float32(low)
+    values, scale, low = _quantized(quantized, low, high)
+    weights = values.astype(np.float32)
+    weights *= scale
+    weights += low
     return weights
 
 
@@ -376,7 +460,9 @@ def predict_images(model, image_paths, out_dir, keep_size=False, batch_size=1,
     model_seconds, write_seconds, writes = [], [], collections.deque()
     with ThreadPoolExecutor(max_workers=1) as writer, \
             tqdm(total=len(image_paths), desc='Predict', unit='img') as bar:
-        loaded = _read_ahead(image_paths, data_loader.read_image, 2 * batch_size)
+        # One batch ahead: decoding a 2048x1024 PNG takes a fraction of a model call, and each
+        # image read ahead holds 6 MB.
+        loaded = _read_ahead(image_paths, data_loader.read_image, batch_size)
         for batch in same_size_batches(loaded, batch_size, lambda item: item[1].shape):
             started = time.perf_counter()
             outputs = predict_batch(model, [image for _, image in batch], keep_size)

@@ -127,6 +127,45 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
         model.close()
 
 
+def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(work):
+    """fc6 and fc7 reach the session in 8 bits, 64-byte aligned (fed without a copy), and are
+    dequantized there into their variables: exactly the numbers of dequantize_constants. No
+    8-bit constant or float copy of them stays in the graph, and the logits are those of the
+    same graph with every weight a constant, run with the same session options."""
+    work, _ = work
+    folder = str(work / 'frozen_8bit')
+    assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
+    assert main.main(['optimise', '-fd', folder, '-od', folder + '_optimised']) == 0
+    stored = inference.read_graph_def(os.path.join(folder + '_optimised', inference.GRAPH_FILE))
+    constants = inference.dequantize_constants(stored)
+    expected = {node.name: tf.make_ndarray(node.attr['value'].tensor)
+                for node in constants.node if node.op == 'Const'}
+    _, weights = inference.split_matmul_weights(stored)
+    assert len(weights) == 2
+    for weight in weights.values():
+        assert weight.values.dtype == np.uint8 and weight.values.ctypes.data % 64 == 0
+
+    model = inference.Model(folder + '_optimised', helper.session_config(0, 0.9, 0, 'fp32'))
+    operations = model.graph.get_operations()
+    reads = {op.inputs[0].op.name: op.outputs[0] for op in operations
+             if op.type == 'ReadVariableOp'}
+    for index, name in enumerate(sorted(weights)):
+        value = model.session.run(reads['matmul_weights/w%d' % index])
+        np.testing.assert_array_equal(value.view(np.uint32), expected[name].view(np.uint32))
+    shapes = {weight.values.shape for weight in weights.values()}
+    assert not [op.name for op in operations if op.type == 'Dequantize' or op.type == 'Const'
+                and (op.get_attr('dtype') == tf.quint8 or tuple(op.outputs[0].shape) in shapes)]
+
+    images = np.random.default_rng(5).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
+    logits = model.session.run(fcn8vgg16.LOGITS_TENSOR, {model.input: images})
+    with tf.Graph().as_default(), tf1.Session(config=model.session_config) as session:
+        tf.graph_util.import_graph_def(constants, name='')
+        reference = session.run(fcn8vgg16.LOGITS_TENSOR, {fcn8vgg16.INPUT_TENSOR: images})
+    np.testing.assert_array_equal(logits, reference)
+    assert len(np.unique(np.argmax(reference, axis=-1))) >= 2  # a model that tells classes apart
+    model.close()
+
+
 def test_frozen_graph_is_usable_by_tensor_name(work):
     work, _ = work
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(work / 'by_name')]) == 0
