@@ -89,12 +89,14 @@ TARGETS = {
         'Otherwise the profile shows which ops stayed float32, with casts around them.'),
     'training_fp32': Target(
         'float32 training step, share of the peak (3x forward FLOPs)', '>=', 0.80, '%',
-        'The profile splits the step into the backward convolutions '
-        '(Conv2DBackpropFilter/Input), fc6 and fc7\'s backward matrix products (MatMul with '
-        'a transposed operand), the forward pass and Adam, whose update reads the weights, '
-        'both moments and the gradients (~2.1 GB) and writes 1.6 GB every step: bound by '
-        'memory, not by FLOPs. Next: the transposed products in the layout oneDNN wants, and '
-        'the backward convolutions\' relayout of variable filters at every step.'),
+        'With --profile, "Where a float32 training step\'s time goes" gives the GFLOP/s of '
+        'each part. Adam has no FLOPs: it reads the weights, both moments and the gradients '
+        '(2.1 GB) and writes 1.6 GB every step; the element-wise rest (ReLU and pooling '
+        'gradients, weight decay, fc6\'s patches) is bound by memory too. oneDNN computes the '
+        'filter gradients with its older jit:avx512_core kernel (ONEDNN_VERBOSE=1), and fc6\'s '
+        'input gradient reads its 411 MB of weights transposed, ~25% slower than the forward '
+        'product. Next: overlap Adam and the element-wise ops with the backward products, and '
+        'fuse weight decay into the gradient.'),
     'training_bf16': Target(
         'bf16 training step, speed-up over float32', '>=', 1.5, 'x',
         'As for bf16 inference; the backward convolutions and Adam\'s float32 update are the '
