@@ -129,7 +129,7 @@ class Model:
         8-bit values without a copy (see split_matmul_weights): no float copy of fc6 (411 MB)
         exists beside its variable. With _lean_session_options and
         _return_large_frees_to_the_system, `predict` of 2048x1024 images with the full model
-        at 256x512 peaks at 1.55 GB, where the frozen graph peaks at 4.7.
+        at 256x512 peaks at 1.48 GB, where the frozen graph peaks at 4.7.
         """
         weights = {}
         if self._weights_in_variables:

@@ -5,14 +5,34 @@
 """
 import argparse
 import glob
+import importlib
 import os
 import sys
 import traceback
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) hides the tool's own output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Modules `import tensorflow` loads only to register Keras' optimisers for Keras SavedModels.
+KERAS_EAGER_IMPORTS = ('keras.src.optimizers', 'tf_keras.src.optimizers')
 
-from helper import PRECISIONS, UserError  # noqa: E402  (after the logging setting above)
+
+def _import_tensorflow_lean():
+    """Imports TensorFlow without the Keras optimisers (and IPython) it loads eagerly: this
+    tool's graphs never use them, and every process is 68 MB smaller. TensorFlow ignores an
+    ImportError there; tf.keras and the TFLite converter still import them when asked."""
+    skipped = [name for name in KERAS_EAGER_IMPORTS if name not in sys.modules]
+    for name in skipped:
+        sys.modules[name] = None  # makes `import name` raise ImportError
+    try:
+        importlib.import_module('tensorflow')
+    finally:
+        for name in skipped:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+_import_tensorflow_lean()
+from helper import PRECISIONS, UserError  # noqa: E402  (after the setting and the import above)
 
 DATASETS = ('cityscapes', 'mapillary', 'demo')
 PIPELINES = ('tfdata', 'generator')

@@ -248,3 +248,29 @@ def test_xla_compiles_on_the_cpu_only_when_asked(xla):
     assert result.returncode == 0, result.stderr[-2000:]
     xla_ops = result.stdout.strip().splitlines()[-1]
     assert ('_XlaRun' in xla_ops) == bool(xla), xla_ops
+
+
+KERAS_PROBE = """
+import sys
+if sys.argv[1] == 'main':
+    import main
+import tensorflow as tf
+print('keras.src.optimizers' in sys.modules)
+print(tf.keras.optimizers.Adam.__name__)
+"""
+
+
+@pytest.mark.parametrize('first_import', ['main', 'tensorflow'])
+def test_main_skips_the_eager_keras_import_and_leaves_keras_importable(first_import):
+    """Started from main.py, TensorFlow loads without Keras' optimisers (68 MB); tf.keras
+    still imports them when asked. In a subprocess: only a process's first TensorFlow
+    import loads them."""
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, '-c', KERAS_PROBE, first_import], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded_by_import, adam = result.stdout.split()[-2:]
+    assert loaded_by_import == str(first_import == 'tensorflow')
+    assert adam == 'Adam'
