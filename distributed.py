@@ -106,7 +106,7 @@ def _replica_loss(images, labels, keep_prob, total_weight, first, args, label_se
     """
     logits, _ = fcn8vgg16.fcn8s(images, label_set.num_classes, keep_prob,
                                 encoder=config['encoder'], fc_channels=config['fc_channels'],
-                                train_upsampling=args.train_upsampling)
+                                train_upsampling=args.train_upsampling, row_bands=True)
     local_weight = _pixel_weight(labels, label_set.ignore_id, config['class_weights'])
     xent = fcn8vgg16.segmentation_loss(logits, labels, label_set.ignore_id,
                                        config['class_weights']) * local_weight / total_weight

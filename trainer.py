@@ -96,7 +96,7 @@ def build_train_graph(images, labels, args, label_set, config, wrap_optimizer=No
     keep_prob = tf1.placeholder_with_default(1.0, [], name=fcn8vgg16.KEEP_PROB_NAME)
     logits, _ = fcn8vgg16.fcn8s(images, label_set.num_classes, keep_prob,
                                 encoder=config['encoder'], fc_channels=config['fc_channels'],
-                                train_upsampling=args.train_upsampling)
+                                train_upsampling=args.train_upsampling, row_bands=True)
     predictions = fcn8vgg16.predictions(logits)
     xent = fcn8vgg16.segmentation_loss(logits, labels, label_set.ignore_id,
                                        config['class_weights'])

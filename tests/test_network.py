@@ -62,11 +62,15 @@ def test_static_shapes_of_logits_and_end_points(height, width):
         assert value.dtype == np.float32
 
 
+@pytest.mark.parametrize('row_bands', [False, True])
 @pytest.mark.parametrize('size, height, width, relu', [(7, 8, 16, True), (7, 3, 5, False),
-                                                     (3, 2, 9, True), (1, 4, 6, True)])
-def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height, width, relu):
-    """fc6 and fc7 are computed as matrix products over patches: values and gradients must be
-    those of the SAME convolution, for maps smaller than the kernel too."""
+                                                     (7, 1, 2, True), (3, 2, 9, True),
+                                                     (1, 4, 6, True)])
+def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height, width, relu,
+                                                                    row_bands):
+    """fc6 and fc7 are computed as matrix products over patches, in one product or in row
+    bands: values and gradients must be those of the SAME convolution, for maps smaller than
+    the kernel too (bands that reach no row)."""
     rng = np.random.default_rng(size + height)
     with tf.Graph().as_default():
         inputs = tf1.placeholder(tf.float32, [None, None, None, 5])
@@ -74,7 +78,7 @@ def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height
         biases = tf.constant(rng.normal(size=4).astype(np.float32))
         expected = tf.nn.bias_add(tf.nn.conv2d(inputs, kernel, 1, 'SAME'), biases)
         expected = tf.nn.relu(expected) if relu else expected
-        outputs = fcn8vgg16._conv_as_matmul(inputs, kernel, biases, relu)
+        outputs = fcn8vgg16._conv_as_matmul(inputs, kernel, biases, relu, row_bands)
         assert outputs.shape.as_list() == [None, None, None, 4]
         weights = tf.constant(rng.normal(size=(2, height, width, 4)).astype(np.float32))
         gradients = [tf.gradients(tf.reduce_sum(y * weights), [inputs, kernel])
@@ -87,6 +91,26 @@ def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     for got_grad, want_grad in zip(got_grads, want_grads):
         np.testing.assert_allclose(got_grad, want_grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('row_bands', [False, True])
+def test_fc6_products_skip_the_padding_only_in_row_bands(row_bands):
+    """On fc6's 8 x 16 map (256 x 512 images) one product multiplies every 7 x 7 patch, zero
+    padding included; the row bands are 7 products that reach 5+6+7+8+7+6+5 of the 7 x 8
+    (kernel row, output row) pairs."""
+    with tf.Graph().as_default() as graph:
+        images = tf1.placeholder(tf.uint8, [1, 256, 512, 3])
+        _fcn8s(images, row_bands=row_bands)
+        products = [op for op in graph.get_operations()
+                    if op.type == 'MatMul' and op.name.startswith('fc6/')]
+        multiply_adds = tf.add_n([tf.reduce_prod(tf.shape(op.inputs[0])) for op in products])
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            got = session.run(multiply_adds, {images: _images((1, 256, 512, 3))})
+    channels = TINY_VGG16[-1][1]  # per output channel: patch rows x patch length
+    assert len(products) == (7 if row_bands else 1)
+    one_product = (8 * 16) * (7 * 7 * channels)
+    assert got == (one_product * 44 // 56 if row_bands else one_product)
 
 
 def test_fc_layers_are_matrix_products_and_the_encoder_convolutions():
