@@ -156,6 +156,14 @@ def test_step_parts_sort_a_training_step_by_what_each_op_computes():
     assert [name for name, _, _ in parts] == list(benchmark.STEP_PARTS)
     assert [ms for _, ms, _ in parts] == pytest.approx([1.0, 0.5, 2.0, 3.0, 1.5, 0.4, 0.15])
     assert [gflop for _, _, gflop in parts] == [8.0, 2.0, 8.0, 8.0, 4.0, 0.0, 0.0]
+    # fc6 in row bands: several products per pass, the layer's FLOPs counted once.
+    stats = _step_stats([('fc6/MatMul', '_MklMatMul', 200), ('fc6/MatMul_1', '_MklMatMul', 300),
+                         ('gradients/fc6/IdentityN_grad/MatMul', '_MklMatMul', 200),
+                         ('gradients/fc6/IdentityN_grad/MatMul_1', '_MklMatMul', 300),
+                         ('gradients/fc6/IdentityN_grad/MatMul_2', '_MklMatMul', 600)])
+    parts = benchmark.step_parts(stats, flops, batch=2)
+    assert [ms for _, ms, _ in parts] == pytest.approx([0, 0.5, 0, 0, 1.1, 0, 0])
+    assert [gflop for _, _, gflop in parts] == [0.0, 2.0, 0.0, 0.0, 4.0, 0.0, 0.0]
 
 
 def test_sections_are_chosen_by_name_and_peak_comes_with_the_shares():
