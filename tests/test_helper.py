@@ -274,3 +274,53 @@ def test_main_skips_the_eager_keras_import_and_leaves_keras_importable(first_imp
     loaded_by_import, adam = result.stdout.split()[-2:]
     assert loaded_by_import == str(first_import == 'tensorflow')
     assert adam == 'Adam'
+
+
+def _glibc_235():
+    try:
+        libc, version = os.confstr('CS_GNU_LIBC_VERSION').split()
+    except (ValueError, OSError, AttributeError):
+        return False
+    return libc == 'glibc' and tuple(map(int, version.split('.')[:2])) >= (2, 35)
+
+
+@pytest.mark.skipif(not _glibc_235(), reason='glibc 2.35 or newer only')
+def test_huge_pages_are_asked_for_only_where_the_kernel_gives_them_on_request(tmp_path):
+    import main
+    mode = tmp_path / 'enabled'
+    mode.write_text('always [madvise] never\n')
+    assert main.huge_pages_environ({'HOME': '/h'}, str(mode)) == {
+        'HOME': '/h', 'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'}
+    assert main.huge_pages_environ({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, str(mode)) \
+        == {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'}
+    assert main.huge_pages_environ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, str(mode)) is None
+    for other in ('[always] madvise never\n', 'always madvise [never]\n'):
+        mode.write_text(other)
+        assert main.huge_pages_environ({}, str(mode)) is None
+    assert main.huge_pages_environ({}, str(tmp_path / 'missing')) is None
+
+
+HUGE_PAGES_PROBE = """
+import os, runpy, sys
+print('TUNABLES', os.environ.get('GLIBC_TUNABLES'), flush=True)
+sys.argv = ['main.py'] + sys.argv[1:]
+runpy.run_path('main.py', run_name='__main__')
+"""
+
+
+@pytest.mark.parametrize('action', ['train', 'predict'])
+def test_train_runs_again_with_huge_pages_and_other_actions_do_not(action):
+    import subprocess
+    import sys
+    import main
+    env = {name: value for name, value in os.environ.items() if name != 'GLIBC_TUNABLES'}
+    if main.huge_pages_environ(env) is None:
+        pytest.skip('this machine gives huge pages without asking, or not at all')
+    result = subprocess.run([sys.executable, '-c', HUGE_PAGES_PROBE, action, '--help'], env=env,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    starts = [line for line in result.stdout.splitlines() if line.startswith('TUNABLES')]
+    assert starts == (['TUNABLES None', 'TUNABLES glibc.malloc.hugetlb=1'] if action == 'train'
+                      else ['TUNABLES None'])
+    assert 'usage:' in result.stdout
