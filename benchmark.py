@@ -51,7 +51,6 @@ import metrics  # noqa: E402
 import tflite_model  # noqa: E402
 import trainer  # noqa: E402
 from helper import UserError  # noqa: E402
-from main import huge_pages_environ  # noqa: E402
 
 tf1 = tf.compat.v1
 
@@ -698,24 +697,19 @@ class RowFailed(Exception):
 def in_child(run, function, *args):
     """function(run, *args) run by a fresh Python process, as a user's `main.py predict` runs
     one model per process: oneDNN's cache of convolution primitives is process-wide, and the
-    first model of a process decides how later convolutions of the same shapes run. A row
-    that trains runs with huge pages, as `main.py train` does (huge_pages_environ).
-    Returns function's JSON-able result; its profile joins run.profile."""
-    environ = None
-    if function in (_time_training, _pipeline_step):
-        environ = huge_pages_environ(os.environ)
-    reply = child_reply(run.row_spec(function, args), environ)
+    first model of a process decides how later convolutions of the same shapes run. Returns
+    function's JSON-able result; its profile joins run.profile."""
+    reply = child_reply(run.row_spec(function, args))
     run.profile.update(reply['profile'])
     return reply['result']
 
 
-def child_reply(spec, environ=None):
-    """Runs `benchmark.py --row SPEC` (see run_row), in environ if given, and returns its reply:
-    pid, result and profile. RowFailed with its last stderr line when it exits non-zero or
-    without a reply."""
+def child_reply(spec):
+    """Runs `benchmark.py --row SPEC` (see run_row) and returns its reply: pid, result and
+    profile. RowFailed with its last stderr line when it exits non-zero or without a reply."""
     process = subprocess.run(
         [sys.executable, os.path.abspath(__file__), '--row', json.dumps(spec)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=environ)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     replies = [line[len(ROW_REPLY):] for line in process.stdout.splitlines()
                if line.startswith(ROW_REPLY)]
     if process.returncode == 0 and replies:

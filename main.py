@@ -31,47 +31,6 @@ def _import_tensorflow_lean():
                 del sys.modules[name]
 
 
-# glibc 2.35+ backs malloc's memory with transparent huge pages when this tunable is set.
-HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1'
-THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
-HUGE_PAGE_ACTIONS = ('train',)
-
-
-def huge_pages_environ(environ, thp_mode_file=THP_MODE_FILE):
-    """environ with glibc's malloc asked for transparent huge pages, or None where that cannot
-    or need not be done: huge pages given only on request (the kernel's THP mode `madvise`),
-    glibc 2.35 or newer, and GLIBC_TUNABLES not already deciding it.
-
-    TensorFlow's allocator takes its memory from malloc and never asks. On 4 KB pages every
-    pass over fc6's 411 MB (its products, weight decay, Adam) misses the TLB all along: a
-    float32 training step took ~10% longer (BENCHMARKS.md).
-    """
-    try:
-        with open(thp_mode_file) as f:
-            if '[madvise]' not in f.read():
-                return None
-        libc, version = os.confstr('CS_GNU_LIBC_VERSION').split()
-    except (OSError, ValueError, AttributeError):  # no such file, no glibc, not Linux
-        return None
-    tunables = environ.get('GLIBC_TUNABLES', '')
-    if libc != 'glibc' or tuple(map(int, version.split('.')[:2])) < (2, 35) or \
-            'glibc.malloc.hugetlb' in tunables:
-        return None
-    return dict(environ, GLIBC_TUNABLES=':'.join(filter(None, [tunables, HUGE_PAGES_TUNABLE])))
-
-
-def _restart_with_huge_pages():
-    """Runs this command again, in this process, with huge_pages_environ: glibc reads its
-    tunables only as a program starts."""
-    environ = huge_pages_environ(os.environ)
-    if environ is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execve(sys.executable, getattr(sys, 'orig_argv', [sys.executable] + sys.argv), environ)
-
-
-if __name__ == '__main__' and sys.argv[1:2] and sys.argv[1] in HUGE_PAGE_ACTIONS:
-    _restart_with_huge_pages()
 _import_tensorflow_lean()
 from helper import PRECISIONS, UserError  # noqa: E402  (after the setting and the import above)
 

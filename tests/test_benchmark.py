@@ -10,7 +10,6 @@ from tensorflow.core.framework import step_stats_pb2
 import benchmark
 import demo_data
 import fcn8vgg16
-import main
 from helper import UserError
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
 
@@ -340,14 +339,3 @@ def test_bad_flags_end_with_one_line(tmp_path, capsys):
     assert benchmark.main(['--model_dir', str(tmp_path / 'none'),
                            '--report', str(tmp_path / 'r.md')]) == 2
     assert 'does not exist' in capsys.readouterr().err
-
-
-def test_rows_that_train_run_with_huge_pages_as_main_train_does(tmp_path, monkeypatch):
-    environs = []
-    monkeypatch.setattr(benchmark, 'child_reply', lambda spec, environ=None: (
-        environs.append(environ) or dict(result=None, profile={})))
-    run = benchmark.Run(TINY_QUICK, str(tmp_path))
-    for function in (benchmark._time_training, benchmark._pipeline_step, benchmark._score_kind):
-        benchmark.in_child(run, function)
-    wanted = main.huge_pages_environ(os.environ)
-    assert environs == [wanted, wanted, None]
