@@ -90,13 +90,15 @@ TARGETS = {
     'training_fp32': Target(
         'float32 training step, share of the peak (3x forward FLOPs)', '>=', 0.80, '%',
         'With --profile, "Where a float32 training step\'s time goes" gives the GFLOP/s of '
-        'each part. Adam has no FLOPs: it reads the weights, both moments and the gradients '
-        '(2.1 GB) and writes 1.6 GB every step; the element-wise rest (ReLU and pooling '
-        'gradients, weight decay, fc6\'s patches) is bound by memory too. oneDNN computes the '
-        'filter gradients with its older jit:avx512_core kernel (ONEDNN_VERBOSE=1), and fc6\'s '
-        'input gradient reads its 411 MB of weights transposed, ~25% slower than the forward '
-        'product. Next: overlap Adam and the element-wise ops with the backward products, and '
-        'fuse weight decay into the gradient.'),
+        'each part: the forward convolutions run at ~86% of the peak, the backward products '
+        'at about half (oneDNN computes the filter gradients with its older jit:avx512_core '
+        'kernel, ONEDNN_VERBOSE=1). Adam reads the weights, both moments and the gradients '
+        '(2.1 GB) and writes 1.6 GB every step; weight decay adds ~4% to the step, bound by '
+        'memory too. fc6 already runs in row bands that skip the zero padding (~2%). '
+        'Transparent huge pages made a step fed batches in memory faster but not one fed by '
+        'tf.data, so training does not use them. Next: the backward convolutions, with '
+        'oneDNN\'s brgemm kernels or filter gradients as products, and weight decay folded '
+        'into the weight gradient\'s product.'),
     'training_bf16': Target(
         'bf16 training step, speed-up over float32', '>=', 1.5, 'x',
         'As for bf16 inference; the backward convolutions and Adam\'s float32 update are the '
