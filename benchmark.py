@@ -349,6 +349,15 @@ def cpu_config(xla=0, precision='fp32'):
     return helper.session_config(gpu=0, gpu_mem=0.9, xla=xla, precision=precision)
 
 
+def serial_ops(config):
+    """Makes a session of this config run one op at a time. inter_op_parallelism_threads
+    alone does not: TensorFlow sizes its inter-op pool once per process, by the first session,
+    and later sessions share it; this one gets a pool of its own."""
+    config.inter_op_parallelism_threads = 1
+    config.use_per_session_threads = True
+    return config
+
+
 def model_flops(num_classes, image_shape, encoder, fc_channels):
     """Floating-point operations of one image's forward pass, counted by TensorFlow's profiler
     (2 per multiply-add) on fcn8vgg16.inference_graph with the input's shape fixed."""
@@ -890,7 +899,7 @@ def _train_session(run, precision, xla, make_inputs=None, serial=False):
         init = tf1.global_variables_initializer()
     config = cpu_config(xla, precision)
     if serial:
-        config.inter_op_parallelism_threads = 1
+        serial_ops(config)
     session = tf1.Session(graph=graph, config=config)
     session.run(init)
     return session, tensors

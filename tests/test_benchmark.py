@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow.core.framework import step_stats_pb2
 
 import benchmark
@@ -12,6 +13,8 @@ import demo_data
 import fcn8vgg16
 from helper import UserError
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
+
+tf1 = tf.compat.v1
 
 
 def _conv_flops(encoder, fc_channels, num_classes, height, width):
@@ -164,6 +167,34 @@ def test_step_parts_sort_a_training_step_by_what_each_op_computes():
     parts = benchmark.step_parts(stats, flops, batch=2)
     assert [ms for _, ms, _ in parts] == pytest.approx([0, 0.5, 0, 0, 1.1, 0, 0])
     assert [gflop for _, _, gflop in parts] == [0.0, 2.0, 0.0, 0.0, 4.0, 0.0, 0.0]
+
+
+def _overlapping_products(config):
+    """How many of a traced run's matrix products started before the previous one ended, in
+    a graph of four independent chains of them."""
+    with tf.Graph().as_default() as graph:
+        chains = []
+        for seed in range(4):
+            product = tf.random.normal([400, 400], seed=seed)
+            for _ in range(3):
+                product = tf.matmul(product, product) * 1e-3
+            chains.append(product)
+    with tf1.Session(graph=graph, config=config) as session:
+        session.run(chains)
+        stats, _ = benchmark.traced_run(session, chains, None)
+    spans = sorted((node.all_start_micros, node.all_start_micros + node.all_end_rel_micros)
+                   for device in stats.dev_stats for node in device.node_stats
+                   if node.node_name.startswith('MatMul'))
+    assert len(spans) == 12
+    return sum(start < previous_end for (_, previous_end), (start, _) in zip(spans, spans[1:]))
+
+
+def test_a_serial_session_runs_one_op_at_a_time_after_a_parallel_one():
+    with tf.Graph().as_default() as graph:
+        one = tf.constant(1.0)
+    with tf1.Session(graph=graph) as session:
+        session.run(one)  # the process's shared inter-op pool exists from here on
+    assert _overlapping_products(benchmark.serial_ops(tf1.ConfigProto())) == 0
 
 
 def test_sections_are_chosen_by_name_and_peak_comes_with_the_shares():
