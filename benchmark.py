@@ -89,16 +89,21 @@ TARGETS = {
         'Otherwise the profile shows which ops stayed float32, with casts around them.'),
     'training_fp32': Target(
         'float32 training step, share of the peak (3x forward FLOPs)', '>=', 0.80, '%',
-        'With --profile, "Where a float32 training step\'s time goes" gives the GFLOP/s of '
-        'each part: the forward convolutions run at ~86% of the peak, the backward products '
-        'at about half (oneDNN computes the filter gradients with its older jit:avx512_core '
-        'kernel, ONEDNN_VERBOSE=1). Adam reads the weights, both moments and the gradients '
-        '(2.1 GB) and writes 1.6 GB every step; weight decay adds ~4% to the step, bound by '
-        'memory too. fc6 already runs in row bands that skip the zero padding (~2%). '
-        'Transparent huge pages made a step fed batches in memory faster but not one fed by '
-        'tf.data, so training does not use them. Next: the backward convolutions, with '
-        'oneDNN\'s brgemm kernels or filter gradients as products, and weight decay folded '
-        'into the weight gradient\'s product.'),
+        'With --profile, "Where a float32 training step\'s time goes" splits the profiled '
+        'step. Its convolutions and matrix products run at 80-97% of the peak: the forward '
+        'passes and the input gradients near it, the filter gradients lowest (oneDNN runs '
+        'them with its jit:avx512_core kernel, ONEDNN_VERBOSE=1). All the products together '
+        'reach ~87%, the most a step could reach if nothing else took time. The rest of the '
+        'step, ~16%, is bound by memory: Adam reads the weights, both moments and the '
+        'gradients (2.1 GB) and writes 1.6 GB every step; weight decay multiplies and adds '
+        'over the same 537 MB of kernels (~3%); then the ReLU, bias and pooling gradients and '
+        'the loss. fc6 already runs in row bands that skip the zero padding (~2%). XLA would '
+        'fuse the element-wise ops but compiles the convolutions to slower code (the --xla 2 '
+        'row). Transparent huge pages made a step fed batches in memory faster but not one fed '
+        'by tf.data, so training does not use them. Next: filter gradients faster than '
+        'oneDNN\'s, and weight decay added inside the weight gradient\'s product '
+        '(TensorFlow\'s fused matrix product with an addend fails when an operand is '
+        'transposed).'),
     'training_bf16': Target(
         'bf16 training step, speed-up over float32', '>=', 1.5, 'x',
         'As for bf16 inference; the backward convolutions and Adam\'s float32 update are the '
@@ -981,19 +986,25 @@ def training_section(run):
 
 
 def _step_parts_table(parts):
-    """Where a float32 training step's time goes, from its profile (step_parts)."""
+    """Where a float32 training step's time goes, from its profile (step_parts), with two
+    summary rows: all its products together, and the whole step."""
     whole = sum(ms for _, ms, _ in parts) or 1
+    products = [(ms, gflop) for _, ms, gflop in parts if gflop]
+    summary = [('all the products above together', sum(ms for ms, _ in products),
+                sum(gflop for _, gflop in products)),
+               ('the whole profiled step', whole, sum(gflop for _, gflop in products))]
     rows = [table_row([name, '%.0f' % ms, '%.1f%%' % (100 * ms / whole),
                        '%.1f' % gflop if gflop else '', '%.0f' % (gflop / ms * 1000)
                        if gflop and ms else '', 'n/a'],
                       gflops=gflop / ms * 1000 if gflop and ms else None)
-            for name, ms, gflop in parts]
+            for name, ms, gflop in list(parts) + summary]
     return Table('Where a float32 training step\'s time goes', [
         'part', 'ms', 'share of the step', 'GFLOP', 'GFLOP/s', SHARE_COLUMN], rows, [
         'From the profiled step (--profile), run one op at a time so that each op\'s time is '
-        'its own; the timed steps run two ops at once, so they take less than this sum. '
-        'GFLOP: the forward FLOPs of the layers each part computes, as the profiler counts '
-        'them, for the batch (a backward product does as many as its forward one).'])
+        'its own. GFLOP: the forward FLOPs of the layers each part computes, as the profiler '
+        'counts them, for the batch (a backward product does as many as its forward one). The '
+        'products\' share of the peak is the most a step could reach if every other op took '
+        'no time.'])
 
 
 def _augmenting_dataset(run):

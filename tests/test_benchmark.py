@@ -169,6 +169,19 @@ def test_step_parts_sort_a_training_step_by_what_each_op_computes():
     assert [gflop for _, _, gflop in parts] == [0.0, 2.0, 0.0, 0.0, 4.0, 0.0, 0.0]
 
 
+def test_step_parts_table_sums_the_products_and_the_whole_step():
+    parts = [(name, ms, gflop) for name, ms, gflop in
+             zip(benchmark.STEP_PARTS, [100, 50, 100, 200, 100, 40, 60], [30, 15, 30, 30, 30, 0, 0])]
+    table = benchmark._step_parts_table(parts)
+    products, step = table.rows[-2:]
+    assert products['cells'][:5] == ['all the products above together', '550', '84.6%', '135.0',
+                                     '245']
+    assert step['cells'][:5] == ['the whole profiled step', '650', '100.0%', '135.0', '208']
+    assert products['gflops'] == pytest.approx(135 / 0.55)
+    assert step['gflops'] == pytest.approx(135 / 0.65)
+    assert table.rows[5]['gflops'] is None  # Adam: no FLOPs, no share of the peak
+
+
 def _overlapping_products(config):
     """How many of a traced run's matrix products started before the previous one ended, in
     a graph of four independent chains of them."""
