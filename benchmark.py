@@ -798,13 +798,13 @@ def _time_inference(run, folder, kind, xla, precision, batch_size, name):
     model = load_model(folder, kind, xla, precision)
     try:
         images, _ = random_batch(batch_size, run.label_set.num_classes)
+        seconds = time_calls(lambda: model.predict(images), run.settings.warmup,
+                             run.settings.repeats)
         rewrites = {}
-        if kind != 'tflite':  # the first warm-up run is traced: which rewrites ran
+        if kind != 'tflite':  # a run traced once warm: which rewrites ran, and its ops' times
             trace_name = 'inference step' if (name, batch_size) == ('float32', 1) else None
             rewrites = run.trace(model.session, model.output, {model.input: images},
                                  trace_name)
-        seconds = time_calls(lambda: model.predict(images), run.settings.warmup,
-                             run.settings.repeats)
         return seconds / batch_size, rewrites
     finally:
         model.close()
