@@ -79,10 +79,14 @@ Target = collections.namedtuple('Target', ['label', 'op', 'threshold', 'unit', '
 TARGETS = {
     'inference_fp32': Target(
         'float32 inference, share of the float32 matmul peak', '>=', 0.90, '%',
-        'Compare the convolutions\' share of the profiled step with their share of the FLOPs '
-        '(nearly all): time in other ops (bias, ReLU, pooling, the transposed convolutions, '
-        'argmax, layout conversions) is overhead to fuse or remove. Then try batch 4 and '
-        'oneDNN\'s blocked layouts.'),
+        'The profile (the batch-1 step, traced warm) has the convolutions and fc6/fc7 '
+        'products at ~95% of the op time: bias, ReLU and pooling are fused or small. At batch '
+        '1 fc6 is one product of a 128-row patch matrix with 411 MB of weights (~a quarter of '
+        'the FLOPs), and oneDNN runs such a short product below its 4096 x 4096 rate; batch 4 '
+        'gives it 512 rows. The share moves with the machine\'s state by several points from '
+        'run to run: the peak is the best of the run, the row is timed once. fc6 in row bands, '
+        'as in training, is slower at batch 1 (products of 80-128 rows: 127 against 108 ms). '
+        'Next: fc6\'s short product, timed alone against the 4096 x 4096 rate.'),
     'inference_bf16': Target(
         'bf16 inference, speed-up over float32', '>=', 1.5, 'x',
         'If the row says no bf16 rewrite ran, --precision bf16 did not reach the session. '
@@ -90,20 +94,19 @@ TARGETS = {
     'training_fp32': Target(
         'float32 training step, share of the peak (3x forward FLOPs)', '>=', 0.80, '%',
         'With --profile, "Where a float32 training step\'s time goes" splits the profiled '
-        'step. Its convolutions and matrix products run at 80-97% of the peak: the forward '
-        'passes and the input gradients near it, the filter gradients lowest (oneDNN runs '
-        'them with its jit:avx512_core kernel, ONEDNN_VERBOSE=1). All the products together '
-        'reach ~87%, the most a step could reach if nothing else took time. The rest of the '
-        'step, ~16%, is bound by memory: Adam reads the weights, both moments and the '
-        'gradients (2.1 GB) and writes 1.6 GB every step; weight decay multiplies and adds '
-        'over the same 537 MB of kernels (~3%); then the ReLU, bias and pooling gradients and '
-        'the loss. fc6 already runs in row bands that skip the zero padding (~2%). XLA would '
-        'fuse the element-wise ops but compiles the convolutions to slower code (the --xla 2 '
-        'row). Transparent huge pages made a step fed batches in memory faster but not one fed '
-        'by tf.data, so training does not use them. Next: filter gradients faster than '
-        'oneDNN\'s, and weight decay added inside the weight gradient\'s product '
-        '(TensorFlow\'s fused matrix product with an addend fails when an operand is '
-        'transposed).'),
+        'step. The forward passes and the input gradients run at 90-97% of the peak, the '
+        'filter gradients lowest (68-80% in recent runs; oneDNN runs them with its '
+        'jit:avx512_core kernel, ONEDNN_VERBOSE=1), and all the products together at ~85%: the '
+        'most a step could reach if nothing else took time. The rest of the step, ~15%, is '
+        'bound by memory: Adam reads the weights, both moments and the gradients (2.1 GB) and '
+        'writes 1.6 GB every step; weight decay multiplies and adds over the same 537 MB of '
+        'kernels (~3%); then the ReLU, bias and pooling gradients and the loss. fc6 already '
+        'runs in row bands that skip the zero padding (~2%). XLA would fuse the element-wise '
+        'ops but compiles the convolutions to slower code (the --xla 2 row). Transparent huge '
+        'pages made a step fed batches in memory faster but not one fed by tf.data, so '
+        'training does not use them. Next: filter gradients faster than oneDNN\'s, and weight '
+        'decay added inside the weight gradient\'s product (TensorFlow\'s fused matrix '
+        'product with an addend fails when an operand is transposed).'),
     'training_bf16': Target(
         'bf16 training step, speed-up over float32', '>=', 1.5, 'x',
         'As for bf16 inference; the backward convolutions and Adam\'s float32 update are the '
