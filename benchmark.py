@@ -84,8 +84,9 @@ TARGETS = {
         '1 fc6 is one product of a 128-row patch matrix with 411 MB of weights (~a quarter of '
         'the FLOPs), and oneDNN runs such a short product below its 4096 x 4096 rate; batch 4 '
         'gives it 512 rows. The share moves with the machine\'s state by several points from '
-        'run to run: the peak is the best of the run, the row one stretch of a few seconds. fc6 in row bands, '
-        'as in training, is slower at batch 1 (products of 80-128 rows: 127 against 108 ms). '
+        'run to run: the peak is the best of the run, the row one stretch of a few seconds. '
+        'fc6 in row bands, as in training, is slower at batch 1 (products of 80-128 rows: 127 '
+        'against 108 ms). '
         'Next: fc6\'s short product, timed alone against the 4096 x 4096 rate.'),
     'inference_bf16': Target(
         'bf16 inference, speed-up over float32', '>=', 1.5, 'x',
