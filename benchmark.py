@@ -95,19 +95,21 @@ TARGETS = {
     'training_fp32': Target(
         'float32 training step, share of the peak (3x forward FLOPs)', '>=', 0.80, '%',
         'With --profile, "Where a float32 training step\'s time goes" splits the profiled '
-        'step. The forward passes and the input gradients run at 90-97% of the peak, the '
-        'filter gradients lowest (68-80% in recent runs; oneDNN runs them with its '
-        'jit:avx512_core kernel, ONEDNN_VERBOSE=1), and all the products together at ~85%: the '
-        'most a step could reach if nothing else took time. The rest of the step, ~15%, is '
-        'bound by memory: Adam reads the weights, both moments and the gradients (2.1 GB) and '
-        'writes 1.6 GB every step; weight decay multiplies and adds over the same 537 MB of '
-        'kernels (~3%); then the ReLU, bias and pooling gradients and the loss. fc6 already '
-        'runs in row bands that skip the zero padding (~2%). XLA would fuse the element-wise '
-        'ops but compiles the convolutions to slower code (the --xla 2 row). Transparent huge '
-        'pages made a step fed batches in memory faster but not one fed by tf.data, so '
-        'training does not use them. Next: filter gradients faster than oneDNN\'s, and weight '
-        'decay added inside the weight gradient\'s product (TensorFlow\'s fused matrix '
-        'product with an addend fails when an operand is transposed).'),
+        'step and gives each part\'s share of the peak. The forward passes and the input '
+        'gradients run closest to it, the filter gradients lowest (oneDNN runs them with its '
+        'jit:avx512_core kernel, ONEDNN_VERBOSE=1). The row of all the products together is '
+        'the most a step could reach if nothing else took time: 81-85% in recent runs. The '
+        'rest of the step, ~15%, is bound by memory: Adam reads the weights, both moments and '
+        'the gradients (2.1 GB) and writes 1.6 GB every step; weight decay multiplies and adds '
+        'over the same 537 MB of kernels (~3%); then the ReLU, bias and pooling gradients and '
+        'the loss. fc6 already runs in row bands that skip the zero padding (~2%). XLA would '
+        'fuse the element-wise ops but compiles the convolutions to slower code (the --xla 2 '
+        'row). Transparent huge pages made a step fed batches in memory faster but not one fed '
+        'by tf.data, so training does not use them. The peak is the best of the run, and the '
+        'machine\'s state moves both by several points between rows. Next: filter gradients '
+        'faster than oneDNN\'s, and weight decay added inside the weight gradient\'s product '
+        '(TensorFlow\'s fused matrix product with an addend fails when an operand is '
+        'transposed).'),
     'training_bf16': Target(
         'bf16 training step, speed-up over float32', '>=', 1.5, 'x',
         'As for bf16 inference; the backward convolutions and Adam\'s float32 update are the '
