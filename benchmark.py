@@ -786,11 +786,26 @@ def finish_peaks(run):
                 row['cells'][table.columns.index(SHARE_COLUMN)] = format_value(share, '%')
                 if row['target'] in ('inference_fp32', 'training_fp32'):
                     row['value'] = share
+            if row.get('beside_peak') and row['gflops'] and 'notes' in table.columns:
+                index = table.columns.index('notes')
+                beside = '%s of the peak beside it (%.0f GFLOP/s)' % (
+                    format_value(row['gflops'] / row['beside_peak'], '%'), row['beside_peak'])
+                row['cells'][index] = '; '.join(cell for cell in (row['cells'][index], beside)
+                                                if cell)
+
+
+BESIDE_NOTE = ('The notes give the share of the peak beside the row as well: the higher of the '
+               'matmul rates measured just before and just after it, which follows the '
+               'machine\'s state as the run\'s best does not; the targets use the best.')
 
 
 def _sample_peak(run, precision):
-    """One more peak measurement beside a row, for finish_peaks (bf16, else float32)."""
-    run.attempt('%s matmul peak' % precision, run.peak, precision)
+    """One more peak measurement right after a row, for finish_peaks (bf16, else float32).
+    Returns the peak beside the row: the higher of this one and the one before the row."""
+    rates = run.raw.get('peaks_gflops', {}).get('bf16' if precision == 'bf16' else 'fp32', [])
+    before = rates[-1] if rates else None
+    after = run.attempt('%s matmul peak' % precision, run.peak, precision)
+    return max(rate for rate in (before, after, 0.0) if rate is not None) or None
 
 
 INFERENCE_VARIANTS = (  # (row name, model kind, xla, precision)
@@ -843,14 +858,15 @@ def _inference_row(run, name, precision, batch_size, result, times):
     seconds, rewrites = result
     flops = run.raw.get('flops_per_image')
     gflops = flops / seconds / 1e9 if flops else None
-    if gflops:
-        _sample_peak(run, precision)
+    beside = _sample_peak(run, precision) if gflops else None
     value, target = _inference_targets(name, seconds, times, batch_size)
-    return table_row([name, batch_size, '%.0f' % (1000 * seconds),
-                      '%.0f' % gflops if gflops else '', 'n/a', _rewrite_note(name, rewrites)],
-                     value, target,
-                     '%s, batch %d' % (TARGETS[target].label, batch_size) if target else None,
-                     gflops, precision)
+    row = table_row([name, batch_size, '%.0f' % (1000 * seconds),
+                     '%.0f' % gflops if gflops else '', 'n/a', _rewrite_note(name, rewrites)],
+                    value, target,
+                    '%s, batch %d' % (TARGETS[target].label, batch_size) if target else None,
+                    gflops, precision)
+    row['beside_peak'] = beside
+    return row
 
 
 def inference_section(run):
@@ -871,7 +887,7 @@ def inference_section(run):
     run.raw['inference_ms_per_image'] = {'%s, batch %d' % key: 1000 * value
                                          for key, value in times.items()}
     notes = ['Random uint8 images. Share of peak: GFLOP/s / the best matmul rate of the run in '
-             'the same precision (int8 TFLite against float32\'s).',
+             'the same precision (int8 TFLite against float32\'s). ' + BESIDE_NOTE,
              'Each row runs in a fresh process, as `main.py predict` does: oneDNN\'s cache of '
              'convolution primitives is process-wide, and the first model of a process decides '
              'how later ones run.']
@@ -963,8 +979,7 @@ def training_section(run):
         steps[name] = step
         work = 3 * flops * TRAIN_BATCH if flops else None  # forward + 2x for the backward
         gflops = work / step / 1e9 if work else None
-        if gflops:
-            _sample_peak(run, precision)
+        beside = _sample_peak(run, precision) if gflops else None
         value, target = None, 'training_fp32'  # the share, set by finish_peaks
         if name != 'float32':
             value, target = (steps['float32'] / step if 'float32' in steps else None,
@@ -973,6 +988,7 @@ def training_section(run):
                                '%.0f' % gflops if gflops else '', 'n/a',
                                _rewrite_note(name, rewrites)], value, target,
                               gflops=gflops, precision=precision))
+        rows[-1]['beside_peak'] = beside
         log(' | '.join(rows[-1]['cells']))
     run.raw['training_ms_per_image'] = {name: 1000 * step / TRAIN_BATCH
                                         for name, step in steps.items()}
@@ -985,7 +1001,7 @@ def training_section(run):
          'padding (fcn8vgg16._row_band_products): its forward and input-gradient products do '
          '21% fewer multiply-adds at this size, so a step does ~3% less work than counted. '
          'The bf16 row\'s target is its speed-up over float32. Each row runs in a fresh '
-         'process.']))
+         'process. ' + BESIDE_NOTE]))
     parts = run.profile.get('train step', {}).get('parts')
     if parts:
         run.tables.append(_step_parts_table(parts))

@@ -114,6 +114,27 @@ def test_shares_are_taken_against_the_best_peak_of_the_run(tmp_path):
         ['bf16 matmul peak (2048 x 2048), best of 1', '400 GFLOP/s (all: 400-400)']]
 
 
+def test_rows_note_their_share_of_the_peak_measured_beside_them(tmp_path, monkeypatch):
+    run = benchmark.Run(benchmark.QUICK, str(tmp_path))
+    run.raw['peaks_gflops'] = {'fp32': [200.0]}
+    rates = iter([150.0, 120.0])
+    monkeypatch.setattr(benchmark, 'matmul_rate', lambda *args: next(rates))
+    # Before the first row the run's start (200), after it 150; then 150 and 120.
+    assert benchmark._sample_peak(run, 'fp32') == 200.0
+    assert benchmark._sample_peak(run, 'fp32') == 150.0
+    assert run.raw['peaks_gflops']['fp32'] == [200.0, 150.0, 120.0]
+    columns = ['variant', benchmark.SHARE_COLUMN, 'notes']
+    rows = [benchmark.table_row(['float32', 'n/a', ''], None, 'training_fp32', gflops=120.0),
+            benchmark.table_row(['--xla 2', 'n/a', 'XLA'], gflops=90.0)]
+    rows[0]['beside_peak'], rows[1]['beside_peak'] = 200.0, 150.0
+    run.tables.append(benchmark.Table('Training', columns, rows, []))
+    benchmark.finish_peaks(run)
+    assert [row['cells'] for row in rows] == [
+        ['float32', '60.0%', '60.0% of the peak beside it (200 GFLOP/s)'],
+        ['--xla 2', '45.0%', 'XLA; 60.0% of the peak beside it (150 GFLOP/s)']]
+    assert rows[0]['value'] == 0.6  # the target keeps the run's best
+
+
 def _step_stats(nodes):
     stats = step_stats_pb2.StepStats()
     device = stats.dev_stats.add(device='/device:CPU:0')
