@@ -814,19 +814,25 @@ INFERENCE_VARIANTS = (  # (row name, model kind, xla, precision)
     ('optimised (8-bit weights)', 'optimised', 0, 'fp32'), ('int8 TFLite', 'tflite', 0, 'fp32'))
 
 
-def _time_inference(run, folder, kind, xla, precision, batch_size, name):
-    """(seconds per image, rewrites seen) of model.predict on random images (a row process)."""
+def _time_inference(run, folder, kind, xla, precision, name):
+    """[(seconds per image, rewrites seen)] of model.predict on random images at each of the
+    run's batch sizes, in one process (a row process): a batch size of its own has
+    convolutions of its own shapes, so the smaller batch's primitives do not decide how the
+    larger one's run."""
     model = load_model(folder, kind, xla, precision)
+    results = []
     try:
-        images, _ = random_batch(batch_size, run.label_set.num_classes)
-        seconds = time_calls(lambda: model.predict(images), run.settings.warmup,
-                             run.settings.repeats)
-        rewrites = {}
-        if kind != 'tflite':  # a run traced once warm: which rewrites ran, and its ops' times
-            trace_name = 'inference step' if (name, batch_size) == ('float32', 1) else None
-            rewrites = run.trace(model.session, model.output, {model.input: images},
-                                 trace_name)
-        return seconds / batch_size, rewrites
+        for batch_size in run.settings.batches:
+            images, _ = random_batch(batch_size, run.label_set.num_classes)
+            seconds = time_calls(lambda: model.predict(images), run.settings.warmup,
+                                 run.settings.repeats)
+            rewrites = {}
+            if kind != 'tflite':  # a run traced once warm: which rewrites ran, its ops' times
+                trace_name = 'inference step' if (name, batch_size) == ('float32', 1) else None
+                rewrites = run.trace(model.session, model.output, {model.input: images},
+                                     trace_name)
+            results.append((seconds / batch_size, rewrites))
+        return results
     finally:
         model.close()
 
@@ -854,43 +860,43 @@ def _inference_targets(name, seconds, times, batch_size):
     return ratio, 'inference_bf16' if 'bf16' in name else 'tflite_speed'
 
 
-def _inference_row(run, name, precision, batch_size, result, times):
+def _inference_row(run, name, precision, batch_size, result, times, beside):
     seconds, rewrites = result
     flops = run.raw.get('flops_per_image')
     gflops = flops / seconds / 1e9 if flops else None
-    beside = _sample_peak(run, precision) if gflops else None
     value, target = _inference_targets(name, seconds, times, batch_size)
     row = table_row([name, batch_size, '%.0f' % (1000 * seconds),
                      '%.0f' % gflops if gflops else '', 'n/a', _rewrite_note(name, rewrites)],
                     value, target,
                     '%s, batch %d' % (TARGETS[target].label, batch_size) if target else None,
                     gflops, precision)
-    row['beside_peak'] = beside
+    row['beside_peak'] = beside if gflops else None
     return row
 
 
 def inference_section(run):
     times, rows = {}, []
     for name, kind, xla, precision in INFERENCE_VARIANTS:
-        for batch_size in run.settings.batches:
-            what = 'inference %s batch %d' % (name, batch_size)
-            log(what)
-            result = run.attempt(what, lambda: in_child(
-                run, _time_inference, run.models.folder(kind), kind, xla, precision,
-                batch_size, name))
-            if result is None:
-                rows.append(table_row([name, batch_size, 'failed', '', '', '']))
-                continue
+        what = 'inference %s' % name
+        log(what)
+        results = run.attempt(what, lambda: in_child(
+            run, _time_inference, run.models.folder(kind), kind, xla, precision, name))
+        if results is None:
+            rows += [table_row([name, batch_size, 'failed', '', '', ''])
+                     for batch_size in run.settings.batches]
+            continue
+        beside = _sample_peak(run, precision) if run.raw.get('flops_per_image') else None
+        for batch_size, result in zip(run.settings.batches, results):
             times[(name, batch_size)] = result[0]
-            rows.append(_inference_row(run, name, precision, batch_size, result, times))
+            rows.append(_inference_row(run, name, precision, batch_size, result, times, beside))
             log(' | '.join(rows[-1]['cells']))
     run.raw['inference_ms_per_image'] = {'%s, batch %d' % key: 1000 * value
                                          for key, value in times.items()}
     notes = ['Random uint8 images. Share of peak: GFLOP/s / the best matmul rate of the run in '
              'the same precision (int8 TFLite against float32\'s). ' + BESIDE_NOTE,
-             'Each row runs in a fresh process, as `main.py predict` does: oneDNN\'s cache of '
-             'convolution primitives is process-wide, and the first model of a process decides '
-             'how later ones run.']
+             'Each model runs in a fresh process, as `main.py predict` does, timed at every '
+             'batch size in turn: oneDNN\'s cache of convolution primitives is process-wide, '
+             'and the first model of a process decides how later ones of the same shapes run.']
     if not run.models.model_dir:
         notes.append('Models with random weights (no --model_dir): times only.')
     run.tables.append(Table('Inference at %dx%d' % IMAGE_SHAPE,

@@ -135,6 +135,35 @@ def test_rows_note_their_share_of_the_peak_measured_beside_them(tmp_path, monkey
     assert rows[0]['value'] == 0.6  # the target keeps the run's best
 
 
+def test_each_inference_model_is_timed_at_every_batch_size_by_one_process(tmp_path,
+                                                                        monkeypatch):
+    settings = benchmark.QUICK._replace(batches=(1, 4))
+    run = benchmark.Run(settings, str(tmp_path))
+    run.raw.update(flops_per_image=100e9, peaks_gflops={'fp32': [200.0], 'bf16': [400.0]})
+    calls, rates = [], iter(range(100, 1000, 10))
+    monkeypatch.setattr(benchmark.Models, 'folder', lambda self, kind: 'models/' + kind)
+    monkeypatch.setattr(benchmark, 'matmul_rate', lambda *args: float(next(rates)))
+
+    def child(run, function, folder, kind, xla, precision, name):
+        calls.append((function, folder, name))
+        return [[1.0 + len(calls), {}], [0.5 + len(calls), {}]]
+    monkeypatch.setattr(benchmark, 'in_child', child)
+    benchmark.inference_section(run)
+    assert calls == [(benchmark._time_inference, 'models/' + kind, name)
+                     for name, kind, _, _ in benchmark.INFERENCE_VARIANTS]
+    (table,) = run.tables
+    assert [(row['cells'][0], row['cells'][1], row['cells'][2]) for row in table.rows] == [
+        (name, str(batch), '%.0f' % (1000 * (base + index)))
+        for index, (name, _, _, _) in enumerate(benchmark.INFERENCE_VARIANTS, 1)
+        for batch, base in ((1, 1.0), (4, 0.5))]
+    # One peak after each process: both of its rows are beside it.
+    besides = [row['beside_peak'] for row in table.rows]
+    assert besides[0::2] == besides[1::2] and len(set(besides)) == len(besides) // 2
+    assert len(run.raw['peaks_gflops']['fp32']) + len(run.raw['peaks_gflops']['bf16']) == 2 + 6
+    ratio = dict((row['label'], row['value']) for row in table.rows if row['label'])
+    assert ratio['bf16 inference, speed-up over float32, batch 4'] == pytest.approx(1.5 / 3.5)
+
+
 def _step_stats(nodes):
     stats = step_stats_pb2.StepStats()
     device = stats.dev_stats.add(device='/device:CPU:0')
