@@ -355,6 +355,20 @@ def time_calls(call, warmup, repeats):
     return float(np.median(seconds))
 
 
+def time_in_turn(calls, warmup, repeats):
+    """{name: median seconds} of calls {name: call}, run one after the other, round after
+    round (warmup untimed rounds, then repeats timed ones): a change in the machine's speed
+    during the rounds falls on all of them alike."""
+    seconds = {name: [] for name in calls}
+    for round_ in range(warmup + repeats):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            if round_ >= warmup:
+                seconds[name].append(time.perf_counter() - started)
+    return {name: float(np.median(times)) for name, times in seconds.items()}
+
+
 def cpu_config(xla=0, precision='fp32'):
     """The session configuration of `--gpu 0 --xla X --precision P`."""
     return helper.session_config(gpu=0, gpu_mem=0.9, xla=xla, precision=precision)
@@ -1073,11 +1087,15 @@ def _pipeline_rates(run, dataset):
 PIPELINE_MODES = ('in memory', 'tf.data', 'generator')
 
 
-def _pipeline_step(run, mode):
-    """Seconds per training step fed in memory, by tf.data or by the generator (a row process).
+def _pipeline_steps(run):
+    """{mode: seconds per training step} fed in memory, by tf.data and by the generator, one
+    step of each in turn (a row process): the ratios of the modes do not move with the
+    machine's speed.
 
-    Every mode builds the same graph, which reads tf.data unless its inputs are fed, as
-    trainer.build_train_graph wraps them; fed, its iterator never starts.
+    Every mode runs the same graph, which reads tf.data unless its inputs are fed, as
+    trainer.build_train_graph wraps them. Between its own steps the tf.data pipeline only
+    fills its prefetch buffer, and stops once it is full: the batch a tf.data step takes is
+    made again during that step, as in training.
     """
     settings = run.settings
     dataset = _augmenting_dataset(run)
@@ -1087,12 +1105,15 @@ def _pipeline_step(run, mode):
     session, tensors = _train_session(run, 'fp32', 0, lambda: tf1.data.make_one_shot_iterator(
         dataset.tf_dataset(TRAIN_BATCH, epochs, seed=0)).get_next())
     inputs = (tensors['images'], tensors['labels'])
-    feed = {'in memory': lambda: dict(zip(inputs, in_memory)), 'tf.data': dict,
-            'generator': lambda: dict(zip(inputs, next(generator)))}[mode]  # decoding is timed
+    feeds = {'in memory': lambda: dict(zip(inputs, in_memory)), 'tf.data': dict,
+             'generator': lambda: dict(zip(inputs, next(generator)))}  # decoding is timed
+
+    def step(feed):
+        return lambda: session.run(tensors['train_op'], {**feed(), tensors['keep_prob']:
+                                                          KEEP_PROB})
     try:
-        return time_calls(lambda: session.run(
-            tensors['train_op'], {**feed(), tensors['keep_prob']: KEEP_PROB}),
-            settings.warmup, settings.repeats)
+        return time_in_turn({mode: step(feeds[mode]) for mode in PIPELINE_MODES},
+                            settings.warmup, settings.repeats)
     finally:
         session.close()
 
@@ -1100,12 +1121,9 @@ def _pipeline_step(run, mode):
 def pipeline_section(run):
     dataset = _augmenting_dataset(run)
     rates = run.attempt('input pipelines alone', _pipeline_rates, run, dataset) or {}
-    steps = {}
-    for mode in PIPELINE_MODES:
-        log('training step, %s' % mode)
-        seconds = run.attempt('training step, %s' % mode, in_child, run, _pipeline_step, mode)
-        if seconds is not None:
-            steps[mode] = seconds
+    log('training steps: %s, in turn' % ', '.join(PIPELINE_MODES))
+    steps = run.attempt('training steps with each pipeline', in_child, run,
+                        _pipeline_steps) or {}
     run.raw['pipeline_images_per_second'] = rates
     run.raw['pipeline_step_ms'] = {mode: 1000 * seconds for mode, seconds in steps.items()}
     rows = [table_row(['%s alone' % name, '%.1f images/s' % rate]) for name, rate in rates.items()]
@@ -1122,11 +1140,13 @@ def pipeline_section(run):
     run.tables.append(Table('Input pipelines', ['measurement', 'value'], rows, [
         '%d synthetic Cityscapes-layout PNG sources of %dx%d, augmented as in training (random '
         'scale %g-%g, crop, flip) to %dx%d, batch %d. Alone: images per second over %d '
-        'batches after a first one. Each training step row runs in a fresh process; the '
-        'generator\'s steps include its decoding. The original measured its TensorFlow '
+        'batches after a first one. The training steps run in one fresh process, a step '
+        'of each in turn, %d rounds after %d untimed; the generator\'s steps include its '
+        'decoding. The original measured its TensorFlow '
         'pipeline 20-25%% faster than its generator.' % (
             len(dataset), width, height, low, high, IMAGE_SHAPE[0], IMAGE_SHAPE[1],
-            TRAIN_BATCH, run.settings.pipeline_batches)]))
+            TRAIN_BATCH, run.settings.pipeline_batches, run.settings.repeats,
+            run.settings.warmup)]))
 
 
 def _train_command(run, folder):
@@ -1298,7 +1318,7 @@ SECTION_FUNCTIONS = {'peak': peak_section, 'inference': inference_section,
                      'memory': memory_section, 'export': export_section}
 # What a row process may be asked to run (see in_child).
 ROW_FUNCTIONS = {function.__name__: function for function in (
-    _time_inference, _time_training, _pipeline_step, _score_kind)}
+    _time_inference, _time_training, _pipeline_steps, _score_kind)}
 
 
 # ---------------------------------------------------------------------------- command line

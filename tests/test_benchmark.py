@@ -164,6 +164,21 @@ def test_each_inference_model_is_timed_at_every_batch_size_by_one_process(tmp_pa
     assert ratio['bf16 inference, speed-up over float32, batch 4'] == pytest.approx(1.5 / 3.5)
 
 
+def test_calls_timed_in_turn_share_the_machine_s_changes(monkeypatch):
+    order, clock = [], iter(range(1000))
+    monkeypatch.setattr(benchmark.time, 'perf_counter', lambda: float(next(clock)))
+
+    def call(name, ticks):
+        def run():
+            order.append(name)
+            for _ in range(ticks):  # each tick: one second of the fake clock
+                next(clock)
+        return run
+    medians = benchmark.time_in_turn({'a': call('a', 0), 'b': call('b', 2)}, 1, 3)
+    assert order == ['a', 'b'] * 4
+    assert medians == {'a': 1.0, 'b': 3.0}
+
+
 def _step_stats(nodes):
     stats = step_stats_pb2.StepStats()
     device = stats.dev_stats.add(device='/device:CPU:0')
