@@ -643,6 +643,9 @@ class Run:
         self.models = Models(work_dir, model_dir, settings.calibration_images)
         self.label_set = data_loader.get_label_set(LABEL_SET)
         self.raw, self.tables, self.errors, self.profile = {}, [], [], {}
+        # (image paths, label paths) the export section compares the exported models on; once
+        # set, the processes that time those models score them too (into self.scores).
+        self.score_split, self.scores = None, {}
         self._sources = sources
 
     def peak(self, precision, warmup=1, repeats=3):
@@ -822,17 +825,21 @@ def _sample_peak(run, precision):
     return max(rate for rate in (before, after, 0.0) if rate is not None) or None
 
 
+# The exported models the export section compares (row name: model kind).
+EXPORTED_KINDS = collections.OrderedDict((('frozen', 'frozen'), ('optimised', 'optimised'),
+                                          ('int8 TFLite', 'tflite')))
 INFERENCE_VARIANTS = (  # (row name, model kind, xla, precision)
     ('float32', 'float', 0, 'fp32'), ('--xla 2', 'float', 2, 'fp32'),
     ('--precision bf16', 'float', 0, 'bf16'), ('frozen', 'frozen', 0, 'fp32'),
     ('optimised (8-bit weights)', 'optimised', 0, 'fp32'), ('int8 TFLite', 'tflite', 0, 'fp32'))
 
 
-def _time_inference(run, folder, kind, xla, precision, name):
-    """[(seconds per image, rewrites seen)] of model.predict on random images at each of the
-    run's batch sizes, in one process (a row process): a batch size of its own has
-    convolutions of its own shapes, so the smaller batch's primitives do not decide how the
-    larger one's run."""
+def _time_inference(run, folder, kind, xla, precision, name, score=None):
+    """{'batches': [(seconds per image, rewrites seen)] of model.predict on random images at
+    each of the run's batch sizes, 'score': _score_and_save(model, *score) or None}, in one
+    process (a row process): a batch size of its own has convolutions of its own shapes, so
+    the smaller batch's primitives do not decide how the larger one's run. The export
+    comparison's scores come from the same warm model when score is given."""
     model = load_model(folder, kind, xla, precision)
     results = []
     try:
@@ -846,7 +853,7 @@ def _time_inference(run, folder, kind, xla, precision, name):
                 rewrites = run.trace(model.session, model.output, {model.input: images},
                                      trace_name)
             results.append((seconds / batch_size, rewrites))
-        return results
+        return dict(batches=results, score=_score_and_save(model, *score) if score else None)
     finally:
         model.close()
 
@@ -893,14 +900,18 @@ def inference_section(run):
     for name, kind, xla, precision in INFERENCE_VARIANTS:
         what = 'inference %s' % name
         log(what)
-        results = run.attempt(what, lambda: in_child(
-            run, _time_inference, run.models.folder(kind), kind, xla, precision, name))
-        if results is None:
+        score = _score_spec(run, kind) if run.score_split and kind in EXPORTED_KINDS.values() \
+            else None
+        reply = run.attempt(what, lambda: in_child(
+            run, _time_inference, run.models.folder(kind), kind, xla, precision, name, score))
+        if reply is None:
             rows += [table_row([name, batch_size, 'failed', '', '', ''])
                      for batch_size in run.settings.batches]
             continue
+        if score:
+            run.scores[kind] = _read_scores(score[-1], *reply['score'])
         beside = _sample_peak(run, precision) if run.raw.get('flops_per_image') else None
-        for batch_size, result in zip(run.settings.batches, results):
+        for batch_size, result in zip(run.settings.batches, reply['batches']):
             times[(name, batch_size)] = result[0]
             rows.append(_inference_row(run, name, precision, batch_size, result, times, beside))
             log(' | '.join(rows[-1]['cells']))
@@ -1213,27 +1224,42 @@ def score_model(model, image_paths, label_paths):
     return predictions, confusion, 1000 * float(np.median(seconds[1:] or seconds))
 
 
-def _score_kind(run, folder, kind, image_paths, label_paths, predictions_path):
-    """score_model of one exported model (a row process): the predictions go to an .npz file,
-    the confusion matrix and time into the reply."""
-    model = load_model(folder, kind)
-    try:
-        predictions, confusion, ms = score_model(model, image_paths, label_paths)
-    finally:
-        model.close()
+def _score_and_save(model, image_paths, label_paths, predictions_path):
+    """score_model in a row process: the predictions go to an .npz file, the confusion
+    matrix and time into the reply (see _read_scores)."""
+    predictions, confusion, ms = score_model(model, image_paths, label_paths)
     np.savez(predictions_path, *predictions)
     return confusion.tolist(), ms
 
 
-def _child_scores(run, kind, image_paths, label_paths):
-    """score_model's (predictions, confusion matrix, ms per image) of one exported model, in
-    a fresh process."""
-    path = os.path.join(run.work_dir, 'predictions_%s.npz' % kind)
-    confusion, ms = in_child(run, _score_kind, run.models.folder(kind), kind, image_paths,
-                             label_paths, path)
-    with np.load(path) as saved:
+def _read_scores(predictions_path, confusion, ms):
+    """score_model's (predictions, confusion matrix, ms per image) from _score_and_save's."""
+    with np.load(predictions_path) as saved:
         predictions = [saved['arr_%d' % index] for index in range(len(saved.files))]
     return predictions, np.array(confusion, np.int64), ms
+
+
+def _score_spec(run, kind):
+    """_score_and_save's arguments after the model, for the model of kind."""
+    image_paths, label_paths = run.score_split
+    return [image_paths, label_paths, os.path.join(run.work_dir, 'predictions_%s.npz' % kind)]
+
+
+def _score_kind(run, folder, kind, score):
+    """_score_and_save of one exported model, loaded for it (a row process)."""
+    model = load_model(folder, kind)
+    try:
+        return _score_and_save(model, *score)
+    finally:
+        model.close()
+
+
+def _child_scores(run, kind):
+    """score_model's (predictions, confusion matrix, ms per image) of one exported model on
+    run.score_split, in a fresh process."""
+    score = _score_spec(run, kind)
+    return _read_scores(score[-1], *in_child(run, _score_kind, run.models.folder(kind), kind,
+                                             score))
 
 
 def agreement(predictions, reference):
@@ -1294,13 +1320,16 @@ def export_section(run):
             'Skipped: no trained --model_dir given (the inference section times the exported '
             'models with random weights).']))
         return
-    image_paths, label_paths = _val_pairs(run.settings.val_images)
+    if not run.score_split:
+        run.score_split = _val_pairs(run.settings.val_images)
+    image_paths, _ = run.score_split
     scores = {}
-    for name, kind in (('frozen', 'frozen'), ('optimised', 'optimised'),
-                       ('int8 TFLite', 'tflite')):
+    for name, kind in EXPORTED_KINDS.items():
+        if kind in run.scores:  # scored by the process that timed it
+            scores[name] = run.scores[kind]
+            continue
         log('export comparison: %s on %d val images' % (name, len(image_paths)))
-        scores[name] = run.attempt('export comparison, %s' % name, _child_scores, run, kind,
-                                   image_paths, label_paths)
+        scores[name] = run.attempt('export comparison, %s' % name, _child_scores, run, kind)
     rows = _export_size_rows(run.models.stats)
     for name, prefix in (('frozen', None), ('optimised', 'optimised'),
                          ('int8 TFLite', 'tflite')):
@@ -1310,7 +1339,8 @@ def export_section(run):
                          for name, score in scores.items() if score is not None}
     run.tables.append(Table(title, ['model', 'measurement', 'value'], rows, [
         'Model %s, %d val images predicted one at a time (ms: median after the first), each '
-        'model in a fresh process.' % (run.models.model_dir, len(image_paths))]))
+        'model in a fresh process: the one that timed it in the inference section, when that '
+        'section ran.' % (run.models.model_dir, len(image_paths))]))
 
 
 SECTION_FUNCTIONS = {'peak': peak_section, 'inference': inference_section,
@@ -1419,6 +1449,8 @@ def run_benchmark(args, command):
     work_dir = tempfile.mkdtemp(prefix='fcn8s-benchmark-')
     try:
         run = Run(settings, work_dir, args.model_dir, args.profile, args.debug)
+        if 'export' in sections and args.model_dir:
+            run.score_split = _val_pairs(settings.val_images)
         for section in sections:
             log('== %s' % section)
             SECTION_FUNCTIONS[section](run)

@@ -144,9 +144,10 @@ def test_each_inference_model_is_timed_at_every_batch_size_by_one_process(tmp_pa
     monkeypatch.setattr(benchmark.Models, 'folder', lambda self, kind: 'models/' + kind)
     monkeypatch.setattr(benchmark, 'matmul_rate', lambda *args: float(next(rates)))
 
-    def child(run, function, folder, kind, xla, precision, name):
+    def child(run, function, folder, kind, xla, precision, name, score):
         calls.append((function, folder, name))
-        return [[1.0 + len(calls), {}], [0.5 + len(calls), {}]]
+        assert score is None  # no export comparison in this run
+        return dict(batches=[[1.0 + len(calls), {}], [0.5 + len(calls), {}]], score=None)
     monkeypatch.setattr(benchmark, 'in_child', child)
     benchmark.inference_section(run)
     assert calls == [(benchmark._time_inference, 'models/' + kind, name)
@@ -162,6 +163,32 @@ def test_each_inference_model_is_timed_at_every_batch_size_by_one_process(tmp_pa
     assert len(run.raw['peaks_gflops']['fp32']) + len(run.raw['peaks_gflops']['bf16']) == 2 + 6
     ratio = dict((row['label'], row['value']) for row in table.rows if row['label'])
     assert ratio['bf16 inference, speed-up over float32, batch 4'] == pytest.approx(1.5 / 3.5)
+
+
+def test_the_processes_that_time_the_exported_models_score_them(tmp_path, monkeypatch):
+    run = benchmark.Run(benchmark.QUICK, str(tmp_path), model_dir='trained')
+    run.score_split = (['a.png', 'b.png'], ['a_labels.png', 'b_labels.png'])
+    monkeypatch.setattr(benchmark.Models, 'folder', lambda self, kind: 'models/' + kind)
+    monkeypatch.setattr(benchmark, 'matmul_rate', lambda *args: 100.0)
+    scored = []
+
+    def child(run, function, folder, kind, xla, precision, name, score):
+        assert function is benchmark._time_inference  # no process of its own to score
+        if score:
+            assert score[:2] == list(run.score_split)
+            scored.append(kind)
+            class_id = {'tflite': 1}.get(kind, 0)  # the int8 model disagrees everywhere
+            np.savez(score[2], np.full((2, 3), class_id), np.full((2, 3), class_id))
+            return dict(batches=[[1.0, {}]], score=[[[12, 0], [0, 0]], 10.0])
+        return dict(batches=[[1.0, {}]], score=None)
+    monkeypatch.setattr(benchmark, 'in_child', child)
+    benchmark.inference_section(run)
+    assert scored == ['frozen', 'optimised', 'tflite']
+    benchmark.export_section(run)
+    rows = {(row['cells'][0], row['target']): row['value'] for row in run.tables[-1].rows}
+    assert rows[('optimised', 'optimised_agreement')] == 1.0
+    assert rows[('int8 TFLite', 'tflite_agreement')] == 0.0
+    assert rows[('optimised', 'optimised_time')] == 1.0
 
 
 def test_calls_timed_in_turn_share_the_machine_s_changes(monkeypatch):
