@@ -1415,14 +1415,17 @@ def check_outputs(report, json_path, profile_dir):
                         'folder' % profile_dir)
 
 
-def _settings_text(settings, sections, seconds):
+def _settings_text(settings, section_seconds, seconds):
+    """The settings of a run, with the minutes each section (name: seconds) and all took."""
     return ('%s: %d warm-up run(s), then the median of %d; inference batch %s; matmul %d; %d '
             'sources of %dx%d; %d demo val images; int8 calibrated on up to %d images; '
             'sections %s; %.1f minutes' % (
                 settings.name, settings.warmup, settings.repeats,
                 ' and '.join(map(str, settings.batches)), settings.matmul_size,
                 settings.sources, settings.source_shape[1], settings.source_shape[0],
-                settings.val_images, settings.calibration_images, ', '.join(sections),
+                settings.val_images, settings.calibration_images,
+                ', '.join('%s (%.1f min)' % (name, section / 60)
+                          for name, section in section_seconds.items()),
                 seconds / 60))
 
 
@@ -1447,13 +1450,16 @@ def run_benchmark(args, command):
         os.makedirs(args.profile, exist_ok=True)
     machine, started, cpu_at_start = machine_info(), time.time(), cpu_seconds()
     work_dir = tempfile.mkdtemp(prefix='fcn8s-benchmark-')
+    section_seconds = collections.OrderedDict()
     try:
         run = Run(settings, work_dir, args.model_dir, args.profile, args.debug)
         if 'export' in sections and args.model_dir:
             run.score_split = _val_pairs(settings.val_images)
         for section in sections:
             log('== %s' % section)
+            section_started = time.time()
             SECTION_FUNCTIONS[section](run)
+            section_seconds[section] = time.time() - section_started
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     machine['load'][1] = os.getloadavg()[0]
@@ -1462,7 +1468,7 @@ def run_benchmark(args, command):
                                                    time.time() - started)
     results = dict(machine=machine, command=command, tables=run.tables, profile=run.profile,
                    errors=run.errors,
-                   settings=_settings_text(settings, sections, time.time() - started))
+                   settings=_settings_text(settings, section_seconds, time.time() - started))
     _write_text(args.report, format_report(results))
     helper.write_json(json_path, dict(
         written_by='benchmark.py', machine=machine, command=command,

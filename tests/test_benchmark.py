@@ -1,6 +1,7 @@
 """benchmark.py: its pure parts, and its sections end to end on a tiny network (no timings)."""
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -262,8 +263,8 @@ def test_step_parts_sort_a_training_step_by_what_each_op_computes():
 
 
 def test_step_parts_table_sums_the_products_and_the_whole_step():
-    parts = [(name, ms, gflop) for name, ms, gflop in
-             zip(benchmark.STEP_PARTS, [100, 50, 100, 200, 100, 40, 60], [30, 15, 30, 30, 30, 0, 0])]
+    parts = list(zip(benchmark.STEP_PARTS, [100, 50, 100, 200, 100, 40, 60],
+                     [30, 15, 30, 30, 30, 0, 0]))
     table = benchmark._step_parts_table(parts)
     products, step = table.rows[-2:]
     assert products['cells'][:5] == ['all the products above together', '550', '84.6%', '135.0',
@@ -400,6 +401,9 @@ def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeyp
         raw = json.load(f)
     results = raw['results']
     assert raw['written_by'] == 'benchmark.py' and raw['errors'] == []
+    assert re.search(r'sections peak \(\d+\.\d min\), inference \(\d+\.\d min\), '
+                     r'training \(\d+\.\d min\), pipeline \(\d+\.\d min\); \d+\.\d minutes$',
+                     raw['settings'])
     assert set(results['inference_ms_per_image']) == {
         '%s, batch 1' % variant[0] for variant in benchmark.INFERENCE_VARIANTS}
     assert set(results['training_ms_per_image']) == {'float32', '--xla 2', '--precision bf16'}
