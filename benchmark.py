@@ -98,7 +98,7 @@ TARGETS = {
         'step and gives each part\'s share of the peak. The forward passes and the input '
         'gradients run closest to it, the filter gradients lowest (oneDNN runs them with its '
         'jit:avx512_core kernel, ONEDNN_VERBOSE=1). The row of all the products together is '
-        'the most a step could reach if nothing else took time: 81-85% in recent runs. The '
+        'the most a step could reach if nothing else took time: 81-88% in recent runs. The '
         'rest of the step, ~15%, is bound by memory: Adam reads the weights, both moments and '
         'the gradients (2.1 GB) and writes 1.6 GB every step; weight decay multiplies and adds '
         'over the same 537 MB of kernels (~3%); then the ReLU, bias and pooling gradients and '
