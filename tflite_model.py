@@ -73,6 +73,76 @@ def _clip_scores(graph_def):
     upscore8.input[2] = clipped.op.name
 
 
+def _data_input(name):
+    """The node name of an input, without its output index or control marker."""
+    return name.lstrip('^').split(':')[0]
+
+
+def _walk(nodes, name, through, scope=''):
+    """From node `name` along first inputs while the op is in `through` and the name in
+    `scope`; returns the nodes passed (the first included) and the first node not passed, or
+    None past the graph."""
+    passed, node = [], nodes.get(name)
+    while node is not None and node.op in through and node.name.startswith(scope):
+        passed.append(node)
+        node = nodes.get(_data_input(node.input[0])) if node.input else None
+    return passed, node
+
+
+def _layer_input(nodes, matmul, layer):
+    """(the layer's input tensor, kernel size) of an fc6/fc7 product: back from the product's
+    flattened patches through the reshape, slices, concatenations and SAME padding that
+    fcn8vgg16 builds them with, to the first node outside the layer's scope."""
+    passed, outside = _walk(nodes, _data_input(matmul.input[0]),
+                            ('Reshape', 'ConcatV2', 'StridedSlice', 'Pad'), layer + '/')
+    if outside is None or not passed or passed[0].op != 'Reshape':
+        raise UserError('cannot find the input of %s in the frozen graph: expected its '
+                        'patches built from one tensor (Reshape of slices of a Pad)' % layer)
+    pads = [node for node in passed if node.op == 'Pad']
+    if not pads:  # a 1 x 1 kernel: the product reads the layer's input itself
+        return passed[-1].input[0], 1
+    paddings = nodes.get(_data_input(pads[0].input[1]))
+    if paddings is None or paddings.op != 'Const':
+        raise UserError('the padding of %s in the frozen graph is not a constant' % layer)
+    return pads[0].input[0], 2 * int(tf.make_ndarray(paddings.attr['value'].tensor)[1][0]) + 1
+
+
+def _kernel(nodes, matmul, layer, size):
+    """The product's weights as a [size, size, in, out] SAME convolution kernel."""
+    _, weights = _walk(nodes, _data_input(matmul.input[1]), ('Reshape', 'Identity'))
+    if weights is None or weights.op != 'Const':
+        raise UserError('the weights of %s in the frozen graph are not a constant (%s): '
+                        'freeze the model again' % (layer, weights.op if weights else 'none'))
+    kernel = tf.make_ndarray(weights.attr['value'].tensor)
+    return kernel.reshape((size, size, -1, kernel.shape[-1]))
+
+
+def _back_to_image_shape(graph_def, output, layer):
+    """The Reshape that turns the product's [pixels, out] rows back into [batch, h, w, out],
+    past any bias and ReLU: each works on the last axis alike in either shape. Grappler's
+    constant folding removes a bias that is still all zeros (a model trained for a few steps,
+    whose fc6/fc7 no gradient has reached yet), so none is required."""
+    consumers = {}
+    for node in graph_def.node:
+        for name in node.input:
+            consumers.setdefault(_data_input(name), []).append(node)
+    node = output
+    while True:
+        following = consumers.get(node.name, [])
+        if len(following) != 1 or following[0].op not in _ROW_WISE_OPS + ('Reshape',):
+            raise UserError('cannot turn %s back into a convolution: expected its product '
+                            'followed by a bias, a ReLU and a Reshape, found %s after %s' % (
+                                layer, ', '.join(n.op for n in following) or 'nothing',
+                                node.name))
+        node = following[0]
+        if node.op == 'Reshape':
+            return node
+
+
+# Ops that may stand between an fc6/fc7 product and its reshape to [batch, h, w, out].
+_ROW_WISE_OPS = ('BiasAdd', 'Relu', 'Identity', 'Add', 'AddV2')
+
+
 def _matmuls_as_convolutions(graph_def):
     """Turns each fc6/fc7 matrix product (fcn8vgg16._conv_as_matmul) back into the SAME
     convolution it computes, in place.
@@ -84,32 +154,18 @@ def _matmuls_as_convolutions(graph_def):
     nodes = {node.name: node for node in graph_def.node}
     for matmul in [node for node in graph_def.node if node.op == 'MatMul'
                    and node.name.split('/')[0] in fcn8vgg16.MATMUL_LAYERS]:
-        scope = matmul.name.rsplit('/', 1)[0]
-        pad = nodes.get(scope + '/Pad')
-        if pad is None:  # a 1 x 1 kernel: the flattened input is the layer's input
-            inputs, size = nodes[matmul.input[0]].input[0], 1
-        else:
-            paddings = tf.make_ndarray(nodes[pad.input[1]].attr['value'].tensor)
-            inputs, size = pad.input[0], 2 * int(paddings[1][0]) + 1
-        weights = nodes[matmul.input[1]]
-        while weights.op in ('Reshape', 'Identity'):  # to the kernel's constant
-            weights = nodes[weights.input[0]]
-        kernel = tf.make_ndarray(weights.attr['value'].tensor)
-        kernel = kernel.reshape((size, size, -1, kernel.shape[-1]))
-        conv = graph_def.node.add(name=scope + '/Conv2D', op='Conv2D', input=[
-            inputs, _float_const(graph_def, scope + '/kernel_hwio', kernel)])
+        layer = matmul.name.split('/')[0]
+        inputs, size = _layer_input(nodes, matmul, layer)
+        reshape = _back_to_image_shape(graph_def, matmul, layer)
+        conv = graph_def.node.add(name=matmul.name + '_as_conv', op='Conv2D', input=[
+            inputs, _float_const(graph_def, layer + '/kernel_hwio',
+                                 _kernel(nodes, matmul, layer, size))])
         conv.attr['T'].type = types_pb2.DT_FLOAT
         conv.attr['strides'].list.i.extend([1, 1, 1, 1])
         conv.attr['padding'].s = b'SAME'
-        (bias_add,) = [node for node in graph_def.node if node.op == 'BiasAdd'
-                       and node.input[0] == matmul.name]
-        bias_add.input[0] = conv.name
-        outputs = {bias_add.name} | {node.name for node in graph_def.node
-                                     if node.op == 'Relu' and node.input[0] == bias_add.name}
         for node in graph_def.node:
-            if node.op == 'Reshape' and node.name.startswith(scope + '/') and \
-                    node.input[0] in outputs:
-                _make_identity(node, node.input[0], types_pb2.DT_FLOAT)
+            node.input[:] = [conv.name if name == matmul.name else name for name in node.input]
+        _make_identity(reshape, reshape.input[0], types_pb2.DT_FLOAT)
 
 
 def _float_const(graph_def, name, value):

@@ -179,3 +179,19 @@ def test_errors(exported, tmp_path):
                       helper.read_json(os.path.join(model_dir, inference.CONFIG_FILE)))
     with pytest.raises(UserError, match='holds no model.tflite'):
         tflite_model.TFLiteModel(str(tmp_path))
+
+
+def test_an_fc_layer_in_an_unknown_form_is_one_line_naming_it(exported, tmp_path):
+    graph_def, _, _ = exported
+    changed = tf1.GraphDef()
+    changed.CopyFrom(graph_def)
+    for node in changed.node:  # fc6's product no longer reshaped back to [batch, h, w, out]
+        if node.name.startswith('fc6/') and node.op == 'Reshape' and \
+                node.input[0].startswith('fc6/Relu'):
+            node.op = 'Identity'
+            del node.input[1:]
+            node.attr.pop('Tshape')
+    with pytest.raises(UserError, match=r'^cannot turn fc6 back into a convolution: expected '
+                                        r'its product followed by a bias, a ReLU and a Reshape'):
+        tflite_model.convert_int8(changed, str(tmp_path / 'model.tflite'), IMAGE_SHAPE,
+                                  [str(tmp_path / 'unused.png')])
