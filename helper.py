@@ -16,6 +16,9 @@ tf1 = tf.compat.v1
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 # x86 instructions that compute in bfloat16; without them oneDNN emulates it, slower than fp32.
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
+# TensorFlow rewrites a graph to bfloat16 for oneDNN only on CPUs with one of these
+# (IsBF16SupportedByOneDNNOnThisCPU); elsewhere the session runs float32.
+BF16_REWRITE_CPU_FLAGS = ('avx512f', 'avx_ne_convert')
 
 
 class UserError(Exception):
@@ -76,7 +79,8 @@ def set_precision(config, precision):
     """Turns on the graph rewrite that runs a float32 graph in mixed precision in this session.
 
     TensorFlow's auto mixed precision rewrite casts convolutions, matrix products and the
-    element-wise ops between them to 16 bits as the session optimises the graph. Variables,
+    element-wise ops between them to 16 bits as the session optimises the graph (for bf16,
+    on CPUs with AVX-512 or AVX-NE-CONVERT only). Variables,
     optimiser updates, the softmax cross-entropy and the loss stay float32 (the rewrite's deny
     list), so every model this tool writes runs in any precision. bf16: oneDNN's bfloat16 on
     the CPU. fp16: float16 on GPUs (the trainer adds loss scaling); without one it warns and
@@ -88,7 +92,10 @@ def set_precision(config, precision):
         if gpus:
             warn('--precision bf16 rewrites the CPU\'s ops only: use --precision fp16 on GPUs')
         flags = cpu_flags()
-        if flags is not None and not flags & set(BF16_CPU_FLAGS):
+        if flags is not None and not flags & set(BF16_REWRITE_CPU_FLAGS):
+            warn('this CPU has neither %s: TensorFlow does not rewrite to bfloat16 here, '
+                 '--precision bf16 runs in float32' % ' nor '.join(BF16_REWRITE_CPU_FLAGS))
+        elif flags is not None and not flags & set(BF16_CPU_FLAGS):
             warn('this CPU has neither %s: --precision bf16 is emulated, about half as fast '
                  'as fp32' % ' nor '.join(BF16_CPU_FLAGS))
         options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
