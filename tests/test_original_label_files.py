@@ -4,13 +4,17 @@ and those whose values cannot tell the two apart, are refused with one line.
 
 The three kinds share a name; their values tell them apart (data_loader.label_tables).
 """
+import glob
 import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import data_loader
+import inference
 import main
+import prepare
 import synthetic
 from helper import UserError
 
@@ -133,6 +137,52 @@ def test_generator_and_tf_data_give_identical_batches_of_original_files(tmp_path
     generated = list(dataset.generator(2, epochs=2, seed=5))
     assert len(generated) == 4 and not (generated[0][1] == LEFTOVER).any()
     synthetic.assert_same_batches(generated, synthetic.tf_batches(dataset, 2, epochs=2, seed=5))
+
+
+# ------------------------------------------------------------------------- evaluate, prepare
+
+class _ConstantModel:
+    """predict_batch's interface: every pixel is class 26 (car)."""
+    image_shape = (HEIGHT, WIDTH)
+
+    def __init__(self, label_set):
+        self.label_set = label_set
+
+    def predict(self, images):
+        return np.full(images.shape[:3], 26, np.uint8)
+
+
+def test_evaluation_scores_original_files_against_their_label_ids(tmp_path):
+    _, _, paths = write_split(tmp_path, [original_label(), original_label(1)])
+    image_paths, label_paths = [image for image, _ in paths], [label for _, label in paths]
+    label_set = data_loader.get_label_set('cityscapes35')
+    confusion = inference.confusion_over(_ConstantModel(label_set), image_paths, label_paths)
+    truth = np.concatenate([original_train_ids().ravel(), original_train_ids(1).ravel()])
+    expected = np.bincount(truth[truth != 255], minlength=label_set.num_classes)
+    np.testing.assert_array_equal(confusion[:, 26], expected)
+    assert confusion.sum() == expected.sum()
+
+
+def test_evaluation_refuses_official_files_with_cityscapes35(tmp_path):
+    _, _, [(image_path, label_path)] = write_split(tmp_path, [official_label()])
+    model = _ConstantModel(data_loader.get_label_set('cityscapes35'))
+    with pytest.raises(UserError) as error:
+        inference.confusion_over(model, [image_path], [label_path])
+    assert str(error.value) == official_message(label_path)
+
+
+def test_prepare_writes_the_train_ids_of_original_files_which_then_train(tmp_path, capsys):
+    source, out = tmp_path / 'source', tmp_path / 'prepared'
+    images, labels, paths = write_split(source, [original_label()])
+    label_set = data_loader.get_label_set('cityscapes35')
+    assert prepare.prepare_split(images, labels, str(source), str(out), label_set,
+                                 (HEIGHT, WIDTH), workers=1) == (1, 1)
+    assert 'values outside the label set: %d' % LEFTOVER in capsys.readouterr().err
+    (prepared,) = glob.glob(str(out / 'gtFine' / 'train' / '*' / '*_labelTrainIds.png'))
+    np.testing.assert_array_equal(np.asarray(Image.open(prepared)), original_train_ids())
+    dataset = data_loader.Dataset(str(out / 'leftImg8bit' / 'train'), str(out / 'gtFine'),
+                                  label_set, (HEIGHT, WIDTH))
+    np.testing.assert_array_equal(dataset.sample(0)[1], original_train_ids())
 
 
 # ---------------------------------------------------------------------------------- main.py
