@@ -123,17 +123,70 @@ def _check_labels_have_images(labels_by_key, images_by_key, images_glob, labels_
     helper.warn(message + ': they are not used')
 
 
+# The original tool trained on all 35 Cityscapes labels from *_gtFine_labelTrainIds.png files
+# written by cityscapesScripts' labels.py with train id = label id: the name of the official
+# 19-class files, the values of this set's label ids (and leftovers of its bilinear resize).
+ORIGINAL_LABEL_SET = 'cityscapes35'
+BENCHMARK_CLASSES = cityscape_labels.benchmark_label_set().num_classes  # 19: train ids 0-18
+
+
+def _official_train_ids(label_path):
+    return _stem(label_path, ()).endswith('_gtFine' + TRAIN_ID_SUFFIX)
+
+
+def label_tables(label_path, label_set, label=None):
+    """(lookup, known) for one label file: its table from stored values to training ids, and
+    the stored values of the set's labels (check_label_values warns about the others).
+
+    The file's name decides them (label_lookup, known_label_values), but for a
+    *_gtFine_labelTrainIds.png read with cityscapes35: official and original-tool files share
+    that name, and only their stored values tell them apart (_tables_by_content). label is
+    those values, uint8 [h, w]; without it such a file gives (None, None), which to_train_ids
+    takes as "decide from the values" once the caller has read them (no file is read twice).
+    """
+    if _official_train_ids(label_path) and label_set.name == ORIGINAL_LABEL_SET:
+        if label is None:
+            return None, None
+        return _tables_by_content(label_path, label_set, label)
+    return label_lookup(label_path, label_set), known_label_values(label_path, label_set)
+
+
+def _tables_by_content(label_path, label_set, label):
+    """The tables of a *_gtFine_labelTrainIds.png read with cityscapes35, from its values.
+
+    Official files never hold 19-254: a file that does is the original tool's, its values label
+    ids (training id = label id), any value of no label a leftover to ignore with a warning.
+    Values 0-18 and 255 only: an official file, refused. 0-18 only: it cannot tell.
+    """
+    present = np.bincount(label.ravel(), minlength=256) > 0
+    if present[BENCHMARK_CLASSES:IGNORE_ID].any():
+        known = label_set.id_to_train_id != IGNORE_ID
+        known[IGNORE_ID] = True
+        return label_set.id_to_train_id, known
+    if present[IGNORE_ID]:
+        _refuse_official_train_ids(label_path, label_set)
+    raise UserError('%s cannot tell the %d Cityscapes benchmark classes from the %s label set, '
+                    'as it holds only values 0-%d: pass --label_set cityscapes, or use the '
+                    '*_gtFine_labelIds.png files' % (label_path, BENCHMARK_CLASSES,
+                                                     label_set.name, BENCHMARK_CLASSES - 1))
+
+
+def _refuse_official_train_ids(label_path, label_set):
+    raise UserError('%s holds the %d Cityscapes benchmark classes, not the %s label set: '
+                    'use the *_gtFine_labelIds.png files' % (label_path, BENCHMARK_CLASSES,
+                                                              label_set.name))
+
+
 def label_lookup(label_path, label_set):
-    """uint8 [256] table from the values stored in this label file to training ids.
+    """uint8 [256] table from the values stored in this label file to training ids, from its
+    name alone (label_tables also looks at the values when the name cannot tell).
 
     `*_labelTrainIds.png` files hold training ids of the chosen set (as `prepare` writes them);
     the official `*_gtFine_labelTrainIds.png` hold the 19 benchmark classes only.
     """
-    stem = _stem(label_path, ())
-    if stem.endswith('_gtFine' + TRAIN_ID_SUFFIX) and label_set.name != 'cityscapes':
-        raise UserError('%s holds the 19 Cityscapes benchmark classes, not the %s label set: '
-                        'use the *_gtFine_labelIds.png files' % (label_path, label_set.name))
-    if stem.endswith(TRAIN_ID_SUFFIX):
+    if _official_train_ids(label_path) and label_set.name != 'cityscapes':
+        _refuse_official_train_ids(label_path, label_set)
+    if _stem(label_path, ()).endswith(TRAIN_ID_SUFFIX):
         table = np.arange(256, dtype=np.uint8)
         table[label_set.num_classes:] = label_set.ignore_id
         return table
@@ -175,6 +228,17 @@ def check_label_values(label, label_path, known):
     outside = np.flatnonzero(present & ~known)
     if outside.size:
         _warn_outside(label_path, outside)
+
+
+def to_train_ids(label, label_path, label_set, lookup=None, known=None):
+    """uint8 [h, w] training ids of a label file's stored values. lookup and known are the
+    file's tables from label_tables without the values, computed once per file; lookup None
+    lets the values decide them. Warns, once per file, about the values known does not list."""
+    if lookup is None:
+        lookup, known = label_tables(label_path, label_set, label)
+    if known is not None:
+        check_label_values(label, label_path, known)
+    return lookup[label]
 
 
 def _folder_of(pattern):
@@ -337,10 +401,11 @@ def _photometric(image, rng):
 
 
 def load_sample(image_path, label_path, lookup, image_shape, augment=None, rng=None,
-                known=None):
+                known=None, label_set=None):
     """The per-sample function of both pipelines: decode, map to training ids, scale, crop,
     and when augmenting flip and jitter. With known (known_label_values), values outside the
-    label set are warned about.
+    label set are warned about. Without lookup, the label's values decide both for label_set
+    (label_tables).
 
     Images are resized bilinearly, labels with nearest neighbour only (bilinear would invent
     class ids at every boundary); the aspect is never distorted (see `placement`). Padding is
@@ -353,11 +418,10 @@ def load_sample(image_path, label_path, lookup, image_shape, augment=None, rng=N
         raise UserError('label %s is %dx%d but its image %s is %dx%d' % (
             label_path, label.shape[1], label.shape[0], image_path, image.shape[1],
             image.shape[0]))
-    if known is not None:
-        check_label_values(label, label_path, known)
+    label = to_train_ids(label, label_path, label_set, lookup, known)
     place = placement(label.shape, image_shape, augment, rng)
     image = _place(image, place, image_shape, Image.BILINEAR, PAD_COLOR)
-    label = _place(lookup[label], place, image_shape, Image.NEAREST, cityscape_labels.IGNORE_ID)
+    label = _place(label, place, image_shape, Image.NEAREST, cityscape_labels.IGNORE_ID)
     if augment and augment.photometric:
         image = np.array(image)
         rows, cols = _window(place, image_shape)
@@ -385,8 +449,10 @@ class Dataset:
         self.label_set = label_set
         self.image_shape = check_image_shape(image_shape)
         self.augment = augment
-        self.lookups = [label_lookup(path, label_set) for path in self.label_paths]
-        self.known = [known_label_values(path, label_set) for path in self.label_paths]
+        # (None, None) for the files whose stored values decide them, as they are read
+        tables = [label_tables(path, label_set) for path in self.label_paths]
+        self.lookups = [lookup for lookup, _ in tables]
+        self.known = [known for _, known in tables]
         self.skip_bad_files = skip_bad_files
         self.skipped = set()
         self._skipped_lock = threading.Lock()  # tf.data decodes in parallel threads
@@ -399,7 +465,7 @@ class Dataset:
         try:
             return load_sample(self.image_paths[index], self.label_paths[index],
                                self.lookups[index], self.image_shape, self.augment, rng,
-                               self.known[index])
+                               self.known[index], self.label_set)
         except UserError as error:
             if not self.skip_bad_files:
                 raise
@@ -420,14 +486,14 @@ class Dataset:
     def label(self, index):
         """The training-id label of one sample at the dataset's image shape, unaugmented."""
         try:
-            label = read_label(self.label_paths[index])
+            label = to_train_ids(read_label(self.label_paths[index]), self.label_paths[index],
+                                 self.label_set, self.lookups[index], self.known[index])
         except UserError as error:
             if not self.skip_bad_files:
                 raise
             return self._skip(index, error)[1]
-        check_label_values(label, self.label_paths[index], self.known[index])
-        return _place(self.lookups[index][label], placement(label.shape, self.image_shape),
-                      self.image_shape, Image.NEAREST, IGNORE_ID)
+        return _place(label, placement(label.shape, self.image_shape), self.image_shape,
+                      Image.NEAREST, IGNORE_ID)
 
     def steps_per_epoch(self, batch_size):
         return -(-len(self) // batch_size)

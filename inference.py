@@ -492,8 +492,8 @@ def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=
     """One confusion matrix over a labelled split, at each label image's own resolution."""
     import metrics
     label_set = model.label_set
-    lookups = {path: data_loader.label_lookup(path, label_set) for path in label_paths}
-    known = {path: data_loader.known_label_values(path, label_set) for path in label_paths}
+    # (None, None) for the files whose stored values decide them, as they are read
+    tables = {path: data_loader.label_tables(path, label_set) for path in label_paths}
     labels_of = dict(zip(image_paths, label_paths))
     confusion = np.zeros((label_set.num_classes, label_set.num_classes), np.int64)
     loaded = _read_ahead(image_paths, data_loader.read_image, 2 * batch_size)
@@ -502,9 +502,8 @@ def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=
             outputs = predict_batch(model, [image for _, image in batch], keep_size)
             for (path, image), class_ids in zip(batch, outputs):
                 label_path = labels_of[path]
-                stored = data_loader.read_label(label_path)
-                data_loader.check_label_values(stored, label_path, known[label_path])
-                label = lookups[label_path][stored]
+                label = data_loader.to_train_ids(data_loader.read_label(label_path), label_path,
+                                                 label_set, *tables[label_path])
                 if label.shape != class_ids.shape:
                     raise UserError('label %s is %dx%d but its image %s is %dx%d' % (
                         label_path, label.shape[1], label.shape[0], path, image.shape[1],

@@ -97,14 +97,15 @@ def _image_size(path):
 
 def _prepare_one(job):
     """Writes the missing files of one sample: its resized image and training-id label."""
-    image_path, label_path, lookup, image_out, label_out, cover_shape = job
+    image_path, label_path, tables, image_out, label_out, cover_shape, label_set = job
     label = data_loader.read_label(label_path)
     if _image_size(image_path) != label.shape:
         raise UserError('label %s is %dx%d but its image is %dx%d' % (
             label_path, label.shape[1], label.shape[0], *_image_size(image_path)[::-1]))
     size = prepared_size(label.shape, cover_shape)
     if not os.path.exists(label_out):
-        train_ids = data_loader.resize(lookup[label], size, Image.NEAREST)
+        train_ids = data_loader.to_train_ids(label, label_path, label_set, *tables)
+        train_ids = data_loader.resize(train_ids, size, Image.NEAREST)
         _save(lambda path: Image.fromarray(train_ids).save(path, format='PNG'), label_out)
     if not os.path.exists(image_out):
         if size == label.shape:  # already small enough: the file itself, bit for bit
@@ -126,10 +127,12 @@ def prepare_split(images_glob, labels_glob, source_root, output_root, label_set,
     jobs = []
     for image_path, label_path in zip(image_paths, label_paths):
         new_name = data_loader.label_key(label_path) + data_loader.TRAIN_ID_SUFFIX + '.png'
-        jobs.append((image_path, label_path, data_loader.label_lookup(label_path, label_set),
+        # (None, None) for the files whose stored values decide them, as they are read
+        tables = data_loader.label_tables(label_path, label_set)
+        jobs.append((image_path, label_path, tables,
                      _output_path(image_path, source_root, output_root),
                      _output_path(label_path, source_root, output_root, new_name),
-                     tuple(cover_shape)))
+                     tuple(cover_shape), label_set))
     todo = [job for job in jobs if not (os.path.exists(job[3]) and os.path.exists(job[4]))]
     # PIL decodes, resizes and encodes with the GIL released: threads use every core.
     pool = concurrent.futures.ThreadPoolExecutor(max(1, workers))

@@ -201,14 +201,21 @@ def test_label_values_map_to_training_ids(tmp_path, kind, label_set_name, expect
     np.testing.assert_array_equal(image, synthetic.random_image(32, 64, 0))
 
 
-def test_official_train_ids_with_the_35_class_set_are_refused(tmp_path):
+def test_official_train_id_names_leave_cityscapes35_to_the_values_and_refuse_other_sets(
+        tmp_path):
+    # The values decide with cityscapes35 (tests/test_original_label_files.py).
     label = np.zeros((32, 64), np.uint8)
     _, label_path = synthetic.write_sample(tmp_path, 'aachen', 0, synthetic.random_image(32, 64, 0),
                                            label, kind='labelTrainIds')
+    cityscapes35 = data_loader.get_label_set('cityscapes35')
+    assert data_loader.label_tables(label_path, cityscapes35) == (None, None)
     with pytest.raises(UserError) as error:
-        data_loader.label_lookup(label_path, data_loader.get_label_set('cityscapes35'))
+        data_loader.label_tables(label_path, cityscapes35, label)
+    assert 'cannot tell' in str(error.value)
+    with pytest.raises(UserError) as error:
+        data_loader.label_tables(label_path, data_loader.get_label_set('mapillary_v2'))
     assert os.path.basename(label_path) in str(error.value)
-    assert '*_gtFine_labelIds.png' in str(error.value)
+    assert 'not the mapillary_v2 label set: use the *_gtFine_labelIds.png' in str(error.value)
 
 
 def test_labels_are_resized_with_nearest_neighbour_only(tmp_path):
