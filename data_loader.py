@@ -127,6 +127,7 @@ def _check_labels_have_images(labels_by_key, images_by_key, images_glob, labels_
 # written by cityscapesScripts' labels.py with train id = label id: the name of the official
 # 19-class files, the values of this set's label ids (and leftovers of its bilinear resize).
 ORIGINAL_LABEL_SET = 'cityscapes35'
+CITYSCAPES_LABEL_SETS = ('cityscapes', ORIGINAL_LABEL_SET)
 BENCHMARK_CLASSES = cityscape_labels.benchmark_label_set().num_classes  # 19: train ids 0-18
 
 
@@ -139,12 +140,13 @@ def label_tables(label_path, label_set, label=None):
     the stored values of the set's labels (check_label_values warns about the others).
 
     The file's name decides them (label_lookup, known_label_values), but for a
-    *_gtFine_labelTrainIds.png read with cityscapes35: official and original-tool files share
-    that name, and only their stored values tell them apart (_tables_by_content). label is
-    those values, uint8 [h, w]; without it such a file gives (None, None), which to_train_ids
-    takes as "decide from the values" once the caller has read them (no file is read twice).
+    *_gtFine_labelTrainIds.png read with a Cityscapes label set: official and original-tool
+    files share that name, and only their stored values tell them apart (_tables_by_content).
+    label is those values, uint8 [h, w]; without it such a file gives (None, None), which
+    to_train_ids takes as "decide from the values" once the caller has read them (no file is
+    read twice).
     """
-    if _official_train_ids(label_path) and label_set.name == ORIGINAL_LABEL_SET:
+    if _official_train_ids(label_path) and label_set.name in CITYSCAPES_LABEL_SETS:
         if label is None:
             return None, None
         return _tables_by_content(label_path, label_set, label)
@@ -152,14 +154,25 @@ def label_tables(label_path, label_set, label=None):
 
 
 def _tables_by_content(label_path, label_set, label):
-    """The tables of a *_gtFine_labelTrainIds.png read with cityscapes35, from its values.
+    """The tables of a *_gtFine_labelTrainIds.png read with a Cityscapes label set, from its
+    values.
 
     Official files never hold 19-254: a file that does is the original tool's, its values label
-    ids (training id = label id), any value of no label a leftover to ignore with a warning.
-    Values 0-18 and 255 only: an official file, refused. 0-18 only: it cannot tell.
+    ids (training id = label id), any value of no label a leftover to ignore with a warning;
+    with the 19-class set it is refused. Values 0-18 and 255 only: an official file, refused
+    for cityscapes35. 0-18 only: cityscapes35 cannot tell.
     """
     present = np.bincount(label.ravel(), minlength=256) > 0
-    if present[BENCHMARK_CLASSES:IGNORE_ID].any():
+    original = present[BENCHMARK_CLASSES:IGNORE_ID].any()
+    if label_set.name != ORIGINAL_LABEL_SET:
+        if original:
+            raise UserError('%s holds label ids %s of the original tool\'s 35-label files, not '
+                            'the %d Cityscapes benchmark classes: pass --label_set %s' % (
+                                label_path, _listed(np.flatnonzero(
+                                    present[BENCHMARK_CLASSES:IGNORE_ID]) + BENCHMARK_CLASSES),
+                                BENCHMARK_CLASSES, ORIGINAL_LABEL_SET))
+        return label_lookup(label_path, label_set), known_label_values(label_path, label_set)
+    if original:
         known = label_set.id_to_train_id != IGNORE_ID
         known[IGNORE_ID] = True
         return label_set.id_to_train_id, known
@@ -169,6 +182,12 @@ def _tables_by_content(label_path, label_set, label):
                     'as it holds only values 0-%d: pass --label_set cityscapes, or use the '
                     '*_gtFine_labelIds.png files' % (label_path, BENCHMARK_CLASSES,
                                                      label_set.name, BENCHMARK_CLASSES - 1))
+
+
+def _listed(values, most=5):
+    """'19, 21, 26' or '19, 21, 26, 33, 40, ...': a few values of many."""
+    text = ', '.join(str(value) for value in values[:most])
+    return text + (', ...' if len(values) > most else '')
 
 
 def _refuse_official_train_ids(label_path, label_set):
@@ -454,6 +473,10 @@ class Dataset:
         self.lookups = [lookup for lookup, _ in tables]
         self.known = [known for _, known in tables]
         self.skip_bad_files = skip_bad_files
+        undecided = [path for path, lookup in zip(self.label_paths, self.lookups)
+                     if lookup is None]
+        if undecided and not skip_bad_files:  # a refusal comes at once, not at some step
+            label_tables(undecided[0], label_set, read_label(undecided[0]))
         self.skipped = set()
         self._skipped_lock = threading.Lock()  # tf.data decodes in parallel threads
 

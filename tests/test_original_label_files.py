@@ -90,23 +90,39 @@ def test_original_files_without_leftovers_or_ignored_pixels_train_without_a_warn
 
 
 def test_official_files_with_cityscapes35_are_refused_with_the_message_of_their_name(tmp_path):
-    dataset = dataset_of(tmp_path, [official_label()])
+    with pytest.raises(UserError) as error:  # the first file's values, before any step
+        dataset_of(tmp_path / 'first', [official_label()])
+    (path,) = glob.glob(str(tmp_path / 'first' / 'gtFine' / '*' / '*' / '*.png'))
+    assert str(error.value) == official_message(path)
+    dataset = dataset_of(tmp_path / 'later', [original_label(), official_label()])
     with pytest.raises(UserError) as error:
-        dataset.sample(0)
-    assert str(error.value) == official_message(dataset.label_paths[0])
+        dataset.sample(1)
+    assert str(error.value) == official_message(dataset.label_paths[1])
     with pytest.raises(UserError) as error:
-        dataset.label(0)
-    assert str(error.value) == official_message(dataset.label_paths[0])
+        dataset.label(1)
+    assert str(error.value) == official_message(dataset.label_paths[1])
 
 
 def test_files_holding_only_benchmark_train_ids_cannot_tell_and_are_refused(tmp_path):
-    dataset = dataset_of(tmp_path, [ambiguous_label()])
     with pytest.raises(UserError) as error:
-        dataset.sample(0)
-    message = str(error.value)
-    assert message.startswith(dataset.label_paths[0] + ' cannot tell ')
-    assert 'only values 0-18' in message
-    assert '--label_set cityscapes,' in message and '*_gtFine_labelIds.png' in message
+        dataset_of(tmp_path / 'first', [ambiguous_label()])
+    dataset = dataset_of(tmp_path / 'later', [original_label(), ambiguous_label()])
+    with pytest.raises(UserError) as later:
+        dataset.sample(1)
+    for message, path in ((str(error.value), None), (str(later.value), dataset.label_paths[1])):
+        if path:
+            assert message.startswith(path + ' cannot tell ')
+        assert 'only values 0-18' in message
+        assert '--label_set cityscapes,' in message and '*_gtFine_labelIds.png' in message
+
+
+def test_original_files_with_the_19_class_set_are_refused_naming_cityscapes35(tmp_path):
+    with pytest.raises(UserError) as error:
+        dataset_of(tmp_path, [original_label()], 'cityscapes')
+    (path,) = glob.glob(str(tmp_path / 'gtFine' / '*' / '*' / '*.png'))
+    assert str(error.value) == (
+        "%s holds label ids 19, 20, 21, 22, 23, ... of the original tool's 35-label files, not "
+        "the 19 Cityscapes benchmark classes: pass --label_set cityscapes35" % path)
 
 
 def test_a_file_that_cannot_tell_is_skipped_like_a_bad_file_with_skip_bad_files(tmp_path,
