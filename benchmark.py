@@ -42,14 +42,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import data_loader  # noqa: E402
-import demo_data  # noqa: E402
-import export  # noqa: E402
+from roadseg.data import demo_data  # noqa: E402
+from roadseg.deploy import export  # noqa: E402
 import fcn8vgg16  # noqa: E402
 import helper  # noqa: E402
-import inference  # noqa: E402
-import metrics  # noqa: E402
-import tflite_model  # noqa: E402
-import trainer  # noqa: E402
+from roadseg.deploy import inference  # noqa: E402
+from roadseg.apps import metrics  # noqa: E402
+from roadseg.deploy import tflite_model  # noqa: E402
+from roadseg.training import trainer  # noqa: E402
 from helper import UserError  # noqa: E402
 
 tf1 = tf.compat.v1

@@ -13,6 +13,8 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 
 tf1 = tf.compat.v1
 
+# The folder of main.py: data/ below it holds the demo dataset and the downloaded weights.
+TOOL_DIR = os.path.dirname(os.path.abspath(__file__))
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 # x86 instructions that compute in bfloat16; without them oneDNN emulates it, slower than fp32.
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')

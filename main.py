@@ -166,7 +166,7 @@ def _dataset_defaults(args):
     """The defaults of args.dataset, with its paths; the demo is generated on first use."""
     if args.dataset != 'demo':
         return DATASET_DEFAULTS[args.dataset]
-    import demo_data
+    from roadseg.data import demo_data
     root = args.data_root or demo_data.ensure_demo_dataset()
     return dict(DEMO_DEFAULTS, root=root, prepared_dir=root.rstrip('/\\') + '_prepared',
                 video=demo_data.demo_video_path(root))
@@ -224,7 +224,7 @@ def _apply_train_defaults(args):
 
 def train(args):
     """Trains (or resumes) and exports a SavedModel."""
-    import distributed
+    from roadseg.training import distributed
     task = distributed.cluster_task(args)
     if task is not None and task.job == 'ps':  # holds variables; reads no data
         distributed.serve(task)
@@ -234,7 +234,7 @@ def train(args):
     import data_loader
     import fcn8vgg16
     import helper
-    import trainer
+    from roadseg.training import trainer
 
     session_config = helper.session_config(args.gpu, args.gpu_mem, args.xla, args.precision)
     distributed.configure(args, session_config, task)
@@ -279,7 +279,7 @@ def train(args):
 
 def _load_model(args):
     import helper
-    import inference
+    from roadseg.deploy import inference
     model_dir = args.model_dir
     if model_dir is None:
         configs = sorted(glob.glob(os.path.join(args.runs_dir, '*', 'model',
@@ -290,7 +290,7 @@ def _load_model(args):
         model_dir = os.path.dirname(configs[-1])
         print('model: %s (the newest under %s)' % (model_dir, args.runs_dir))
     if model_dir.endswith('.tflite'):  # optimised_model/model.tflite: the int8 model
-        import tflite_model
+        from roadseg.deploy import tflite_model
         if args.precision != 'fp32':
             helper.warn('--precision %s does not apply to the int8 TFLite model'
                         % args.precision)
@@ -307,7 +307,7 @@ def predict(args):
     """Colour overlays (and label PNGs) of every image into a new run folder."""
     import data_loader
     import helper
-    import inference
+    from roadseg.deploy import inference
     _check_positive(args, ('batch_size',))
     images_glob, _ = _split_paths(args, args.split or 'test', _dataset_defaults(args))
     image_paths = data_loader.find_images(images_glob)
@@ -323,8 +323,8 @@ def evaluate(args):
     """Mean IoU and the rest over a labelled split, reported into a new run folder."""
     import data_loader
     import helper
-    import inference
-    import metrics
+    from roadseg.deploy import inference
+    from roadseg.apps import metrics
     _check_positive(args, ('batch_size',))
     images_glob, labels_glob = _split_paths(args, args.split or 'val', _dataset_defaults(args))
     if labels_glob is None:
@@ -345,7 +345,7 @@ def evaluate(args):
 def video(args):
     """Segments every frame of a video into a new video with the same frames, rate and size."""
     import helper
-    import video as video_io
+    from roadseg.apps import video as video_io
     _check_positive(args, ('batch_size',))
     video_in = args.video_file_in or _dataset_defaults(args).get('video')
     if video_in is None:
@@ -368,7 +368,7 @@ def _megabytes(size):
 
 def freeze(args):
     """Checkpoint (or training SavedModel) -> one constant inference graph."""
-    import export
+    from roadseg.deploy import export
     import helper
     source = args.model_dir or args.ckpt_dir or _dataset_defaults(args)['ckpt_dir']
     # No --precision: this session only reads the weights, and the graph is float32 whatever
@@ -384,8 +384,8 @@ def freeze(args):
 def optimise(args):
     """Frozen graph -> pruned, folded graph with 8-bit weights, and an int8 TFLite model."""
     import data_loader
-    import export
-    import inference
+    from roadseg.deploy import export
+    from roadseg.deploy import inference
     config = inference.read_model_config(args.frozen_model_dir)
     calibration = (data_loader.find_images(args.calibration_images)[:100]
                    if args.calibration_images else export.calibration_images(config))
@@ -400,7 +400,7 @@ def optimise(args):
 def prepare(args):
     """A resized copy of splits of --dataset, labels as training ids, to train from quickly."""
     import data_loader
-    import prepare as preparing
+    from roadseg.data import prepare as preparing
     defaults = _dataset_defaults(args)
     for key in ('label_set', 'image_shape', 'scale_range'):
         if getattr(args, key) is None:

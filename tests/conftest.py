@@ -11,7 +11,7 @@ tf.compat.v1.disable_eager_execution()
 import pytest  # noqa: E402
 from tensorflow.python.framework import config as _tf_config  # noqa: E402
 
-import demo_data  # noqa: E402
+from roadseg.data import demo_data  # noqa: E402
 import fcn8vgg16  # noqa: E402
 import synthetic  # noqa: E402
 

@@ -7,7 +7,7 @@ import pytest
 import data_loader
 import main
 import synthetic
-import trainer
+from roadseg.training import trainer
 
 SHAPE = (32, 64)
 IDS = np.array([7, 8, 11, 21, 26], np.uint8)  # Cityscapes road, sidewalk, building, veg., car

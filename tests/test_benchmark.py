@@ -10,7 +10,7 @@ import tensorflow as tf
 from tensorflow.core.framework import step_stats_pb2
 
 import benchmark
-import demo_data
+from roadseg.data import demo_data
 import fcn8vgg16
 from helper import UserError
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import cityscape_labels
-import demo_data
+from roadseg.data import demo_data
 from helper import UserError
 
 SMALL_SPLITS = {'train': 8, 'val': 2, 'test': 2}

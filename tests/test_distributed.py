@@ -14,11 +14,11 @@ import pytest
 import tensorflow as tf
 
 import data_loader
-import distributed
+from roadseg.training import distributed
 import fcn8vgg16
 import main
 import synthetic
-import vgg_weights
+from roadseg.training import vgg_weights
 from helper import UserError
 
 tf1 = tf.compat.v1

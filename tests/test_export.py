@@ -7,11 +7,11 @@ import pytest
 import tensorflow as tf
 
 import data_loader
-import demo_data
-import export
+from roadseg.data import demo_data
+from roadseg.deploy import export
 import fcn8vgg16
 import helper
-import inference
+from roadseg.deploy import inference
 import main
 
 tf1 = tf.compat.v1

@@ -19,7 +19,7 @@ tf1 = tf.compat.v1
 
 def _trainer():
     """trainer.py, imported per test so that the helper tests stand alone."""
-    import trainer
+    from roadseg.training import trainer
     return trainer
 
 

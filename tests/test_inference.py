@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import demo_data
+from roadseg.data import demo_data
 import fcn8vgg16
 import helper
-import inference
+from roadseg.deploy import inference
 import main
 
 TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))

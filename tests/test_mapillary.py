@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import data_loader
-import demo_data
+from roadseg.data import demo_data
 import main
 import mapillary_labels
 import synthetic

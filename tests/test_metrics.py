@@ -15,7 +15,7 @@ from PIL import Image
 
 import cityscape_labels
 import helper
-import metrics
+from roadseg.apps import metrics
 from helper import UserError
 
 tf1 = tf.compat.v1

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import data_loader
-import inference
+from roadseg.deploy import inference
 import main
-import prepare
+from roadseg.data import prepare
 import synthetic
 from helper import UserError
 

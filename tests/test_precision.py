@@ -9,13 +9,13 @@ import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 import data_loader
-import demo_data
-import export
+from roadseg.data import demo_data
+from roadseg.deploy import export
 import fcn8vgg16
 import helper
-import inference
+from roadseg.deploy import inference
 import main
-import trainer
+from roadseg.training import trainer
 from helper import UserError
 
 tf1 = tf.compat.v1

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 import data_loader
-import demo_data
+from roadseg.data import demo_data
 import main
-import prepare
+from roadseg.data import prepare
 
 
 @pytest.fixture(scope='module')

@@ -21,13 +21,13 @@ import tensorflow as tf
 from PIL import Image
 
 import data_loader
-import demo_data
+from roadseg.data import demo_data
 import fcn8vgg16
 import helper
 import imageio_ffmpeg
 import main
 import synthetic
-import trainer
+from roadseg.training import trainer
 from helper import UserError
 
 tf1 = tf.compat.v1

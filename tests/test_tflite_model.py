@@ -8,8 +8,8 @@ from PIL import Image
 
 import fcn8vgg16
 import helper
-import inference
-import tflite_model
+from roadseg.deploy import inference
+from roadseg.deploy import tflite_model
 from helper import UserError
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
 

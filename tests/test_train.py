@@ -13,8 +13,8 @@ from PIL import Image
 import fcn8vgg16
 import main
 import synthetic
-import trainer
-import vgg_weights
+from roadseg.training import trainer
+from roadseg.training import vgg_weights
 
 tf1 = tf.compat.v1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

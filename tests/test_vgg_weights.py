@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import fcn8vgg16
-import vgg_weights
+from roadseg.training import vgg_weights
 from helper import UserError
 
 tf1 = tf.compat.v1

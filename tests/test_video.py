@@ -16,8 +16,8 @@ from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
 import data_loader
 import fcn8vgg16
 import helper
-import inference
-import video
+from roadseg.deploy import inference
+from roadseg.apps import video
 from helper import UserError
 
 tf1 = tf.compat.v1

@@ -22,7 +22,7 @@ from PIL import Image
 import cityscape_labels
 import helper
 
-DEFAULT_DEMO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'demo')
+DEFAULT_DEMO_ROOT = os.path.join(helper.TOOL_DIR, 'data', 'demo')
 SPLIT_SIZES = {'train': 160, 'val': 32, 'test': 16}
 IMAGE_SHAPE = (256, 512)  # height, width: Cityscapes' 1:2 aspect
 VIDEO_FPS = 10

@@ -85,7 +85,7 @@ def build_train_graph(images, labels, args, label_set, config, wrap_optimizer=No
     Replicated over several devices when distributed.replica_devices asks for them.
     wrap_optimizer(adam) returns the optimizer to use instead (a cluster's synchronous one).
     """
-    import distributed
+    from roadseg.training import distributed
     devices = distributed.replica_devices(args)
     if devices:
         return distributed.build_replicated_graph(images, labels, args, label_set, config,
@@ -169,7 +169,7 @@ def load_pretrained(session, args):
     if args.vgg_weights is not None and args.vgg_weights.lower() == 'none':
         print('training from scratch: --vgg_weights none')
         return
-    import vgg_weights
+    from roadseg.training import vgg_weights
     path = args.vgg_weights or vgg_weights.maybe_download_vgg(vgg_weights.DEFAULT_VGG_DIR,
                                                               vgg_weights.UDACITY_VGG_URL)
     loaded, missing = vgg_weights.load_vgg_weights(session, vgg_weights.read_vgg_weights(path))
@@ -218,7 +218,7 @@ def _input_tensors(args, train_set, start_step, seed):
 
 def train(args, train_set, val_set, config, run_dir, model_dir, session_config):
     """Trains to args.epochs epochs, resuming from args.ckpt_dir, then exports a SavedModel."""
-    import distributed
+    from roadseg.training import distributed
     task = distributed.cluster_task(args)
     if task is not None and not task.is_chief:  # the chief keeps the checkpoints and the model
         distributed.train_worker(args, train_set, config, run_dir, task, session_config)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import fcn8vgg16
 import helper
-import trainer
+from roadseg.training import trainer
 from helper import UserError
 
 tf1 = tf.compat.v1

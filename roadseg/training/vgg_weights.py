@@ -16,10 +16,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+import helper
 from helper import UserError
 
 UDACITY_VGG_URL = 'https://s3-us-west-1.amazonaws.com/udacity-selfdrivingcar/vgg.zip'
-DEFAULT_VGG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'vgg')
+DEFAULT_VGG_DIR = os.path.join(helper.TOOL_DIR, 'data', 'vgg')
 
 # VGG16: (block, convs); the pretrained files and fcn8vgg16.py both name layers conv{block}_{i}.
 _VGG16_BLOCKS = ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))

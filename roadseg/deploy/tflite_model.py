@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 import data_loader
 import fcn8vgg16
-import inference
+from roadseg.deploy import inference
 from helper import UserError
 
 tf1 = tf.compat.v1

@@ -16,7 +16,7 @@ import imageio_ffmpeg
 from moviepy import VideoFileClip
 from tqdm import tqdm
 
-import inference
+from roadseg.deploy import inference
 from helper import UserError, overlay
 
 QUALITY = 6  # imageio-ffmpeg's 0-10 scale; 6 is libx264 -crf 20

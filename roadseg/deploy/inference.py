@@ -490,7 +490,7 @@ def _timings(model_seconds, write_seconds):
 
 def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=1):
     """One confusion matrix over a labelled split, at each label image's own resolution."""
-    import metrics
+    from roadseg.apps import metrics
     label_set = model.label_set
     # (None, None) for the files whose stored values decide them, as they are read
     tables = {path: data_loader.label_tables(path, label_set) for path in label_paths}

@@ -13,8 +13,8 @@ import tensorflow as tf
 
 import data_loader
 import helper
-import inference
-import trainer
+from roadseg.deploy import inference
+from roadseg.training import trainer
 
 tf1 = tf.compat.v1
 
@@ -145,7 +145,7 @@ def optimise(frozen_dir, optimised_dir, calibration_paths=None):
     def _write(folder):
         _write_graph(quantized, folder, config)
         if calibration_paths:
-            import tflite_model
+            from roadseg.deploy import tflite_model
             tflite_model.convert_int8(pruned, os.path.join(folder, tflite_model.TFLITE_FILE),
                                       config['image_shape'], calibration_paths)
 
