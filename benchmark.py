@@ -49,7 +49,8 @@ import helper  # noqa: E402
 from roadseg.deploy import inference  # noqa: E402
 from roadseg.apps import metrics  # noqa: E402
 from roadseg.deploy import tflite_model  # noqa: E402
-from roadseg.training import trainer  # noqa: E402
+from roadseg import specs  # noqa: E402
+from roadseg.training import checkpoints, graph as train_graph  # noqa: E402
 from helper import UserError  # noqa: E402
 
 tf1 = tf.compat.v1
@@ -554,7 +555,7 @@ def _write_random_model(folder, label_set, calibration_glob):
         fcn8vgg16.inference_graph(label_set.num_classes, fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
         with tf1.Session(config=cpu_config()) as session:
             session.run(tf1.global_variables_initializer())
-            trainer.write_saved_model(session, folder)
+            checkpoints.write_saved_model(session, folder)
     helper.write_json(os.path.join(folder, helper.MODEL_CONFIG), config)
 
 
@@ -929,13 +930,10 @@ def inference_section(run):
                              'notes'], rows, notes))
 
 
-def _train_args(precision):
-    """The arguments of `main.py train --gpu 0 --precision P` at Cityscapes' defaults."""
-    import main
-    args = main.parse_args(['train', '--gpu', '0'])
-    args.learning_rate, args.keep_prob, args.batch_size = 1e-4, KEEP_PROB, TRAIN_BATCH
-    args.precision = precision
-    return args
+def _train_recipe(precision):
+    """The recipe of `main.py train --gpu 0 --precision P` at Cityscapes' defaults."""
+    return specs.Recipe(epochs=1, batch_size=TRAIN_BATCH, learning_rate=1e-4,
+                        keep_prob=KEEP_PROB, precision=precision)
 
 
 def _train_session(run, precision, xla, make_inputs=None, serial=False):
@@ -950,10 +948,9 @@ def _train_session(run, precision, xla, make_inputs=None, serial=False):
         else:  # empty defaults, as with the generator pipeline
             images = tf.zeros((0,) + IMAGE_SHAPE + (3,), tf.uint8)
             labels = tf.zeros((0,) + IMAGE_SHAPE, tf.uint8)
-        config = dict(encoder=fcn8vgg16.VGG16, fc_channels=fcn8vgg16.FC_CHANNELS,
-                      class_weights=None)
-        tensors = trainer.build_train_graph(images, labels, _train_args(precision),
-                                            run.label_set, config)
+        network = specs.Network(fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
+        tensors = train_graph.build_train_graph(images, labels, network,
+                                                _train_recipe(precision), run.label_set)
         init = tf1.global_variables_initializer()
     config = cpu_config(xla, precision)
     if serial:

@@ -13,6 +13,7 @@ import fcn8vgg16
 import helper
 from roadseg.deploy import inference
 import main
+from roadseg import specs
 
 tf1 = tf.compat.v1
 # Narrow, but with weights large enough that the 8-bit size ratio means what it does at 4096.
@@ -28,13 +29,12 @@ def work(tmp_path_factory):
                                          split_sizes={'train': 6, 'val': 3, 'test': 2},
                                          video_frames=5)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fcn8vgg16, 'VGG16', SMALL_VGG16)
-        patch.setattr(fcn8vgg16, 'FC_CHANNELS', SMALL_FC)
         patch.chdir(work)
         code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
                           '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
                           '-lp', os.path.join(root, 'gtFine/train'), '-bs', '3', '-ep', '3',
-                          '--image_shape', '64', '128', '-lr', '1e-3', '-cd', 'ckpt'])
+                          '--image_shape', '64', '128', '-lr', '1e-3', '-cd', 'ckpt'],
+                         network=specs.Network(SMALL_VGG16, SMALL_FC))
     assert code == 0
     return work, root
 

@@ -28,15 +28,13 @@ MIN_AGREEMENT = {'initialised': (1.0, 1.0), 'one_step': (0.95, 0.95),
 def _train(root, folder, *flags):
     """A tiny model trained on the tiny demo into folder/ckpt; 6 images at batch 6 is one step
     an epoch."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fcn8vgg16, 'VGG16', synthetic.TINY_VGG16)
-        patch.setattr(fcn8vgg16, 'FC_CHANNELS', synthetic.TINY_FC_CHANNELS)
-        code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
-                          '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
-                          '-lp', os.path.join(root, 'gtFine/train'), '-bs', '6',
-                          '--image_shape', '64', '128', '-cd', os.path.join(folder, 'ckpt'),
-                          '-sd', os.path.join(folder, 'summaries'),
-                          '-rd', os.path.join(folder, 'runs')] + list(flags))
+    code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
+                      '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
+                      '-lp', os.path.join(root, 'gtFine/train'), '-bs', '6',
+                      '--image_shape', '64', '128', '-cd', os.path.join(folder, 'ckpt'),
+                      '-sd', os.path.join(folder, 'summaries'),
+                      '-rd', os.path.join(folder, 'runs')] + list(flags),
+                     network=synthetic.TINY_NETWORK)
     assert code == 0
 
 

@@ -8,12 +8,11 @@ import pytest
 from PIL import Image
 
 from roadseg.data import demo_data
-import fcn8vgg16
 import helper
 from roadseg.deploy import inference
 import main
+import synthetic
 
-TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
 
 
 @pytest.fixture(scope='module')
@@ -23,15 +22,12 @@ def trained(tmp_path_factory):
     root = demo_data.ensure_demo_dataset(str(work / 'demo'),
                                          split_sizes={'train': 6, 'val': 3, 'test': 2},
                                          video_frames=7)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
-        patch.setattr(fcn8vgg16, 'FC_CHANNELS', 16)
-        code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
-                          '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
-                          '-lp', os.path.join(root, 'gtFine/train'), '-bs', '2', '-ep', '1',
-                          '--image_shape', '64', '128', '-lr', '1e-3',
-                          '-cd', str(work / 'ckpt'), '-sd', str(work / 'summaries'),
-                          '-rd', str(work / 'runs')])
+    code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
+                      '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
+                      '-lp', os.path.join(root, 'gtFine/train'), '-bs', '2', '-ep', '1',
+                      '--image_shape', '64', '128', '-lr', '1e-3',
+                      '-cd', str(work / 'ckpt'), '-sd', str(work / 'summaries'),
+                      '-rd', str(work / 'runs')], network=synthetic.TINY_NETWORK)
     assert code == 0
     return root, work
 

@@ -218,7 +218,7 @@ def test_train_on_original_files_with_cityscapes35_exits_0(tmp_path, tiny_model,
     flags = _train_flags(root, tmp_path, '--val_images_paths',
                          os.path.join(str(root), 'leftImg8bit', 'val', '*', '*.png'),
                          '--val_labels_paths', val_labels)
-    assert main.main(flags) == 0
+    assert main.main(flags, network=tiny_model) == 0
     output = capsys.readouterr().out
     assert 'training on 2 images (cityscapes35, 35 classes, %dx%d)' % (HEIGHT, WIDTH) in output
     assert 'val mean IoU' in output
@@ -228,6 +228,6 @@ def test_train_on_official_files_with_cityscapes35_exits_2_with_one_line(tmp_pat
                                                                          capsys):
     root = tmp_path / 'data'
     _, _, [(_, label_path)] = write_split(root, [official_label()])
-    assert main.main(_train_flags(root, tmp_path, '--no_val')) == 2
+    assert main.main(_train_flags(root, tmp_path, '--no_val'), network=tiny_model) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         'error: ' + official_message(label_path)
