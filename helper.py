@@ -32,6 +32,13 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143  # 128 + the signal's number, as a shell reports it (Ctrl-C: 130)
 
 
+def first_line(error):
+    """The first line of an exception's text: an OpError's message, an OSError's strerror, else
+    str(error); the exception's type name when that is empty. No traceback."""
+    text = (getattr(error, 'message', None) or getattr(error, 'strerror', None) or str(error))
+    return (str(text).strip().splitlines() or [type(error).__name__])[0]
+
+
 def warn(message):
     print('warning: ' + message, file=sys.stderr)
 
