@@ -36,6 +36,14 @@ def warn(message):
     print('warning: ' + message, file=sys.stderr)
 
 
+def first_line(error):
+    """The first line of an error's own words, for a one-line message: an OpError's message
+    (without TensorFlow's traceback), an OSError's strerror (without the errno and the path,
+    which the caller's message names), else str(error); the type's name if that says nothing."""
+    text = getattr(error, 'message', None) or getattr(error, 'strerror', None) or str(error)
+    return (text.strip().splitlines() or [type(error).__name__])[0]
+
+
 def session_config(gpu=1, gpu_mem=0.9, xla=0, precision='fp32'):
     """A ConfigProto that applies the --gpu, --gpu_mem, --xla and --precision flags.
 
@@ -221,24 +229,42 @@ def new_run_dir(runs_dir):
     raise UserError('cannot create a new run folder under %s' % runs_dir)
 
 
-def write_json(path, data):
-    """Writes JSON to a temporary file beside path and renames it into place: a reader, or a
-    run killed halfway, sees the old file or the new one, never a part."""
-    # A name of its own (not mkstemp, whose files only their owner may read) per writer.
-    tmp = os.path.join(os.path.dirname(path), '.%s.%s.tmp' % (os.path.basename(path),
-                                                             uuid.uuid4().hex[:8]))
+def write_atomically(path, write, temporary=None):
+    """Calls write(temporary path) beside path, syncs that file to disk and renames it to path:
+    a reader, or a run killed halfway, sees the old file or the new one, never a part.
+
+    The temporary is hidden, unique to the call and ends in path's extension (ffmpeg chooses a
+    container by it), unless the caller names it. It never outlives the call.
+    """
+    if temporary is None:
+        stem, extension = os.path.splitext(os.path.basename(path))
+        # A name of its own per writer (not mkstemp, whose files only their owner may read).
+        temporary = os.path.join(os.path.dirname(path), '.%s.%s.tmp%s' % (
+            stem, uuid.uuid4().hex[:8], extension))
     try:
-        with open(tmp, 'x') as f:
+        write(temporary)
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)  # renamed only once the bytes are on disk
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json(path, data):
+    """Writes JSON through write_atomically; a failure is a UserError naming path."""
+    def dump(temporary):
+        with open(temporary, 'x') as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write('\n')
-            f.flush()
-            os.fsync(f.fileno())  # renamed only once the bytes are on disk
-        os.replace(tmp, path)
+
+    try:
+        write_atomically(path, dump)
     except OSError as error:
-        raise UserError('cannot write %s: %s' % (path, error.strerror or error)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        raise UserError('cannot write %s: %s' % (path, first_line(error))) from None
 
 
 def read_json(path):
