@@ -9,13 +9,13 @@ Assumes a constant frame rate.
 """
 import math
 import os
-import tempfile
 import time
 
 import imageio_ffmpeg
 from moviepy import VideoFileClip
 from tqdm import tqdm
 
+import helper
 from roadseg.deploy import inference
 from helper import UserError, overlay
 
@@ -113,13 +113,9 @@ def _write_overlays(clip, model, path, indices, keep_size, batch_size, alpha, la
 def _write_in_place(video_out, overwrite, frames, write):
     """Calls write(path) on a hidden file beside video_out with the same extension (ffmpeg picks
     the container by it), checks that it holds `frames` frames, and renames it into place."""
-    out_dir = os.path.dirname(os.path.abspath(video_out))
-    os.makedirs(out_dir, exist_ok=True)
-    stem, extension = os.path.splitext(os.path.basename(video_out))
-    handle, partial = tempfile.mkstemp(prefix='.%s.partial-' % stem, suffix=extension,
-                                       dir=out_dir)
-    os.close(handle)
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(video_out)), exist_ok=True)
+
+    def write_and_count(partial):
         write(partial)
         # imageio-ffmpeg ignores ffmpeg's exit status: count what reached the file instead.
         try:
@@ -129,13 +125,11 @@ def _write_in_place(video_out, overwrite, frames, write):
         if written != frames:
             raise UserError('ffmpeg wrote %d of %d frames to %s' % (written, frames, video_out))
         _refuse_existing(video_out, overwrite)  # it may have appeared while we worked
-        os.replace(partial, video_out)
+
+    try:
+        helper.write_atomically(video_out, write_and_count)
     except OSError as error:  # ffmpeg gone (broken pipe), disk full
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError('could not write %s: %s' % (video_out, reason)) from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        raise UserError('could not write %s: %s' % (video_out, helper.first_line(error))) from None
 
 
 def segment_video(model, video_in, video_out, start=None, end=None, keep_size=False,

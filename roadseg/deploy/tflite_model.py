@@ -5,7 +5,6 @@ int8 weights and activations, calibrated on up to 100 images, at one fixed image
 TFLiteModel has the interface of inference.Model, so that predict, evaluate and video run either.
 """
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -15,6 +14,7 @@ from tqdm import tqdm
 
 import data_loader
 import fcn8vgg16
+import helper
 from roadseg.deploy import inference
 from helper import UserError
 
@@ -262,20 +262,13 @@ def convert_int8(graph_def_or_path, output_path, image_shape, calibration_paths)
     except UserError:
         raise
     except Exception as error:  # ConverterError and whatever calibration raises
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError('int8 TFLite conversion failed: %s' % reason) from None
-    folder = os.path.dirname(os.path.abspath(output_path))
-    fd, tmp = tempfile.mkstemp(prefix='.%s.tmp-' % os.path.basename(output_path), dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
+        raise UserError('int8 TFLite conversion failed: %s' % helper.first_line(error)) from None
+
+    def write(path):
+        with open(path, 'wb') as f:
             f.write(flatbuffer)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a model is shared as-is
-        os.replace(tmp, output_path)
-    except BaseException:
-        os.remove(tmp)
-        raise
+
+    helper.write_atomically(output_path, write)
     return dict(bytes=len(flatbuffer), calibration_images=count)
 
 
@@ -331,7 +324,7 @@ class TFLiteModel:
             self.interpreter.allocate_tensors()
         except RuntimeError as error:
             raise UserError('%s cannot run at %dx%d, only at its image shape %dx%d: %s' % (
-                (self.path,) + size + self.image_shape + (str(error).splitlines()[0],))) from None
+                (self.path,) + size + self.image_shape + (helper.first_line(error),))) from None
         self._output = self.interpreter.get_output_details()[0]
         if tuple(self._output['shape']) != (1,) + size:
             raise UserError('%s gives %s class ids for %dx%d images, only fits %dx%d' % (
