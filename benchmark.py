@@ -50,6 +50,7 @@ from roadseg.deploy import inference  # noqa: E402
 from roadseg.apps import metrics  # noqa: E402
 from roadseg.deploy import tflite_model  # noqa: E402
 from roadseg.training import trainer  # noqa: E402
+from roadseg import model_dir  # noqa: E402
 from helper import UserError  # noqa: E402
 
 tf1 = tf.compat.v1
@@ -554,8 +555,8 @@ def _write_random_model(folder, label_set, calibration_glob):
         fcn8vgg16.inference_graph(label_set.num_classes, fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
         with tf1.Session(config=cpu_config()) as session:
             session.run(tf1.global_variables_initializer())
-            trainer.write_saved_model(session, folder)
-    helper.write_json(os.path.join(folder, helper.MODEL_CONFIG), config)
+            model_dir.write_saved_model(session, folder)
+    helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), config)
 
 
 class Models:
@@ -577,7 +578,7 @@ class Models:
             log('writing a model with random weights (the speed rows need no training)')
             label_set = data_loader.get_label_set(LABEL_SET)
             images_glob, _ = demo_split('train')
-            helper.write_model_dir(path, lambda folder: _write_random_model(
+            model_dir.write_model_dir(path, lambda folder: _write_random_model(
                 folder, label_set, images_glob))
         return path
 
@@ -604,7 +605,7 @@ class Models:
         return path
 
     def _convert_tflite(self, frozen_dir, tflite_path):
-        config = inference.read_model_config(frozen_dir)
+        config = model_dir.read_model_config(frozen_dir)
         try:
             calibration = export.calibration_images(config, self.calibration_count)
         except UserError:  # the training images are not here: the demo's stand in
@@ -613,7 +614,7 @@ class Models:
         log('converting to int8 TFLite, calibrated on %d images' % len(calibration))
         started = time.perf_counter()
         self.stats['tflite'] = tflite_model.convert_int8(
-            os.path.join(frozen_dir, inference.GRAPH_FILE), tflite_path, IMAGE_SHAPE,
+            os.path.join(frozen_dir, model_dir.GRAPH_FILE), tflite_path, IMAGE_SHAPE,
             calibration)
         self.stats['tflite']['seconds'] = time.perf_counter() - started
 
@@ -1445,7 +1446,7 @@ def run_benchmark(args, command):
     json_path = args.json or os.path.splitext(args.report)[0] + '.json'
     check_outputs(args.report, json_path, args.profile)
     if args.model_dir:
-        inference.read_model_config(args.model_dir)  # fails now, not after minutes of work
+        model_dir.read_model_config(args.model_dir)  # fails now, not after minutes of work
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
     machine, started, cpu_at_start = machine_info(), time.time(), cpu_seconds()

@@ -2,9 +2,7 @@
 import datetime
 import json
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 
 import numpy as np
@@ -171,49 +169,6 @@ def overlay(image, class_ids, colors, alpha=0.5):
             ignored = class_ids[rows, :, None] >= len(colors)
             np.copyto(blended[rows], image[rows], where=ignored)
     return blended
-
-
-MODEL_CONFIG = 'fcn8s_config.json'  # in every run, checkpoint and model folder the tool writes
-
-
-def check_output_dir(path):
-    """An output folder may be replaced only if it holds a model this tool wrote."""
-    if os.path.exists(path) and not os.path.exists(os.path.join(path, MODEL_CONFIG)):
-        raise UserError('%s exists and does not hold a model written by this tool: '
-                        'choose another folder' % path)
-
-
-def temp_dir_beside(path):
-    """A new empty folder next to path, to be renamed into place by move_into_place()."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix='.%s.tmp-' % os.path.basename(os.path.abspath(path)),
-                            dir=parent)
-
-
-def move_into_place(tmp_dir, destination):
-    """Renames tmp_dir to destination; an older model of ours there is replaced."""
-    check_output_dir(destination)
-    if os.path.exists(destination):
-        old = tempfile.mkdtemp(prefix='.%s.old-' % os.path.basename(destination),
-                               dir=os.path.dirname(os.path.abspath(destination)))
-        os.rename(destination, os.path.join(old, 'model'))
-        os.rename(tmp_dir, destination)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp_dir, destination)
-
-
-def write_model_dir(destination, write):
-    """Calls write(folder) on a new temporary folder (which write creates) beside destination,
-    then renames it into place; nothing is left behind if write fails."""
-    check_output_dir(destination)
-    tmp_dir = temp_dir_beside(destination)
-    try:
-        write(os.path.join(tmp_dir, 'model'))
-        move_into_place(os.path.join(tmp_dir, 'model'), destination)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def new_run_dir(runs_dir):

@@ -279,24 +279,25 @@ def train(args):
 
 def _load_model(args):
     import helper
+    from roadseg import model_dir
     from roadseg.deploy import inference
-    model_dir = args.model_dir
-    if model_dir is None:
+    folder = args.model_dir
+    if folder is None:
         configs = sorted(glob.glob(os.path.join(args.runs_dir, '*', 'model',
-                                                inference.CONFIG_FILE)))
+                                                model_dir.CONFIG_FILE)))
         if not configs:
             raise UserError('no -md/--model_dir given and no trained model under %s'
                             % os.path.join(args.runs_dir, '*', 'model'))
-        model_dir = os.path.dirname(configs[-1])
-        print('model: %s (the newest under %s)' % (model_dir, args.runs_dir))
-    if model_dir.endswith('.tflite'):  # optimised_model/model.tflite: the int8 model
+        folder = os.path.dirname(configs[-1])
+        print('model: %s (the newest under %s)' % (folder, args.runs_dir))
+    if folder.endswith('.tflite'):  # optimised_model/model.tflite: the int8 model
         from roadseg.deploy import tflite_model
         if args.precision != 'fp32':
             helper.warn('--precision %s does not apply to the int8 TFLite model'
                         % args.precision)
-        model = tflite_model.TFLiteModel(os.path.dirname(model_dir) or '.')
+        model = tflite_model.TFLiteModel(os.path.dirname(folder) or '.')
     else:
-        model = inference.Model(model_dir, helper.session_config(
+        model = inference.Model(folder, helper.session_config(
             args.gpu, args.gpu_mem, args.xla, args.precision))
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
                                                  model.label_set.num_classes, *model.image_shape))
@@ -384,9 +385,9 @@ def freeze(args):
 def optimise(args):
     """Frozen graph -> pruned, folded graph with 8-bit weights, and an int8 TFLite model."""
     import data_loader
+    from roadseg import model_dir
     from roadseg.deploy import export
-    from roadseg.deploy import inference
-    config = inference.read_model_config(args.frozen_model_dir)
+    config = model_dir.read_model_config(args.frozen_model_dir)
     calibration = (data_loader.find_images(args.calibration_images)[:100]
                    if args.calibration_images else export.calibration_images(config))
     stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration)

@@ -13,6 +13,7 @@ import fcn8vgg16
 import helper
 from roadseg.deploy import inference
 import main
+from roadseg import model_dir
 
 tf1 = tf.compat.v1
 # Narrow, but with weights large enough that the 8-bit size ratio means what it does at 4096.
@@ -39,8 +40,8 @@ def work(tmp_path_factory):
     return work, root
 
 
-def _val_predictions(model_dir, root):
-    model = inference.Model(model_dir)
+def _val_predictions(folder, root):
+    model = inference.Model(folder)
     paths = sorted(glob.glob(os.path.join(root, 'leftImg8bit/val/*/*.png')))
     outputs = [inference.predict_batch(model, [data_loader.read_image(p)])[0] for p in paths]
     model.close()
@@ -58,7 +59,7 @@ def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, 
     out = capsys.readouterr().out
     assert 'weights stored in 8 bits' in out
 
-    frozen = inference.read_graph_def('frozen_model/graph.pb')
+    frozen = model_dir.read_graph_def('frozen_model/graph.pb')
     ops = {node.op for node in frozen.node}
     assert not ops & {'VariableV2', 'VarHandleOp', 'RandomUniform', 'ApplyAdam', 'Assign'}
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint('ckpt'))
@@ -70,7 +71,7 @@ def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, 
 
     ratio = os.path.getsize('optimised_model/graph.pb') / os.path.getsize('frozen_model/graph.pb')
     assert ratio <= 0.27
-    optimised = inference.read_graph_def('optimised_model/graph.pb')
+    optimised = model_dir.read_graph_def('optimised_model/graph.pb')
     assert sum(node.op == 'Dequantize' for node in optimised.node) >= 3
     assert os.path.getsize('optimised_model/model.tflite') > 0
 
@@ -97,7 +98,7 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
     images = np.random.default_rng(3).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
     for path in (folder, folder + '_optimised', str(work / 'ckpt')):
         graph_def = inference.dequantize_constants(
-            inference.read_graph_def(os.path.join(folder, inference.GRAPH_FILE)))
+            model_dir.read_graph_def(os.path.join(folder, model_dir.GRAPH_FILE)))
         with tf.Graph().as_default(), tf1.Session() as session:
             tf.graph_util.import_graph_def(graph_def, name='')
             expected = session.run(fcn8vgg16.OUTPUT_TENSOR, {fcn8vgg16.INPUT_TENSOR: images})
@@ -136,7 +137,7 @@ def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(wor
     folder = str(work / 'frozen_8bit')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
     assert main.main(['optimise', '-fd', folder, '-od', folder + '_optimised']) == 0
-    stored = inference.read_graph_def(os.path.join(folder + '_optimised', inference.GRAPH_FILE))
+    stored = model_dir.read_graph_def(os.path.join(folder + '_optimised', model_dir.GRAPH_FILE))
     constants = inference.dequantize_constants(stored)
     expected = {node.name: tf.make_ndarray(node.attr['value'].tensor)
                 for node in constants.node if node.op == 'Const'}
@@ -169,7 +170,7 @@ def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(wor
 def test_frozen_graph_is_usable_by_tensor_name(work):
     work, _ = work
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(work / 'by_name')]) == 0
-    graph_def = inference.read_graph_def(str(work / 'by_name' / 'graph.pb'))
+    graph_def = model_dir.read_graph_def(str(work / 'by_name' / 'graph.pb'))
     with tf.Graph().as_default() as graph, tf1.Session() as session:
         tf.graph_util.import_graph_def(graph_def, name='')
         output = session.run(graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR),
@@ -221,7 +222,7 @@ def test_replaces_its_own_model_folder(work, tmp_path):
     for _ in range(2):
         assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', target]) == 0
     assert sorted(os.listdir(tmp_path)) == ['frozen']
-    assert helper.read_json(os.path.join(target, helper.MODEL_CONFIG))['model_format'] == 'frozen'
+    assert helper.read_json(os.path.join(target, model_dir.CONFIG_FILE))['model_format'] == 'frozen'
 
 
 def test_quantize_weights_round_trips_within_one_step(tmp_path):
@@ -246,7 +247,7 @@ def test_quantize_weights_round_trips_within_one_step(tmp_path):
 
 
 def test_optimise_without_a_frozen_graph_is_one_line(tmp_path, capsys):
-    helper.write_json(str(tmp_path / helper.MODEL_CONFIG), {'images_paths': None})
+    helper.write_json(str(tmp_path / model_dir.CONFIG_FILE), {'images_paths': None})
     code = main.main(['optimise', '-fd', str(tmp_path), '-od', str(tmp_path / 'out'),
                       '--calibration_images', '/nonexistent/*.png'])
     assert code == 2

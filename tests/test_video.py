@@ -16,6 +16,7 @@ from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
 import data_loader
 import fcn8vgg16
 import helper
+from roadseg import model_dir
 from roadseg.deploy import inference
 from roadseg.apps import video
 from helper import UserError
@@ -164,8 +165,8 @@ def test_keep_size_and_resize_both_keep_the_video_size(tmp_path, keep_size, netw
 
 
 def test_real_tiny_checkpoint(tmp_path):
-    model_dir = str(tmp_path / 'model')
-    os.makedirs(model_dir)
+    folder = str(tmp_path / 'model')
+    os.makedirs(folder)
     with tf.Graph().as_default():
         images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
         logits, _ = fcn8vgg16.fcn8s(images, LABEL_SET.num_classes, encoder=TINY_ENCODER,
@@ -173,13 +174,13 @@ def test_real_tiny_checkpoint(tmp_path):
         fcn8vgg16.predictions(logits)
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
-            tf1.train.Saver().save(session, os.path.join(model_dir, 'model.ckpt'), global_step=0)
-    helper.write_json(os.path.join(model_dir, inference.CONFIG_FILE), {
+            tf1.train.Saver().save(session, os.path.join(folder, 'model.ckpt'), global_step=0)
+    helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), {
         'label_set': 'cityscapes', 'num_classes': LABEL_SET.num_classes,
         'image_shape': [64, 128], 'encoder': TINY_ENCODER, 'fc_channels': 16,
         'input_tensor': fcn8vgg16.INPUT_TENSOR, 'output_tensor': fcn8vgg16.OUTPUT_TENSOR,
         'saved_model_tag': fcn8vgg16.SAVED_MODEL_TAG})
-    model = inference.Model(model_dir)
+    model = inference.Model(folder)
     try:
         video_in = make_video(tmp_path / 'in.mp4', frames=12, fps=6)
         result = video.segment_video(model, video_in, str(tmp_path / 'out.mp4'), batch_size=4)

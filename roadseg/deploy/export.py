@@ -13,8 +13,8 @@ import tensorflow as tf
 
 import data_loader
 import helper
+from roadseg import model_dir
 from roadseg.deploy import inference
-from roadseg.training import trainer
 
 tf1 = tf.compat.v1
 
@@ -58,8 +58,8 @@ def freeze(source_dir, frozen_dir, session_config=None, image_shape=None):
     image_shape (H, W), when given, replaces the training size as the size the exported model
     resizes images to (and the int8 model's fixed input): the network is fully convolutional.
     """
-    helper.check_output_dir(frozen_dir)
-    config = inference.read_model_config(source_dir)
+    model_dir.check_output_dir(frozen_dir)
+    config = model_dir.read_model_config(source_dir)
     if image_shape is not None:
         config['image_shape'] = list(data_loader.check_image_shape(image_shape))
     prefix, source_graph, source_bytes = _weights_and_graph(source_dir)
@@ -69,20 +69,20 @@ def freeze(source_dir, frozen_dir, session_config=None, image_shape=None):
     def _write(folder):
         with tf.Graph().as_default(), tf1.Session() as frozen_session:
             tf.graph_util.import_graph_def(frozen, name='')
-            trainer.write_saved_model(frozen_session, folder)
+            model_dir.write_saved_model(frozen_session, folder)
         _write_graph(frozen, folder, config)
 
-    helper.write_model_dir(frozen_dir, _write)
+    model_dir.write_model_dir(frozen_dir, _write)
     return dict(source_ops=len(source_graph.node), ops=len(frozen.node),
                 variables=variables, source_bytes=source_bytes,
-                bytes=os.path.getsize(os.path.join(frozen_dir, inference.GRAPH_FILE)))
+                bytes=os.path.getsize(os.path.join(frozen_dir, model_dir.GRAPH_FILE)))
 
 
 def _write_graph(graph_def, folder, config):
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, inference.GRAPH_FILE), 'wb') as f:
+    with open(os.path.join(folder, model_dir.GRAPH_FILE), 'wb') as f:
         f.write(graph_def.SerializeToString())
-    helper.write_json(os.path.join(folder, helper.MODEL_CONFIG), config)
+    helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), config)
 
 
 def quantize_weights(graph_def, min_elements=MIN_QUANTIZED_ELEMENTS):
@@ -131,13 +131,13 @@ def _add_const(graph_def, name, value, dtype):
 def optimise(frozen_dir, optimised_dir, calibration_paths=None):
     """Prunes and folds the frozen graph, stores its weights in 8 bits, and converts it to a
     full-integer TFLite model calibrated on calibration_paths (when given)."""
-    helper.check_output_dir(optimised_dir)
-    config = inference.read_model_config(frozen_dir)
-    graph_path = os.path.join(frozen_dir, inference.GRAPH_FILE)
+    model_dir.check_output_dir(optimised_dir)
+    config = model_dir.read_model_config(frozen_dir)
+    graph_path = os.path.join(frozen_dir, model_dir.GRAPH_FILE)
     if not os.path.exists(graph_path):
         raise helper.UserError('%s holds no %s: freeze the model first (python main.py freeze)'
-                               % (frozen_dir, inference.GRAPH_FILE))
-    frozen = inference.read_graph_def(graph_path)
+                               % (frozen_dir, model_dir.GRAPH_FILE))
+    frozen = model_dir.read_graph_def(graph_path)
     pruned = fold_constants(tf1.graph_util.extract_sub_graph(frozen, OUTPUT_NODES))
     quantized, count = quantize_weights(pruned)
     config = dict(config, model_format='optimised', source_model=os.path.abspath(frozen_dir))
@@ -149,10 +149,10 @@ def optimise(frozen_dir, optimised_dir, calibration_paths=None):
             tflite_model.convert_int8(pruned, os.path.join(folder, tflite_model.TFLITE_FILE),
                                       config['image_shape'], calibration_paths)
 
-    helper.write_model_dir(optimised_dir, _write)
+    model_dir.write_model_dir(optimised_dir, _write)
     return dict(source_ops=len(frozen.node), ops=len(quantized.node), quantized=count,
                 source_bytes=os.path.getsize(graph_path),
-                bytes=os.path.getsize(os.path.join(optimised_dir, inference.GRAPH_FILE)))
+                bytes=os.path.getsize(os.path.join(optimised_dir, model_dir.GRAPH_FILE)))
 
 
 def fold_constants(graph_def):

@@ -20,51 +20,24 @@ from tqdm import tqdm
 import data_loader
 import fcn8vgg16
 import helper
+from roadseg import model_dir
 from helper import UserError
 
 tf1 = tf.compat.v1
 
-CONFIG_FILE = helper.MODEL_CONFIG
-GRAPH_FILE = 'graph.pb'  # the constant graph of a frozen or optimised model
 OUTPUT_NODES = [fcn8vgg16.OUTPUT_NAME, fcn8vgg16.LOGITS_NAME]
-# What every model configuration the tool writes holds, whatever the model's format.
-CONFIG_KEYS = ('label_set', 'image_shape', 'input_tensor', 'output_tensor')
 # What loading a damaged or foreign graph, SavedModel or checkpoint raises.
 LOAD_ERRORS = (OSError, RuntimeError, ValueError, DecodeError, tf.errors.OpError)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
 
 
-def read_model_config(model_dir):
-    if not os.path.isdir(model_dir):
-        raise UserError('model folder %s does not exist' % model_dir
-                        if not os.path.exists(model_dir) else
-                        '%s is a file, not a model folder' % model_dir)
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise UserError('%s holds no %s: not a model written by this tool' % (model_dir,
-                                                                                CONFIG_FILE))
-    return helper.read_json(path)
-
-
-def _check_config(config, model_dir):
-    missing = [key for key in CONFIG_KEYS if not isinstance(config, dict) or key not in config]
-    if missing:
-        raise UserError('%s in %s has no %s: not a model configuration written by this tool'
-                        % (CONFIG_FILE, model_dir, ', '.join(missing)))
-
-
-def _first_line(error):
-    text = getattr(error, 'message', None) or str(error)  # an OpError's message: no traceback
-    return (text.strip().splitlines() or [type(error).__name__])[0]
-
-
 class Model:
     """A loaded model in its own graph and session: uint8 RGB batches in, class ids out."""
 
-    def __init__(self, model_dir, session_config=None):
-        self.model_dir = model_dir
-        self.config = read_model_config(model_dir)
-        _check_config(self.config, model_dir)
+    def __init__(self, folder, session_config=None):
+        self.model_dir = folder
+        self.config = model_dir.read_model_config(folder)
+        model_dir.check_config(self.config, folder)
         self.label_set = data_loader.get_label_set(self.config['label_set'])
         self.image_shape = tuple(self.config['image_shape'])
         self.graph = tf.Graph()
@@ -92,17 +65,17 @@ class Model:
             return self._load_any()
         except KeyError as error:  # a configuration of another format's model
             raise UserError('%s has no %s for the model in %s' % (
-                CONFIG_FILE, error, self.model_dir)) from None
+                model_dir.CONFIG_FILE, error, self.model_dir)) from None
         except LOAD_ERRORS as error:
             raise UserError('cannot load the model in %s: %s' % (
-                self.model_dir, _first_line(error))) from None
+                self.model_dir, helper.first_line(error))) from None
 
     def _load_any(self):
         """A trained model (SavedModel, checkpoint) is frozen in memory first: as constants,
         oneDNN lays the convolution filters out once instead of at every run (2x at batch 1)."""
-        graph_path = os.path.join(self.model_dir, GRAPH_FILE)
+        graph_path = os.path.join(self.model_dir, model_dir.GRAPH_FILE)
         if os.path.exists(graph_path):
-            self._import_graph(read_graph_def(graph_path))
+            self._import_graph(model_dir.read_graph_def(graph_path))
             return self.config.get('model_format', 'frozen') + ' graph'
         if os.path.exists(os.path.join(self.model_dir, 'saved_model.pb')):
             prefix, kind = os.path.join(self.model_dir, 'variables', 'variables'), 'SavedModel'
@@ -157,7 +130,7 @@ class Model:
         except (KeyError, ValueError):
             raise UserError('the %s in %s has no tensor %s (the %s of its %s): not a model of '
                             'this tool' % (self.kind, self.model_dir, name, key,
-                                           CONFIG_FILE)) from None
+                                           model_dir.CONFIG_FILE)) from None
 
     def predict(self, images):
         """uint8 [batch, h, w, 3] with h, w multiples of 32 -> uint8 class ids [batch, h, w]."""
@@ -239,16 +212,6 @@ def _return_large_frees_to_the_system():
         return
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, 256 * 1024)
-
-
-def read_graph_def(path):
-    graph_def = tf1.GraphDef()
-    try:
-        with open(path, 'rb') as f:
-            graph_def.ParseFromString(f.read())
-    except (OSError, ValueError, DecodeError) as error:
-        raise UserError('cannot read the graph %s: %s' % (path, _first_line(error))) from None
-    return graph_def
 
 
 # A weight as the graph stores it: float32 values (scale None), or uint8 values of 8-bit

@@ -15,6 +15,7 @@ from tqdm import tqdm
 import data_loader
 import fcn8vgg16
 import helper
+from roadseg import model_dir
 from roadseg.deploy import inference
 from helper import UserError
 
@@ -32,7 +33,7 @@ _RESOLVERS = {True: tf.lite.experimental.OpResolverType.AUTO,
 def _read_graph_def(graph_def_or_path):
     if isinstance(graph_def_or_path, tf1.GraphDef):
         return graph_def_or_path
-    return inference.read_graph_def(graph_def_or_path)
+    return model_dir.read_graph_def(graph_def_or_path)
 
 
 def _const(graph_def, name, value):
@@ -278,15 +279,15 @@ class TFLiteModel:
 
     kind = 'TFLite int8'
 
-    def __init__(self, model_dir, num_threads=None, xnnpack=True):
-        self.model_dir = model_dir
-        self.config = inference.read_model_config(model_dir)
+    def __init__(self, folder, num_threads=None, xnnpack=True):
+        self.model_dir = folder
+        self.config = model_dir.read_model_config(folder)
         self.label_set = data_loader.get_label_set(self.config['label_set'])
         self.image_shape = tuple(self.config['image_shape'])
-        self.path = path = os.path.join(model_dir, TFLITE_FILE)
+        self.path = path = os.path.join(folder, TFLITE_FILE)
         if not os.path.exists(path):
             raise UserError('%s holds no %s: export the model with optimise first'
-                            % (model_dir, TFLITE_FILE))
+                            % (folder, TFLITE_FILE))
         with warnings.catch_warnings():
             # TF 2.20+ points to the ai-edge-litert package: the same interpreter, not needed.
             warnings.filterwarnings('ignore', '.*tf.lite.Interpreter is deprecated')
@@ -298,7 +299,7 @@ class TFLiteModel:
         self._output = self.interpreter.get_output_details()[0]
         if tuple(self._input['shape'][1:3]) != self.image_shape:
             raise UserError('%s takes %dx%d images but its %s says %dx%d' % (
-                (path,) + tuple(self._input['shape'][1:3]) + (inference.CONFIG_FILE,)
+                (path,) + tuple(self._input['shape'][1:3]) + (model_dir.CONFIG_FILE,)
                 + self.image_shape))
         self._size = self.image_shape
 

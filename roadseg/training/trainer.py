@@ -13,11 +13,11 @@ from tqdm import tqdm
 
 import fcn8vgg16
 import helper
+from roadseg.model_dir import CONFIG_FILE, check_output_dir, write_model_dir, write_saved_model
 from helper import UserError
 
 tf1 = tf.compat.v1
 
-CONFIG_FILE = helper.MODEL_CONFIG
 CKPT_NAME = 'model.ckpt'
 
 
@@ -223,7 +223,7 @@ def train(args, train_set, val_set, config, run_dir, model_dir, session_config):
     if task is not None and not task.is_chief:  # the chief keeps the checkpoints and the model
         distributed.train_worker(args, train_set, config, run_dir, task, session_config)
         return
-    helper.check_output_dir(model_dir)
+    check_output_dir(model_dir)
     os.makedirs(args.ckpt_dir, exist_ok=True)
     _check_resumable(args.ckpt_dir, config)
     resume_from = tf.train.latest_checkpoint(args.ckpt_dir)
@@ -458,17 +458,4 @@ def export_saved_model(checkpoint, model_dir, config):
             write_saved_model(session, folder)
         helper.write_json(os.path.join(folder, CONFIG_FILE), config)
 
-    helper.write_model_dir(model_dir, _write)
-
-
-def write_saved_model(session, folder):
-    """A SavedModel of the session's graph with the tool's serving signature."""
-    graph = session.graph
-    inputs = {'images': graph.get_tensor_by_name(fcn8vgg16.INPUT_TENSOR)}
-    outputs = {'predictions': graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR),
-               'logits': graph.get_tensor_by_name(fcn8vgg16.LOGITS_TENSOR)}
-    builder = tf1.saved_model.Builder(folder)
-    builder.add_meta_graph_and_variables(
-        session, [fcn8vgg16.SAVED_MODEL_TAG], signature_def_map={
-            fcn8vgg16.SIGNATURE_KEY: tf1.saved_model.predict_signature_def(inputs, outputs)})
-    builder.save()
+    write_model_dir(model_dir, _write)
