@@ -135,7 +135,7 @@ TARGETS = {
         'slices. The int8 TFLite model fits (0.94 GB).'),
     'optimised_size': Target(
         'optimised graph size / frozen graph size', '<=', 0.27, '%',
-        'Weights under export.MIN_QUANTIZED_ELEMENTS values stay float32.'),
+        'Weights under graph_surgery.MIN_QUANTIZED_ELEMENTS values stay float32.'),
     'optimised_agreement': Target(
         'optimised: pixels agreeing with the frozen model', '>=', 0.99, '%',
         '8-bit weights with one range per tensor: a per-channel range keeps more precision.'),
@@ -143,7 +143,7 @@ TARGETS = {
         'optimised: |mean IoU - frozen mean IoU|', '<=', 0.5, 'points', ''),
     'optimised_time': Target(
         'optimised time / frozen time', '<=', 1.10, 'x',
-        'The loader dequantizes once (inference.dequantize_constants): if the profile shows '
+        'The loader dequantizes once (graph_surgery.dequantize_constants): if the profile shows '
         'Dequantize ops at every run, that folding did not happen.'),
     'tflite_speed': Target(
         'int8 TFLite speed-up over the frozen float model', '>=', 3.0, 'x',

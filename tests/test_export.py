@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import data_loader
 from roadseg.data import demo_data
-from roadseg.deploy import export
+from roadseg.deploy import graph_surgery
 import fcn8vgg16
 import helper
 from roadseg.deploy import inference
@@ -97,7 +97,7 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
     assert main.main(['optimise', '-fd', folder, '-od', folder + '_optimised']) == 0
     images = np.random.default_rng(3).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
     for path in (folder, folder + '_optimised', str(work / 'ckpt')):
-        graph_def = inference.dequantize_constants(
+        graph_def = graph_surgery.dequantize_constants(
             model_dir.read_graph_def(os.path.join(folder, model_dir.GRAPH_FILE)))
         with tf.Graph().as_default(), tf1.Session() as session:
             tf.graph_util.import_graph_def(graph_def, name='')
@@ -138,10 +138,10 @@ def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(wor
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
     assert main.main(['optimise', '-fd', folder, '-od', folder + '_optimised']) == 0
     stored = model_dir.read_graph_def(os.path.join(folder + '_optimised', model_dir.GRAPH_FILE))
-    constants = inference.dequantize_constants(stored)
+    constants = graph_surgery.dequantize_constants(stored)
     expected = {node.name: tf.make_ndarray(node.attr['value'].tensor)
                 for node in constants.node if node.op == 'Const'}
-    _, weights = inference.split_matmul_weights(stored)
+    _, weights = graph_surgery.split_matmul_weights(stored)
     assert len(weights) == 2
     for weight in weights.values():
         assert weight.values.dtype == np.uint8 and weight.values.ctypes.data % 64 == 0
@@ -230,14 +230,14 @@ def test_quantize_weights_round_trips_within_one_step(tmp_path):
     with tf.Graph().as_default() as graph:
         tf.constant(weights, name='kernel')
         tf.constant(np.ones(8, np.float32), name='bias')  # too small: stays float
-    quantized, count = export.quantize_weights(graph.as_graph_def())
+    quantized, count = graph_surgery.quantize_weights(graph.as_graph_def())
     assert count == 1
     ops = {node.name: node.op for node in quantized.node}
     assert ops['kernel'] == 'Dequantize' and ops['bias'] == 'Const'
     with tf.Graph().as_default(), tf1.Session() as session:  # TensorFlow's own Dequantize
         tf.graph_util.import_graph_def(quantized, name='')
         in_graph = session.run('kernel:0')
-    folded = inference.dequantize_constants(quantized)
+    folded = graph_surgery.dequantize_constants(quantized)
     (kernel,) = [n for n in folded.node if n.name == 'kernel']
     at_load = tf.make_ndarray(kernel.attr['value'].tensor)
     step = (weights.max() - weights.min()) / 255

@@ -9,6 +9,7 @@ from PIL import Image
 import fcn8vgg16
 import helper
 from roadseg import model_dir
+from roadseg.deploy import graph_surgery
 from roadseg.deploy import inference
 from roadseg.deploy import tflite_model
 from helper import UserError
@@ -72,7 +73,7 @@ def exported(tmp_path_factory):
 
 def test_graph_rewritten_for_tflite_predicts_exactly_like_the_frozen_graph(exported):
     graph_def = exported[0]
-    rewritten = tflite_model._graph_for_tflite(graph_def)
+    rewritten = graph_surgery.graph_for_tflite(graph_def)
     ops = {node.op for node in rewritten.node}
     assert 'RandomUniform' in {node.op for node in graph_def.node}  # dropout, keep_prob 1
     assert not ops & {'RandomUniform', 'ReverseV2'}

@@ -21,11 +21,11 @@ import data_loader
 import fcn8vgg16
 import helper
 from roadseg import model_dir
+from roadseg.deploy import graph_surgery
 from helper import UserError
 
 tf1 = tf.compat.v1
 
-OUTPUT_NODES = [fcn8vgg16.OUTPUT_NAME, fcn8vgg16.LOGITS_NAME]
 # What loading a damaged or foreign graph, SavedModel or checkpoint raises.
 LOAD_ERRORS = (OSError, RuntimeError, ValueError, DecodeError, tf.errors.OpError)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
@@ -85,7 +85,8 @@ class Model:
                 raise UserError('%s holds neither a SavedModel nor a checkpoint'
                                 % self.model_dir)
             kind = 'checkpoint %s' % os.path.basename(prefix)
-        self._import_graph(frozen_graph_def(self.config, prefix, self.session_config)[0])
+        self._import_graph(graph_surgery.frozen_graph_def(self.config, prefix,
+                                                         self.session_config)[0])
         return kind
 
     def _import_graph(self, graph_def):
@@ -99,15 +100,15 @@ class Model:
         again at every run, 1.3-1.6x the time per image.
 
         The session dequantizes each 8-bit weight into the buffer its variable keeps, fed the
-        8-bit values without a copy (see split_matmul_weights): no float copy of fc6 (411 MB)
-        exists beside its variable. With _lean_session_options and
+        8-bit values without a copy (see graph_surgery.split_matmul_weights): no float copy
+        of fc6 (411 MB) exists beside its variable. With _lean_session_options and
         _return_large_frees_to_the_system, `predict` of 2048x1024 images with the full model
         at 256x512 peaks at 1.48 GB, where the frozen graph peaks at 4.7.
         """
         weights = {}
         if self._weights_in_variables:
-            graph_def, weights = split_matmul_weights(graph_def)
-        graph_def = dequantize_constants(graph_def)
+            graph_def, weights = graph_surgery.split_matmul_weights(graph_def)
+        graph_def = graph_surgery.dequantize_constants(graph_def)
         variables, feeds = {}, {}
         with tf1.variable_scope('matmul_weights'):
             for index, (name, weight) in enumerate(sorted(weights.items())):
@@ -138,24 +139,6 @@ class Model:
 
     def close(self):
         self.session.close()
-
-
-def frozen_graph_def(config, prefix, session_config=None):
-    """(GraphDef, number of variables converted): the inference graph of a model
-    configuration with the weights of the checkpoint prefix as constants (no optimiser,
-    summaries or dropout)."""
-    graph = tf.Graph()
-    with graph.as_default():
-        tf1.set_random_seed(0)  # initialisers never run; determinism mode asks for a seed
-        fcn8vgg16.inference_graph(config['num_classes'], config['encoder'],
-                                  config['fc_channels'])
-        saver = tf1.train.Saver()
-        count = len(tf1.global_variables())
-    with tf1.Session(graph=graph, config=session_config) as session:
-        saver.restore(session, prefix)
-        frozen = tf1.graph_util.convert_variables_to_constants(
-            session, graph.as_graph_def(), OUTPUT_NODES)
-    return tf1.graph_util.remove_training_nodes(frozen, protected_nodes=OUTPUT_NODES), count
 
 
 def _constant_graph_config(session_config):
@@ -214,60 +197,11 @@ def _return_large_frees_to_the_system():
         mallopt(M_MMAP_THRESHOLD, 256 * 1024)
 
 
-# A weight as the graph stores it: float32 values (scale None), or uint8 values of 8-bit
-# weights low + values * scale (see dequantize_constants).
-StoredWeight = collections.namedtuple('StoredWeight', 'values scale low')
-
-
-def split_matmul_weights(graph_def):
-    """(graph_def without the constant weights of its matrix products, {node name:
-    StoredWeight}). A weight is the Const, or the Dequantize of 8-bit constants (see
-    dequantize_constants), that a MatMul reads directly or through Reshape and Identity; the
-    8-bit constants only it read go too. The values are 64-byte aligned: a session is fed
-    such an array without copying it."""
-    nodes = {node.name: node for node in graph_def.node}
-    consts = {name: node for name, node in nodes.items() if node.op == 'Const'}
-    weights = {}
-    for matmul in (node for node in graph_def.node if node.op == 'MatMul'):
-        node = nodes.get(matmul.input[1].split(':')[0])
-        while node is not None and node.op in ('Reshape', 'Identity'):
-            node = nodes.get(node.input[0].split(':')[0])
-        inputs = [name.split(':')[0] for name in node.input] if node is not None else []
-        if node is None or node.name in weights:
-            continue
-        if node.op == 'Const' and node.attr['dtype'].type == tf.float32.as_datatype_enum:
-            values = _aligned(tf.make_ndarray(node.attr['value'].tensor))
-            weights[node.name] = StoredWeight(values, None, None)
-        elif node.op == 'Dequantize' and inputs and all(name in consts for name in inputs):
-            values, scale, low = _quantized(*(consts[name] for name in inputs))
-            weights[node.name] = StoredWeight(_aligned(values), scale, low)
-    removed = set(weights)
-    used = {name.lstrip('^').split(':')[0] for node in graph_def.node
-            if node.name not in removed for name in node.input}
-    removed |= {name.split(':')[0] for weight in weights for name in nodes[weight].input
-                if name.split(':')[0] not in used}
-    output = tf1.GraphDef()
-    output.versions.CopyFrom(graph_def.versions)
-    output.node.extend(node for node in graph_def.node if node.name not in removed)
-    return output, weights
-
-
-def _aligned(array):
-    """array, or a copy of it at a 64-byte aligned address (Eigen's alignment: a fed array
-    that has it is used in place, any other is copied)."""
-    if array.ctypes.data % 64 == 0:
-        return array
-    buffer = np.empty(array.nbytes + 64, np.uint8)
-    start = -buffer.ctypes.data % 64
-    aligned = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
-    aligned[...] = array
-    return aligned
-
-
 def _initial_value(weight):
     """(placeholder for weight.values, the float32 weights computed from it in the session).
 
-    An 8-bit weight is dequantized with the float32 operations of _dequantized, so to the
+    An 8-bit weight is dequantized with the float32 operations of
+    graph_surgery.dequantize_constants, so to the
     same numbers. Its variable takes over the output buffer of the last operation, where
     a fed float array would be copied into the variable.
     """
@@ -275,53 +209,6 @@ def _initial_value(weight):
     if weight.scale is None:
         return stored, stored
     return stored, tf.cast(stored, tf.float32) * weight.scale + weight.low
-
-
-def _quantized(quantized, low, high):
-    """(uint8 values, float32 scale, float32 low) of MIN_COMBINED quint8 constants."""
-    q, low, high = (tf.make_ndarray(node.attr['value'].tensor) for node in (quantized, low, high))
-    return q.view(np.uint8), np.float32((high - low) / 255.0), np.float32(low)
-
-
-def _dequantized(quantized, low, high):
-    """MIN_COMBINED quint8 -> float32: min + q * (max - min) / 255, computed in place."""
-    values, scale, low = _quantized(quantized, low, high)
-    weights = values.astype(np.float32)
-    weights *= scale
-    weights += low
-    return weights
-
-
-def dequantize_constants(graph_def):
-    """Replaces every Dequantize of constant 8-bit weights by the float constant it computes.
-
-    Done once as the graph loads, so an optimised graph runs as fast as the frozen one. The
-    arithmetic is TensorFlow's MIN_COMBINED mode for quint8: min + q * (max - min) / 255.
-    """
-    if not any(node.op == 'Dequantize' for node in graph_def.node):
-        return graph_def
-    consts = {node.name: node for node in graph_def.node if node.op == 'Const'}
-    output = tf1.GraphDef()
-    output.versions.CopyFrom(graph_def.versions)
-    used, folded = set(), set()
-    for node in graph_def.node:
-        inputs = [name.split(':')[0] for name in node.input]
-        if node.op == 'Dequantize' and all(name in consts for name in inputs):
-            weights = _dequantized(*(consts[name] for name in inputs))
-            new = output.node.add()
-            new.name, new.op = node.name, 'Const'
-            new.attr['dtype'].type = tf.float32.as_datatype_enum
-            new.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(weights))
-            del weights
-            folded.update(inputs)
-            continue
-        used.update(inputs)
-        output.node.add().CopyFrom(node)
-    # The 8-bit constants and ranges that fed only the folded nodes are dropped.
-    kept = [node for node in output.node if node.name not in folded - used]
-    del output.node[:]
-    output.node.extend(kept)
-    return output
 
 
 def network_input(image, image_shape, keep_size):
