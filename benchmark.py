@@ -46,7 +46,8 @@ from roadseg.data import demo_data  # noqa: E402
 from roadseg.deploy import export  # noqa: E402
 import fcn8vgg16  # noqa: E402
 import helper  # noqa: E402
-from roadseg.deploy import inference  # noqa: E402
+from roadseg.deploy import loader  # noqa: E402
+from roadseg.apps import predict  # noqa: E402
 from roadseg.apps import metrics  # noqa: E402
 from roadseg.deploy import tflite_model  # noqa: E402
 from roadseg.training import trainer  # noqa: E402
@@ -629,7 +630,7 @@ def load_model(folder, kind, xla=0, precision='fp32'):
     """The model of kind (see Models.folder) in folder, ready to predict at IMAGE_SHAPE."""
     if kind == 'tflite':
         return tflite_model.TFLiteModel(folder)
-    model = inference.Model(folder, cpu_config(xla, precision))
+    model = loader.Model(folder, cpu_config(xla, precision))
     model.image_shape = IMAGE_SHAPE  # a trained model may have been trained at another
     return model
 
@@ -1217,7 +1218,7 @@ def score_model(model, image_paths, label_paths):
         image = data_loader.read_image(image_path)
         label = data_loader.to_train_ids(data_loader.read_label(label_path), label_path, label_set)
         started = time.perf_counter()
-        (class_ids,) = inference.predict_batch(model, [image])
+        (class_ids,) = predict.predict_batch(model, [image])
         seconds.append(time.perf_counter() - started)
         metrics.accumulate(confusion, label, class_ids, label_set.num_classes,
                            label_set.ignore_id)

@@ -280,7 +280,7 @@ def train(args):
 def _load_model(args):
     import helper
     from roadseg import model_dir
-    from roadseg.deploy import inference
+    from roadseg.deploy import loader
     folder = args.model_dir
     if folder is None:
         configs = sorted(glob.glob(os.path.join(args.runs_dir, '*', 'model',
@@ -297,7 +297,7 @@ def _load_model(args):
                         % args.precision)
         model = tflite_model.TFLiteModel(os.path.dirname(folder) or '.')
     else:
-        model = inference.Model(folder, helper.session_config(
+        model = loader.Model(folder, helper.session_config(
             args.gpu, args.gpu_mem, args.xla, args.precision))
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
                                                  model.label_set.num_classes, *model.image_shape))
@@ -308,14 +308,14 @@ def predict(args):
     """Colour overlays (and label PNGs) of every image into a new run folder."""
     import data_loader
     import helper
-    from roadseg.deploy import inference
+    from roadseg.apps import predict as predicting
     _check_positive(args, ('batch_size',))
     images_glob, _ = _split_paths(args, args.split or 'test', _dataset_defaults(args))
     image_paths = data_loader.find_images(images_glob)
     model = _load_model(args)
     run_dir = helper.new_run_dir(args.runs_dir)
-    result = inference.predict_images(model, image_paths, run_dir, args.keep_size,
-                                      args.batch_size or 1, args.save_labels)
+    result = predicting.predict_images(model, image_paths, run_dir, args.keep_size,
+                                       args.batch_size or 1, args.save_labels)
     print('%d images: model %.0f ms, overlay and writing %.0f ms per image; written to %s'
           % (result['images'], result['model_ms'], result['write_ms'], run_dir))
 
@@ -324,7 +324,7 @@ def evaluate(args):
     """Mean IoU and the rest over a labelled split, reported into a new run folder."""
     import data_loader
     import helper
-    from roadseg.deploy import inference
+    from roadseg.apps import evaluate as evaluating
     from roadseg.apps import metrics
     _check_positive(args, ('batch_size',))
     images_glob, labels_glob = _split_paths(args, args.split or 'val', _dataset_defaults(args))
@@ -332,8 +332,8 @@ def evaluate(args):
         raise UserError('-ip/--images_paths given without -lp/--labels_paths')
     image_paths, label_paths = data_loader.find_pairs(images_glob, labels_glob)
     model = _load_model(args)
-    confusion = inference.confusion_over(model, image_paths, label_paths, args.keep_size,
-                                         args.batch_size or 1)
+    confusion = evaluating.confusion_over(model, image_paths, label_paths, args.keep_size,
+                                          args.batch_size or 1)
     results = metrics.compute_metrics(confusion, model.label_set)
     print(metrics.format_table(results))
     run_dir = helper.new_run_dir(args.runs_dir)

@@ -11,7 +11,8 @@ from roadseg.data import demo_data
 from roadseg.deploy import graph_surgery
 import fcn8vgg16
 import helper
-from roadseg.deploy import inference
+from roadseg.deploy import loader
+from roadseg.apps import predict
 import main
 from roadseg import model_dir
 
@@ -41,9 +42,9 @@ def work(tmp_path_factory):
 
 
 def _val_predictions(folder, root):
-    model = inference.Model(folder)
+    model = loader.Model(folder)
     paths = sorted(glob.glob(os.path.join(root, 'leftImg8bit/val/*/*.png')))
-    outputs = [inference.predict_batch(model, [data_loader.read_image(p)])[0] for p in paths]
+    outputs = [predict.predict_batch(model, [data_loader.read_image(p)])[0] for p in paths]
     model.close()
     return np.stack(outputs)
 
@@ -102,7 +103,7 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
         with tf.Graph().as_default(), tf1.Session() as session:
             tf.graph_util.import_graph_def(graph_def, name='')
             expected = session.run(fcn8vgg16.OUTPUT_TENSOR, {fcn8vgg16.INPUT_TENSOR: images})
-        model = inference.Model(path, helper.session_config(0, 0.9, 0, 'fp32'))
+        model = loader.Model(path, helper.session_config(0, 0.9, 0, 'fp32'))
         variables = [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
         sizes = [np.prod([dim.size for dim in op.get_attr('shape').dim]) for op in variables]
         lean = 'optimised' in path
@@ -123,7 +124,7 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
             np.testing.assert_array_equal(predictions, expected)
         model.close()
         # Under bf16 the weights stay constants: constant folding casts them once.
-        model = inference.Model(path, helper.session_config(0, 0.9, 0, 'bf16'))
+        model = loader.Model(path, helper.session_config(0, 0.9, 0, 'bf16'))
         assert not [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
         model.close()
 
@@ -146,7 +147,7 @@ def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(wor
     for weight in weights.values():
         assert weight.values.dtype == np.uint8 and weight.values.ctypes.data % 64 == 0
 
-    model = inference.Model(folder + '_optimised', helper.session_config(0, 0.9, 0, 'fp32'))
+    model = loader.Model(folder + '_optimised', helper.session_config(0, 0.9, 0, 'fp32'))
     operations = model.graph.get_operations()
     reads = {op.inputs[0].op.name: op.outputs[0] for op in operations
              if op.type == 'ReadVariableOp'}
@@ -260,11 +261,11 @@ def test_freeze_at_another_image_shape(work, capsys):
     target = str(work / 'frozen_128x256')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', target,
                       '--image_shape', '128', '256']) == 0
-    model = inference.Model(target)
+    model = loader.Model(target)
     assert tuple(model.image_shape) == (128, 256)
     val_paths = sorted(glob.glob(os.path.join(root, 'leftImg8bit/val/*/*.png')))
     image = data_loader.read_image(val_paths[0])
-    assert inference.predict_batch(model, [image])[0].shape == image.shape[:2]
+    assert predict.predict_batch(model, [image])[0].shape == image.shape[:2]
     model.close()
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(work / 'bad_shape'),
                       '--image_shape', '100', '256']) == 2

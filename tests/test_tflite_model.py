@@ -10,7 +10,7 @@ import fcn8vgg16
 import helper
 from roadseg import model_dir
 from roadseg.deploy import graph_surgery
-from roadseg.deploy import inference
+from roadseg.apps import predict
 from roadseg.deploy import tflite_model
 from helper import UserError
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
@@ -132,7 +132,7 @@ def test_tflite_model_predicts_like_the_float_graph(exported):
     assert np.mean(class_ids == expected) >= 0.9
     # Images of another size are resized to the model's shape and the ids resized back.
     photo = np.asarray(Image.fromarray(images[0]).resize((150, 80), Image.BILINEAR))
-    (resized_back,) = inference.predict_batch(model, [photo])
+    (resized_back,) = predict.predict_batch(model, [photo])
     assert resized_back.shape == (80, 150) and resized_back.dtype == np.uint8
     model.close()
 

@@ -1,7 +1,7 @@
 """video.py: frame counts, rates and sizes survive, sub-clips, the overlay arithmetic, errors.
 
 A fake model (class = brightness band) stands in for the network except in one test, which runs
-a tiny real checkpoint through inference.Model.
+a tiny real checkpoint through loader.Model.
 """
 import os
 import subprocess
@@ -17,7 +17,7 @@ import data_loader
 import fcn8vgg16
 import helper
 from roadseg import model_dir
-from roadseg.deploy import inference
+from roadseg.deploy import loader
 from roadseg.apps import video
 from helper import UserError
 
@@ -27,7 +27,7 @@ TINY_ENCODER = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
 
 
 class FakeModel:
-    """inference.Model's interface without TensorFlow: the class of a pixel is its brightness
+    """loader.Model's interface without TensorFlow: the class of a pixel is its brightness
     band (0..7), so the expected output is a known function of the frame."""
     image_shape = (64, 128)
     label_set = LABEL_SET
@@ -180,7 +180,7 @@ def test_real_tiny_checkpoint(tmp_path):
         'image_shape': [64, 128], 'encoder': TINY_ENCODER, 'fc_channels': 16,
         'input_tensor': fcn8vgg16.INPUT_TENSOR, 'output_tensor': fcn8vgg16.OUTPUT_TENSOR,
         'saved_model_tag': fcn8vgg16.SAVED_MODEL_TAG})
-    model = inference.Model(folder)
+    model = loader.Model(folder)
     try:
         video_in = make_video(tmp_path / 'in.mp4', frames=12, fps=6)
         result = video.segment_video(model, video_in, str(tmp_path / 'out.mp4'), batch_size=4)

@@ -16,7 +16,7 @@ from moviepy import VideoFileClip
 from tqdm import tqdm
 
 import helper
-from roadseg.deploy import inference
+from roadseg.apps import predict
 from helper import UserError, overlay
 
 QUALITY = 6  # imageio-ffmpeg's 0-10 scale; 6 is libx264 -crf 20
@@ -102,7 +102,7 @@ def _write_overlays(clip, model, path, indices, keep_size, batch_size, alpha, la
             for batch_start in range(0, len(indices), batch_size):
                 batch = indices[batch_start:batch_start + batch_size]
                 images = [clip.get_frame(index / clip.fps) for index in batch]
-                class_ids = inference.predict_batch(model, images, keep_size)
+                class_ids = predict.predict_batch(model, images, keep_size)
                 for image, ids in zip(images, class_ids):
                     writer.send(overlay(image, ids, model.label_set.colors, alpha))
                 bar.update(len(batch))
@@ -137,7 +137,7 @@ def segment_video(model, video_in, video_out, start=None, end=None, keep_size=Fa
     """Writes video_out: every frame of video_in (or of its [start, end) seconds) overlaid with
     the model's classes, at the input's frame rate and size, without audio.
 
-    model: an inference.Model (or anything with .predict, .image_shape, .label_set). Returns
+    model: a loader.Model (or anything with .predict, .image_shape, .label_set). Returns
     {'frames', 'fps', 'size': (width, height), 'seconds': wall-clock time}.
     """
     _check_paths(video_in, video_out, overwrite)

@@ -2,7 +2,7 @@
 
 convert_int8() turns the frozen float graph (uint8 RGB in, class ids out) into model.tflite with
 int8 weights and activations, calibrated on up to 100 images, at one fixed image shape.
-TFLiteModel has the interface of inference.Model, so that predict, evaluate and video run either.
+TFLiteModel has the interface of loader.Model, so that predict, evaluate and video run either.
 """
 import os
 import warnings
@@ -16,7 +16,7 @@ import fcn8vgg16
 import helper
 from roadseg import model_dir
 from roadseg.deploy import graph_surgery
-from roadseg.deploy import inference
+from roadseg.deploy import loader
 from helper import UserError
 
 tf1 = tf.compat.v1
@@ -37,14 +37,14 @@ def _read_graph_def(graph_def_or_path):
 
 def _representative_dataset(calibration_paths, image_shape):
     """Up to MAX_CALIBRATION_IMAGES paths, evenly spread over the sorted list, one at a time as
-    float32 [1, h, w, 3] resized like inference.network_input."""
+    float32 [1, h, w, 3] resized like loader.network_input."""
     paths = sorted(calibration_paths)
     count = min(len(paths), MAX_CALIBRATION_IMAGES)
     paths = [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
 
     def images():
         for path in tqdm(paths, desc='Calibrate', unit='img'):
-            image = inference.network_input(data_loader.read_image(path), image_shape, False)
+            image = loader.network_input(data_loader.read_image(path), image_shape, False)
             yield [image[None].astype(np.float32)]
     return images, len(paths)
 
@@ -86,7 +86,7 @@ def convert_int8(graph_def_or_path, output_path, image_shape, calibration_paths)
 
 
 class TFLiteModel:
-    """model.tflite of a model folder with inference.Model's interface: uint8 RGB batches in,
+    """model.tflite of a model folder with loader.Model's interface: uint8 RGB batches in,
     class ids out, one image at a time through the interpreter (XNNPACK, all cores)."""
 
     kind = 'TFLite int8'

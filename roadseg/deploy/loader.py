@@ -1,21 +1,18 @@
-"""One model loader for every action, and the image-level prediction around it.
+"""The model loader for every action: a model folder in, a Model that predicts class ids out.
 
 A model folder is anything this tool writes: the SavedModel of `train` (saved_model.pb), a
-checkpoint folder (checkpoint + model.ckpt-N), each with the fcn8s_config.json that says its
-label set, image shape and tensor names.
+checkpoint folder (checkpoint + model.ckpt-N), a frozen or optimised folder (graph.pb), each
+with the fcn8s_config.json that says its label set, image shape and tensor names.
+network_input() is the loader's other half: an image as the model takes it.
 """
-import collections
 import ctypes
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import rewriter_config_pb2
 from PIL import Image
-from tqdm import tqdm
 
 import data_loader
 import fcn8vgg16
@@ -224,141 +221,3 @@ def network_input(image, image_shape, keep_size):
     # Edge padding keeps the border statistics of the image, unlike black.
     return np.pad(image, ((0, padded_height - height), (0, padded_width - width), (0, 0)),
                   mode='edge')
-
-
-def predict_batch(model, images, keep_size=False):
-    """Class ids, uint8 [h, w] at each image's own size, for a list of same-size RGB images.
-
-    The network sees each image resized to the model's shape (the prediction is then resized
-    back with nearest neighbour, never interpolated) or, with keep_size, at its own size padded
-    to multiples of 32 (the padding cut off again).
-    """
-    height, width = images[0].shape[:2]
-    inputs = np.stack([network_input(image, model.image_shape, keep_size) for image in images])
-    outputs = model.predict(inputs)
-    if keep_size:
-        return [output[:height, :width] for output in outputs]
-    if outputs.shape[1:] == (height, width):
-        return list(outputs)
-    return [np.asarray(Image.fromarray(output).resize((width, height), Image.NEAREST))
-            for output in outputs]
-
-
-def _read_ahead(paths, read, depth):
-    """Yields (path, read(path)) in order, reading up to `depth` files ahead in a thread."""
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = collections.deque()
-        for path in paths:
-            pending.append((path, reader.submit(read, path)))
-            if len(pending) > depth:
-                done_path, future = pending.popleft()
-                yield done_path, future.result()
-        while pending:
-            done_path, future = pending.popleft()
-            yield done_path, future.result()
-
-
-def same_size_batches(items, batch_size, size_of):
-    """Groups consecutive items whose size_of() agrees into lists of at most batch_size."""
-    batch = []
-    for item in items:
-        if batch and (len(batch) == batch_size or size_of(item) != size_of(batch[0])):
-            yield batch
-            batch = []
-        batch.append(item)
-    if batch:
-        yield batch
-
-
-def _save_png(array, path):
-    # compress_level 1: several times faster than the default 6 for a few % more bytes.
-    Image.fromarray(array).save(path, compress_level=1)
-
-
-def _write_outputs(image_path, image, class_ids, out_dir, label_set, save_labels):
-    """Writes the overlay (and the label files); returns the seconds it took."""
-    started = time.perf_counter()
-    stem = os.path.splitext(os.path.basename(image_path))[0]
-    _save_png(helper.overlay(image, class_ids, label_set.colors),
-              os.path.join(out_dir, 'overlays', stem + '.png'))
-    if save_labels:
-        _save_png(class_ids, os.path.join(out_dir, 'trainIds', stem + '.png'))
-        if label_set.train_id_to_id is not None:
-            _save_png(label_ids(class_ids, label_set),
-                      os.path.join(out_dir, 'labelIds', stem + '.png'))
-    return time.perf_counter() - started
-
-
-def label_ids(class_ids, label_set):
-    """Training ids -> the dataset's own label ids (what the Cityscapes evaluator reads)."""
-    table = np.zeros(256, np.uint8)  # 0 'unlabeled' for anything that is not a class
-    valid = label_set.train_id_to_id >= 0
-    table[np.flatnonzero(valid)] = label_set.train_id_to_id[valid]
-    return table[class_ids]
-
-
-def predict_images(model, image_paths, out_dir, keep_size=False, batch_size=1,
-                   save_labels=False):
-    """Colour overlays (and with save_labels trainIds/labelIds PNGs) of every image in out_dir.
-
-    Overlays are drawn and written in a second thread while the model computes the next batch.
-    """
-    folders = ['overlays'] + (['trainIds'] if save_labels else []) + (
-        ['labelIds'] if save_labels and model.label_set.train_id_to_id is not None else [])
-    for folder in folders:
-        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
-    model_seconds, write_seconds, writes = [], [], collections.deque()
-    with ThreadPoolExecutor(max_workers=1) as writer, \
-            tqdm(total=len(image_paths), desc='Predict', unit='img') as bar:
-        # One batch ahead: decoding a 2048x1024 PNG takes a fraction of a model call, and each
-        # image read ahead holds 6 MB.
-        loaded = _read_ahead(image_paths, data_loader.read_image, batch_size)
-        for batch in same_size_batches(loaded, batch_size, lambda item: item[1].shape):
-            started = time.perf_counter()
-            outputs = predict_batch(model, [image for _, image in batch], keep_size)
-            model_seconds.append((time.perf_counter() - started) / len(batch))
-            for (path, image), class_ids in zip(batch, outputs):
-                writes.append(writer.submit(_write_outputs, path, image, class_ids, out_dir,
-                                            model.label_set, save_labels))
-            while writes and (writes[0].done() or len(writes) > 2 * batch_size):
-                write_seconds.append(writes.popleft().result())
-            bar.set_postfix_str(_timings(model_seconds, write_seconds), refresh=False)
-            bar.update(len(batch))
-        write_seconds.extend(future.result() for future in writes)
-    return dict(images=len(image_paths), model_ms=1000 * np.mean(model_seconds),
-                write_ms=1000 * np.mean(write_seconds))
-
-
-def _timings(model_seconds, write_seconds):
-    text = 'last tf call %.0f ms, avg tf %.0f ms' % (1000 * model_seconds[-1],
-                                                     1000 * np.mean(model_seconds))
-    if write_seconds:
-        text += ', last img %.0f ms, avg %.0f ms' % (1000 * write_seconds[-1],
-                                                    1000 * np.mean(write_seconds))
-    return text
-
-
-def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=1):
-    """One confusion matrix over a labelled split, at each label image's own resolution."""
-    from roadseg.apps import metrics
-    label_set = model.label_set
-    # (None, None) for the files whose stored values decide them, as they are read
-    tables = {path: data_loader.label_tables(path, label_set) for path in label_paths}
-    labels_of = dict(zip(image_paths, label_paths))
-    confusion = np.zeros((label_set.num_classes, label_set.num_classes), np.int64)
-    loaded = _read_ahead(image_paths, data_loader.read_image, 2 * batch_size)
-    with tqdm(total=len(image_paths), desc='Evaluate', unit='img') as bar:
-        for batch in same_size_batches(loaded, batch_size, lambda item: item[1].shape):
-            outputs = predict_batch(model, [image for _, image in batch], keep_size)
-            for (path, image), class_ids in zip(batch, outputs):
-                label_path = labels_of[path]
-                label = data_loader.to_train_ids(data_loader.read_label(label_path), label_path,
-                                                 label_set, *tables[label_path])
-                if label.shape != class_ids.shape:
-                    raise UserError('label %s is %dx%d but its image %s is %dx%d' % (
-                        label_path, label.shape[1], label.shape[0], path, image.shape[1],
-                        image.shape[0]))
-                metrics.accumulate(confusion, label, class_ids, label_set.num_classes,
-                                   label_set.ignore_id)
-            bar.update(len(batch))
-    return confusion
