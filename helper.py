@@ -1,4 +1,5 @@
-"""Shared utilities that fit nowhere else: errors, session config, colouring, run folders."""
+"""Shared utilities that fit nowhere else: errors and their first line, session config,
+colouring, run folders, atomic files and JSON, mean IoU and pixel accuracy."""
 import datetime
 import json
 import os
@@ -227,7 +228,7 @@ def read_json(path):
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as error:
-        raise UserError('cannot read %s: %s' % (path, error)) from None
+        raise UserError('cannot read %s: %s' % (path, first_line(error))) from None
 
 
 def mean_iou(confusion):
