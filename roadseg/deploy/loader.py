@@ -198,9 +198,8 @@ def _initial_value(weight):
     """(placeholder for weight.values, the float32 weights computed from it in the session).
 
     An 8-bit weight is dequantized with the float32 operations of
-    graph_surgery.dequantize_constants, so to the
-    same numbers. Its variable takes over the output buffer of the last operation, where
-    a fed float array would be copied into the variable.
+    graph_surgery.dequantize_constants, so to the same numbers. Its variable takes over the
+    output buffer of the last operation, where a fed float array would be copied into it.
     """
     stored = tf1.placeholder(tf.as_dtype(weight.values.dtype), weight.values.shape)
     if weight.scale is None:
