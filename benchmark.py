@@ -46,11 +46,12 @@ from roadseg.data import demo_data  # noqa: E402
 from roadseg.deploy import export  # noqa: E402
 import fcn8vgg16  # noqa: E402
 import helper  # noqa: E402
-from roadseg.deploy import inference  # noqa: E402
+from roadseg.deploy import loader  # noqa: E402
+from roadseg.apps import predict  # noqa: E402
 from roadseg.apps import metrics  # noqa: E402
 from roadseg.deploy import tflite_model  # noqa: E402
-from roadseg import specs  # noqa: E402
-from roadseg.training import checkpoints, graph as train_graph  # noqa: E402
+from roadseg import model_dir, specs  # noqa: E402
+from roadseg.training import graph as train_graph  # noqa: E402
 from helper import UserError  # noqa: E402
 
 tf1 = tf.compat.v1
@@ -135,7 +136,7 @@ TARGETS = {
         'slices. The int8 TFLite model fits (0.94 GB).'),
     'optimised_size': Target(
         'optimised graph size / frozen graph size', '<=', 0.27, '%',
-        'Weights under export.MIN_QUANTIZED_ELEMENTS values stay float32.'),
+        'Weights under graph_surgery.MIN_QUANTIZED_ELEMENTS values stay float32.'),
     'optimised_agreement': Target(
         'optimised: pixels agreeing with the frozen model', '>=', 0.99, '%',
         '8-bit weights with one range per tensor: a per-channel range keeps more precision.'),
@@ -143,7 +144,7 @@ TARGETS = {
         'optimised: |mean IoU - frozen mean IoU|', '<=', 0.5, 'points', ''),
     'optimised_time': Target(
         'optimised time / frozen time', '<=', 1.10, 'x',
-        'The loader dequantizes once (inference.dequantize_constants): if the profile shows '
+        'The loader dequantizes once (graph_surgery.dequantize_constants): if the profile shows '
         'Dequantize ops at every run, that folding did not happen.'),
     'tflite_speed': Target(
         'int8 TFLite speed-up over the frozen float model', '>=', 3.0, 'x',
@@ -555,8 +556,8 @@ def _write_random_model(folder, label_set, calibration_glob):
         fcn8vgg16.inference_graph(label_set.num_classes, fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
         with tf1.Session(config=cpu_config()) as session:
             session.run(tf1.global_variables_initializer())
-            checkpoints.write_saved_model(session, folder)
-    helper.write_json(os.path.join(folder, helper.MODEL_CONFIG), config)
+            model_dir.write_saved_model(session, folder)
+    helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), config)
 
 
 class Models:
@@ -578,7 +579,7 @@ class Models:
             log('writing a model with random weights (the speed rows need no training)')
             label_set = data_loader.get_label_set(LABEL_SET)
             images_glob, _ = demo_split('train')
-            helper.write_model_dir(path, lambda folder: _write_random_model(
+            model_dir.write_model_dir(path, lambda folder: _write_random_model(
                 folder, label_set, images_glob))
         return path
 
@@ -605,7 +606,7 @@ class Models:
         return path
 
     def _convert_tflite(self, frozen_dir, tflite_path):
-        config = inference.read_model_config(frozen_dir)
+        config = model_dir.read_model_config(frozen_dir)
         try:
             calibration = export.calibration_images(config, self.calibration_count)
         except UserError:  # the training images are not here: the demo's stand in
@@ -614,7 +615,7 @@ class Models:
         log('converting to int8 TFLite, calibrated on %d images' % len(calibration))
         started = time.perf_counter()
         self.stats['tflite'] = tflite_model.convert_int8(
-            os.path.join(frozen_dir, inference.GRAPH_FILE), tflite_path, IMAGE_SHAPE,
+            os.path.join(frozen_dir, model_dir.GRAPH_FILE), tflite_path, IMAGE_SHAPE,
             calibration)
         self.stats['tflite']['seconds'] = time.perf_counter() - started
 
@@ -629,7 +630,7 @@ def load_model(folder, kind, xla=0, precision='fp32'):
     """The model of kind (see Models.folder) in folder, ready to predict at IMAGE_SHAPE."""
     if kind == 'tflite':
         return tflite_model.TFLiteModel(folder)
-    model = inference.Model(folder, cpu_config(xla, precision))
+    model = loader.Model(folder, cpu_config(xla, precision))
     model.image_shape = IMAGE_SHAPE  # a trained model may have been trained at another
     return model
 
@@ -1213,7 +1214,7 @@ def score_model(model, image_paths, label_paths):
         image = data_loader.read_image(image_path)
         label = data_loader.to_train_ids(data_loader.read_label(label_path), label_path, label_set)
         started = time.perf_counter()
-        (class_ids,) = inference.predict_batch(model, [image])
+        (class_ids,) = predict.predict_batch(model, [image])
         seconds.append(time.perf_counter() - started)
         metrics.accumulate(confusion, label, class_ids, label_set.num_classes,
                            label_set.ignore_id)
@@ -1442,7 +1443,7 @@ def run_benchmark(args, command):
     json_path = args.json or os.path.splitext(args.report)[0] + '.json'
     check_outputs(args.report, json_path, args.profile)
     if args.model_dir:
-        inference.read_model_config(args.model_dir)  # fails now, not after minutes of work
+        model_dir.read_model_config(args.model_dir)  # fails now, not after minutes of work
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
     machine, started, cpu_at_start = machine_info(), time.time(), cpu_seconds()

@@ -354,24 +354,25 @@ def train(args, network=None):
 
 def _load_model(args):
     import helper
-    from roadseg.deploy import inference
-    model_dir = args.model_dir
-    if model_dir is None:
+    from roadseg import model_dir
+    from roadseg.deploy import loader
+    folder = args.model_dir
+    if folder is None:
         configs = sorted(glob.glob(os.path.join(args.runs_dir, '*', 'model',
-                                                inference.CONFIG_FILE)))
+                                                model_dir.CONFIG_FILE)))
         if not configs:
             raise UserError('no -md/--model_dir given and no trained model under %s'
                             % os.path.join(args.runs_dir, '*', 'model'))
-        model_dir = os.path.dirname(configs[-1])
-        print('model: %s (the newest under %s)' % (model_dir, args.runs_dir))
-    if model_dir.endswith('.tflite'):  # optimised_model/model.tflite: the int8 model
+        folder = os.path.dirname(configs[-1])
+        print('model: %s (the newest under %s)' % (folder, args.runs_dir))
+    if folder.endswith('.tflite'):  # optimised_model/model.tflite: the int8 model
         from roadseg.deploy import tflite_model
         if args.precision != 'fp32':
             helper.warn('--precision %s does not apply to the int8 TFLite model'
                         % args.precision)
-        model = tflite_model.TFLiteModel(os.path.dirname(model_dir) or '.')
+        model = tflite_model.TFLiteModel(os.path.dirname(folder) or '.')
     else:
-        model = inference.Model(model_dir, helper.session_config(
+        model = loader.Model(folder, helper.session_config(
             args.gpu, args.gpu_mem, args.xla, args.precision))
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
                                                  model.label_set.num_classes, *model.image_shape))
@@ -382,14 +383,14 @@ def predict(args):
     """Colour overlays (and label PNGs) of every image into a new run folder."""
     import data_loader
     import helper
-    from roadseg.deploy import inference
+    from roadseg.apps import predict as predicting
     _check_positive(args, ('batch_size',))
     images_glob, _ = _split_paths(args, args.split or 'test', _dataset_defaults(args))
     image_paths = data_loader.find_images(images_glob)
     model = _load_model(args)
     run_dir = helper.new_run_dir(args.runs_dir)
-    result = inference.predict_images(model, image_paths, run_dir, args.keep_size,
-                                      args.batch_size or 1, args.save_labels)
+    result = predicting.predict_images(model, image_paths, run_dir, args.keep_size,
+                                       args.batch_size or 1, args.save_labels)
     print('%d images: model %.0f ms, overlay and writing %.0f ms per image; written to %s'
           % (result['images'], result['model_ms'], result['write_ms'], run_dir))
 
@@ -398,7 +399,7 @@ def evaluate(args):
     """Mean IoU and the rest over a labelled split, reported into a new run folder."""
     import data_loader
     import helper
-    from roadseg.deploy import inference
+    from roadseg.apps import evaluate as evaluating
     from roadseg.apps import metrics
     _check_positive(args, ('batch_size',))
     images_glob, labels_glob = _split_paths(args, args.split or 'val', _dataset_defaults(args))
@@ -406,8 +407,8 @@ def evaluate(args):
         raise UserError('-ip/--images_paths given without -lp/--labels_paths')
     image_paths, label_paths = data_loader.find_pairs(images_glob, labels_glob)
     model = _load_model(args)
-    confusion = inference.confusion_over(model, image_paths, label_paths, args.keep_size,
-                                         args.batch_size or 1)
+    confusion = evaluating.confusion_over(model, image_paths, label_paths, args.keep_size,
+                                          args.batch_size or 1)
     results = metrics.compute_metrics(confusion, model.label_set)
     print(metrics.format_table(results))
     run_dir = helper.new_run_dir(args.runs_dir)
@@ -459,9 +460,9 @@ def freeze(args):
 def optimise(args):
     """Frozen graph -> pruned, folded graph with 8-bit weights, and an int8 TFLite model."""
     import data_loader
+    from roadseg import model_dir
     from roadseg.deploy import export
-    from roadseg.deploy import inference
-    config = inference.read_model_config(args.frozen_model_dir)
+    config = model_dir.read_model_config(args.frozen_model_dir)
     calibration = (data_loader.find_images(args.calibration_images)[:100]
                    if args.calibration_images else export.calibration_images(config))
     stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration)

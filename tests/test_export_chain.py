@@ -14,6 +14,7 @@ from PIL import Image
 import fcn8vgg16
 import helper
 import main
+from roadseg import model_dir
 import synthetic
 
 tf1 = tf.compat.v1
@@ -42,8 +43,8 @@ def _initialised_copy(ckpt_dir, folder):
     """folder: the checkpoint folder of ckpt_dir's model as initialised, before any step
     (score layers and every bias zero), as an interrupt before the first step leaves it."""
     os.makedirs(folder)
-    shutil.copy(os.path.join(ckpt_dir, helper.MODEL_CONFIG), folder)
-    config = helper.read_json(os.path.join(folder, helper.MODEL_CONFIG))
+    shutil.copy(os.path.join(ckpt_dir, model_dir.CONFIG_FILE), folder)
+    config = helper.read_json(os.path.join(folder, model_dir.CONFIG_FILE))
     with tf.Graph().as_default():
         tf1.set_random_seed(config['seed'])
         fcn8vgg16.inference_graph(config['num_classes'], config['encoder'],

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import data_loader
-from roadseg.deploy import inference
+from roadseg.apps import evaluate
 import main
 from roadseg.data import prepare
 import synthetic
@@ -172,7 +172,7 @@ def test_evaluation_scores_original_files_against_their_label_ids(tmp_path):
     _, _, paths = write_split(tmp_path, [original_label(), original_label(1)])
     image_paths, label_paths = [image for image, _ in paths], [label for _, label in paths]
     label_set = data_loader.get_label_set('cityscapes35')
-    confusion = inference.confusion_over(_ConstantModel(label_set), image_paths, label_paths)
+    confusion = evaluate.confusion_over(_ConstantModel(label_set), image_paths, label_paths)
     truth = np.concatenate([original_train_ids().ravel(), original_train_ids(1).ravel()])
     expected = np.bincount(truth[truth != 255], minlength=label_set.num_classes)
     np.testing.assert_array_equal(confusion[:, 26], expected)
@@ -183,7 +183,7 @@ def test_evaluation_refuses_official_files_with_cityscapes35(tmp_path):
     _, _, [(image_path, label_path)] = write_split(tmp_path, [official_label()])
     model = _ConstantModel(data_loader.get_label_set('cityscapes35'))
     with pytest.raises(UserError) as error:
-        inference.confusion_over(model, [image_path], [label_path])
+        evaluate.confusion_over(model, [image_path], [label_path])
     assert str(error.value) == official_message(label_path)
 
 

@@ -11,7 +11,7 @@ import data_loader
 from roadseg.data import demo_data
 from roadseg.deploy import export
 import helper
-from roadseg.deploy import inference
+from roadseg.deploy import loader
 import main
 import synthetic
 from roadseg import specs
@@ -75,7 +75,7 @@ def _bf16_convolutions(nodes):
 
 def _predict(model_dir, images, precision):
     """(class ids, float32 logits, the nodes run) of a model loaded with --precision."""
-    model = inference.Model(model_dir, helper.session_config(gpu=0, precision=precision))
+    model = loader.Model(model_dir, helper.session_config(gpu=0, precision=precision))
     logits = model.graph.get_tensor_by_name(model.config['logits_tensor'])
     (predictions, logits), nodes = _traced_run(model.session, (model.output, logits),
                                                {model.input: images})

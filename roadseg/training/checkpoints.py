@@ -8,11 +8,12 @@ import tensorflow as tf
 import fcn8vgg16
 import helper
 from helper import UserError
+from roadseg import model_dir
 
 tf1 = tf.compat.v1
 
 CKPT_NAME = 'model.ckpt'
-CONFIG_FILE = helper.MODEL_CONFIG
+CONFIG_FILE = model_dir.CONFIG_FILE
 # What a checkpoint folder must agree on with the run that resumes it.
 RESUME_KEYS = ('dataset', 'label_set', 'num_classes', 'encoder', 'fc_channels',
                'train_upsampling')
@@ -94,7 +95,7 @@ def recover_checkpoints(saver, ckpt_dir):
         saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
 
 
-def export_saved_model(checkpoint, model_dir, config, network):
+def export_saved_model(checkpoint, folder, config, network):
     """An inference-only SavedModel (uint8 images in, class ids and logits out) of a checkpoint,
     with the model's configuration."""
     graph = tf.Graph()
@@ -103,23 +104,11 @@ def export_saved_model(checkpoint, model_dir, config, network):
         fcn8vgg16.inference_graph(config['num_classes'], network.encoder, network.fc_channels)
         saver = tf1.train.Saver()
 
-    def _write(folder):
+    def _write(destination):
         with tf1.Session(graph=graph) as session:
             saver.restore(session, checkpoint)
-            write_saved_model(session, folder)
-        helper.write_json(os.path.join(folder, CONFIG_FILE), config)
+            model_dir.write_saved_model(session, destination)
+        helper.write_json(os.path.join(destination, CONFIG_FILE), config)
 
-    helper.write_model_dir(model_dir, _write)
+    model_dir.write_model_dir(folder, _write)
 
-
-def write_saved_model(session, folder):
-    """A SavedModel of the session's graph with the tool's serving signature."""
-    graph = session.graph
-    inputs = {'images': graph.get_tensor_by_name(fcn8vgg16.INPUT_TENSOR)}
-    outputs = {'predictions': graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR),
-               'logits': graph.get_tensor_by_name(fcn8vgg16.LOGITS_TENSOR)}
-    builder = tf1.saved_model.Builder(folder)
-    builder.add_meta_graph_and_variables(
-        session, [fcn8vgg16.SAVED_MODEL_TAG], signature_def_map={
-            fcn8vgg16.SIGNATURE_KEY: tf1.saved_model.predict_signature_def(inputs, outputs)})
-    builder.save()

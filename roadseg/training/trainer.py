@@ -8,11 +8,12 @@ from tqdm import tqdm
 
 import helper
 from helper import UserError
+from roadseg import model_dir
 from roadseg.training import checkpoints, cluster, graph as train_graph, loop, vgg_weights
 
 tf1 = tf.compat.v1
 
-CONFIG_FILE = checkpoints.CONFIG_FILE
+CONFIG_FILE = model_dir.CONFIG_FILE
 
 
 def class_weights(dataset, method):
@@ -59,7 +60,7 @@ class Run:
         self.last_step = self.steps_per_epoch * recipe.epochs
 
 
-def train(run, run_dir, model_dir):
+def train(run, run_dir, folder):
     """Trains to run.recipe.epochs epochs, resuming from the logbook's checkpoints, then
     exports a SavedModel. A cluster's other workers train their share and keep no files but
     their run folder's configuration."""
@@ -69,7 +70,7 @@ def train(run, run_dir, model_dir):
         cluster.train_on_cluster(run)
         return
     ckpt_dir = run.logbook.ckpt_dir
-    helper.check_output_dir(model_dir)
+    model_dir.check_output_dir(folder)
     os.makedirs(ckpt_dir, exist_ok=True)
     checkpoints.check_resumable(ckpt_dir, run.config)
     resume_from = tf.train.latest_checkpoint(ckpt_dir)
@@ -90,9 +91,9 @@ def train(run, run_dir, model_dir):
     else:
         print('%s already holds %d steps (%d epochs of %d): nothing to train'
               % (ckpt_dir, start_step, run.recipe.epochs, run.steps_per_epoch))
-    checkpoints.export_saved_model(tf.train.latest_checkpoint(ckpt_dir), model_dir, run.config,
+    checkpoints.export_saved_model(tf.train.latest_checkpoint(ckpt_dir), folder, run.config,
                                    run.network)
-    print('model saved to %s' % model_dir)
+    print('model saved to %s' % folder)
 
 
 def _input_tensors(run, start_step):
@@ -146,5 +147,3 @@ def _train_alone(run, resume_from, start_step):
                  loop.EpochBars(run.recipe.epochs, run.steps_per_epoch),
                  loop.Duties.for_run(run, session, tensors, saver, writer), ckpt_dir)
 
-
-write_saved_model = checkpoints.write_saved_model  # what export calls until it moves to deploy
