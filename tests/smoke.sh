@@ -28,13 +28,13 @@ run evaluate --dataset demo --model_dir=optimised_model/model.tflite -rd evaluat
 check "import glob, json; m = json.load(open(glob.glob('evaluation/*/metrics.json')[0])); print('TFLite mean IoU %.3f' % m['mean_iou']); assert 0 <= m['mean_iou'] <= 1" "no metrics"
 
 run video --dataset demo --model_dir=frozen_model -vo video.mp4
-check "import imageio_ffmpeg as f, sys; sys.path.insert(0, '$repo'); import demo_data; assert f.count_frames_and_secs('video.mp4')[0] == f.count_frames_and_secs(demo_data.demo_video_path())[0]" "video frame count differs"
+check "import imageio_ffmpeg as f, sys; sys.path.insert(0, '$repo'); from roadseg.data import demo_data; assert f.count_frames_and_secs('video.mp4')[0] == f.count_frames_and_secs(demo_data.demo_video_path())[0]" "video frame count differs"
 
 # The original tool's command lines as its README gave them, with one epoch and no pretrained
 # weights, on a generated Cityscapes-layout folder where the original expected Cityscapes.
 mkdir -p "$work/original"
 cd "$work/original"
-python -c "import sys; sys.path.insert(0, '$repo'); import demo_data; demo_data.ensure_demo_dataset('$work/cityscapes/data', split_sizes={'train': 4, 'val': 2, 'test': 2}, video_frames=6)"
+python -c "import sys; sys.path.insert(0, '$repo'); from roadseg.data import demo_data; demo_data.ensure_demo_dataset('$work/cityscapes/data', split_sizes={'train': 4, 'val': 2, 'test': 2}, video_frames=6)"
 original() { echo "+ main.py $*"; python "$repo/main.py" "$@"; }
 original train --gpu=1 --xla=2 -ep=1 -bs=10 -lr=0.00001 --vgg_weights none
 original freeze --ckpt_dir=ckpt --frozen_model_dir=frozen_model
