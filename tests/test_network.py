@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import fcn8vgg16
+from roadseg import fc_products
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
 
 tf1 = tf.compat.v1
@@ -78,7 +79,7 @@ def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height
         biases = tf.constant(rng.normal(size=4).astype(np.float32))
         expected = tf.nn.bias_add(tf.nn.conv2d(inputs, kernel, 1, 'SAME'), biases)
         expected = tf.nn.relu(expected) if relu else expected
-        outputs = fcn8vgg16._conv_as_matmul(inputs, kernel, biases, relu, row_bands)
+        outputs = fc_products.conv_as_matmul(inputs, kernel, biases, relu, row_bands)
         assert outputs.shape.as_list() == [None, None, None, 4]
         weights = tf.constant(rng.normal(size=(2, height, width, 4)).astype(np.float32))
         gradients = [tf.gradients(tf.reduce_sum(y * weights), [inputs, kernel])

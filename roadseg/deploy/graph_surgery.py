@@ -284,7 +284,7 @@ def _clip_scores(graph_def):
 
 
 def _matmuls_as_convolutions(graph_def):
-    """Turns each fc6/fc7 matrix product (fcn8vgg16._conv_as_matmul) back into the SAME
+    """Turns each fc6/fc7 matrix product (fc_products.conv_as_matmul) back into the SAME
     convolution it computes, in place.
 
     The converter fixes the shape of the reshape back to [1, h, w, filters] at the image shape

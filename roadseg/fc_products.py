@@ -1,0 +1,98 @@
+"""fc6 and fc7 of FCN-8s as matrix products: the same SAME convolutions, computed the way a
+CPU runs them fastest on the small 1/32 map they see.
+
+fcn8vgg16.py calls conv_as_matmul for both layers (the switch is its `row_bands` argument);
+the int8 TFLite export turns the products back into convolutions (deploy/graph surgery).
+"""
+import tensorflow as tf
+
+
+def conv_as_matmul(inputs, kernel, biases, relu, row_bands=False):
+    """The same SAME convolution as one matrix product over the k x k patches of the input.
+
+    For fc6 and fc7, whose maps are small (8 x 16 at 256 x 512) and kernels large, oneDNN's
+    convolution runs far below the machine's matrix-multiply rate, and with a variable kernel
+    (training, a SavedModel) it also re-lays out fc6's 411 MB of weights at every run; its
+    matrix product does neither. The patches are built from k + k slices of the padded input,
+    ordered (row, column, channel) as the kernel's [k, k, in, out] flattens. row_bands: k
+    products instead, one per kernel row (see _row_band_products).
+    """
+    size, in_channels, filters = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    static_shape = inputs.shape[:3].concatenate([filters])
+    if size > 1 and row_bands:
+        outputs = tf.nn.bias_add(_row_band_products(_column_patches(inputs, size), kernel),
+                                 biases)
+        return tf.ensure_shape(tf.nn.relu(outputs) if relu else outputs, static_shape)
+    shape = tf.shape(inputs)
+    height, width = shape[1], shape[2]
+    if size > 1:
+        pad = size // 2
+        padded = tf.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        columns = tf.concat([padded[:, :, dx:dx + width] for dx in range(size)], axis=-1)
+        inputs = tf.concat([columns[:, dy:dy + height] for dy in range(size)], axis=-1)
+    flat = tf.reshape(inputs, [-1, size * size * in_channels])
+    outputs = tf.nn.bias_add(tf.matmul(flat, tf.reshape(kernel, [-1, filters])), biases)
+    if relu:
+        outputs = tf.nn.relu(outputs)
+    return tf.ensure_shape(tf.reshape(outputs, tf.stack([shape[0], height, width, filters])),
+                           static_shape)
+
+
+def _column_patches(inputs, size):
+    """[batch, h, w, in] -> [batch, h, w, size * in]: each pixel's row of size SAME-padded
+    neighbours, from size slices of the padded input."""
+    pad, width = size // 2, tf.shape(inputs)[2]
+    padded = tf.pad(inputs, [[0, 0], [0, 0], [pad, pad], [0, 0]])
+    return tf.concat([padded[:, :, dx:dx + width] for dx in range(size)], axis=-1)
+
+
+def _row_band_products(columns, kernel):
+    """[batch, h, w, k * in] column patches -> [batch, h, w, out]: the sum over the kernel's k
+    rows of one product each, over only the output rows whose input row under that kernel row
+    lies in the image, so that no product multiplies SAME's zero padding: on fc6's 8 x 16 map at
+    256 x 512 they do 44 of the 56 row multiply-adds of one product over all patches, and a
+    training step takes ~2% less time.
+
+    The gradient is written out: the input's by bands as well, the kernel's as one product over
+    all patches, zeros included. Per band, the kernel's gradient would be k products that each
+    write a k-th of fc6's 411 MB, then a copy of all of them into one tensor.
+    """
+    size, filters = kernel.shape[0], kernel.shape[3]
+    pad = size // 2
+
+    def bands(height):
+        """(first input row, first output row, rows) of each kernel row's band."""
+        return [(tf.minimum(max(0, shift), height), tf.minimum(max(0, -shift), height),
+                 tf.maximum(height - abs(shift), 0)) for shift in range(-pad, pad + 1)]
+
+    @tf.custom_gradient
+    def products(columns, kernel):
+        shape = tf.shape(columns)
+        batch, height, width = shape[0], shape[1], shape[2]
+        # unstack along the first axis shares the kernel's buffer: no copy of fc6's weights.
+        row_kernels = [tf.reshape(row, [-1, filters]) for row in tf.unstack(kernel)]
+        outputs = []
+        for (first_in, first_out, rows), row_kernel in zip(bands(height), row_kernels):
+            band = tf.reshape(columns[:, first_in:first_in + rows], [-1, columns.shape[-1]])
+            product = tf.reshape(tf.matmul(band, row_kernel),
+                                 tf.stack([batch, rows, width, filters]))
+            outputs.append(tf.pad(product, [[0, 0], [first_out, height - first_out - rows],
+                                            [0, 0], [0, 0]]))
+
+        def gradient(d_outputs):
+            d_columns = []
+            for (first_in, first_out, rows), row_kernel in zip(bands(height), row_kernels):
+                d_band = tf.reshape(d_outputs[:, first_out:first_out + rows], [-1, filters])
+                d_product = tf.reshape(tf.matmul(d_band, row_kernel, transpose_b=True),
+                                       tf.stack([batch, rows, width, columns.shape[-1]]))
+                d_columns.append(tf.pad(d_product, [[0, 0], [first_in, height - first_in - rows],
+                                                    [0, 0], [0, 0]]))
+            padded = tf.pad(columns, [[0, 0], [pad, pad], [0, 0], [0, 0]])
+            patches = tf.concat([padded[:, dy:dy + height] for dy in range(size)], axis=-1)
+            d_kernel = tf.matmul(tf.reshape(patches, [-1, size * columns.shape[-1]]),
+                                 tf.reshape(d_outputs, [-1, filters]), transpose_a=True)
+            return tf.add_n(d_columns), tf.reshape(d_kernel, kernel.shape)
+
+        return tf.add_n(outputs), gradient
+
+    return products(columns, tf.convert_to_tensor(kernel))
