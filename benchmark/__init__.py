@@ -25,9 +25,9 @@ Its modules, from the command line down (each imports only those below it):
     sections_peak.py       FLOPs per image and the matmul peaks the shares are taken against
     run.py                 what one run has measured and made; rows run in fresh processes
     models.py              the model folders a run times, made on first use
-    report.py              BENCHMARKS.md and BENCHMARKS.json
+    report.py              BENCHMARKS.md and BENCHMARKS.json, and their reading of the targets
     measure.py             timing, FLOPs, matmul rates, traces, processes, memory
-    targets.py             the targets
+    targets.py             the targets, one line each
     config.py              the fixed shapes and the full and quick settings
 """
 import os

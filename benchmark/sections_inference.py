@@ -78,7 +78,9 @@ def _inference_row(run, name, precision, batch_size, result, times, beside):
                       measure.rewrite_note(name, rewrites)],
                      value, target,
                      '%s, batch %d' % (TARGETS[target].label, batch_size) if target else None,
-                     gflops, precision, beside_peak=beside if gflops else None)
+                     gflops, precision, beside_peak=beside if gflops else None,
+                     rewrites=rewrites,
+                     trace=_traced_step_name(name, batch_size))
 
 
 def inference_section(run):

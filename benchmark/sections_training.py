@@ -103,7 +103,8 @@ def _training_row(run, name, precision, result, steps):
     return table_row([name, '%.0f' % (1000 * step / TRAIN_BATCH),
                       '%.0f' % gflops if gflops else '', 'n/a',
                       measure.rewrite_note(name, rewrites)], value, target,
-                     gflops=gflops, precision=precision, beside_peak=beside)
+                     gflops=gflops, precision=precision, beside_peak=beside, rewrites=rewrites,
+                     trace=TRAINING_TRACE if name == 'float32' else None)
 
 
 def training_section(run):
@@ -126,8 +127,7 @@ def training_section(run):
         ['A step is forward, backward and Adam on a batch already in memory, dropout on; '
          'its work is counted as 3x the forward FLOPs of the model as the profiler counts the '
          'inference graph. The training graph computes fc6 in row bands that skip the zero '
-         'padding (fcn8vgg16._row_band_products): its forward and input-gradient products do '
-         '21% fewer multiply-adds at this size, so a step does ~3% less work than counted. '
+         'padding, so a step does a little less work than counted. '
          'The bf16 row\'s target is its speed-up over float32. Each row runs in a fresh '
          'process. ' + BESIDE_NOTE]))
     parts = run.profile.get(TRAINING_TRACE, {}).get('parts')
@@ -255,8 +255,7 @@ def pipeline_section(run):
         'scale %g-%g, crop, flip) to %dx%d, batch %d. Alone: images per second over %d '
         'batches after a first one. The training steps run in one fresh process, a step '
         'of each in turn, %d rounds after %d untimed; the generator\'s steps include its '
-        'decoding. The original measured its TensorFlow '
-        'pipeline 20-25%% faster than its generator.' % (
+        'decoding.' % (
             len(dataset), width, height, low, high, IMAGE_SHAPE[0], IMAGE_SHAPE[1],
             TRAIN_BATCH, run.settings.pipeline_batches, run.settings.repeats,
             run.settings.warmup)]))
