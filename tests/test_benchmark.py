@@ -1,5 +1,7 @@
 """The benchmark/ folder: its pure parts, and its sections end to end on a tiny network (no
 timings)."""
+import ast
+import glob
 import json
 import os
 import re
@@ -534,3 +536,56 @@ def test_bad_flags_end_with_one_line(tmp_path, capsys):
     assert cli.main(['--model_dir', str(tmp_path / 'none'),
                      '--report', str(tmp_path / 'r.md')]) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+BENCHMARK_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             'benchmark')
+
+
+def _benchmark_imports(tree, modules):
+    """({benchmark module this one imports}, [private names of them it uses]) of a module."""
+    imported, private, aliases = set(), [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or '').startswith('benchmark'):
+            inner = node.module.partition('.')[2]
+            for alias in node.names:
+                if not inner and alias.name in modules:  # from benchmark import measure
+                    imported.add(alias.name)
+                    aliases[alias.asname or alias.name] = alias.name
+                elif inner:  # from benchmark.report import table_row
+                    imported.add(inner)
+                    private += [alias.name] if alias.name.startswith('_') else []
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.partition('.')[2] for alias in node.names
+                            if alias.name.startswith('benchmark.'))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                node.value.id in aliases and node.attr.startswith('_'):
+            private.append('%s.%s' % (node.value.id, node.attr))
+    return imported, private
+
+
+def test_the_benchmark_s_modules_stay_small_and_import_one_way():
+    """No module over 600 lines and no function over 80; no module uses another's private
+    names, and their imports have no cycle."""
+    paths = sorted(glob.glob(os.path.join(BENCHMARK_DIR, '*.py')))
+    modules = {os.path.basename(path)[:-3]: path for path in paths}
+    too_long, imports, private = [], {}, []
+    for name, path in modules.items():
+        with open(path) as f:
+            source = f.read()
+        tree = ast.parse(source)
+        lines = len(source.splitlines())
+        too_long += ['%s: %d lines' % (name, lines)] if lines > 600 else []
+        too_long += ['%s.%s: %d lines' % (name, node.name, node.end_lineno - node.lineno + 1)
+                     for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                     and node.end_lineno - node.lineno + 1 > 80]
+        imports[name], used = _benchmark_imports(tree, modules)
+        private += ['%s uses %s' % (name, used_name) for used_name in used]
+    assert {'__main__', 'measure', 'report'} <= set(modules)
+    assert too_long == [] and private == []
+
+    def reaches(start, goal, seen=()):
+        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen + (nxt,)))
+                   for nxt in imports.get(start, ()))
+    assert [name for name in modules if reaches(name, name)] == []
