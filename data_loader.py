@@ -308,10 +308,6 @@ def check_image_shape(image_shape):
     return int(height), int(width)
 
 
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def read_image(path):
     """uint8 RGB [h, w, 3]; grayscale, RGBA and 16-bit images are converted."""
     try:
@@ -323,7 +319,7 @@ def read_image(path):
             # an RGB image is a copy (8 MB more at 2048x1024 while it decodes).
             return np.asarray(image if image.mode == 'RGB' else image.convert('RGB'))
     except DECODE_ERRORS as error:
-        raise UserError('cannot read image %s: %s' % (path, _first_line(error))) from None
+        raise UserError('cannot read image %s: %s' % (path, helper.first_line(error))) from None
 
 
 def read_label(path):
@@ -343,7 +339,8 @@ def read_label(path):
                                 % (path, image.mode))
             return np.asarray(image)
     except DECODE_ERRORS as error:
-        raise UserError('cannot read label image %s: %s' % (path, _first_line(error))) from None
+        raise UserError('cannot read label image %s: %s'
+                        % (path, helper.first_line(error))) from None
 
 
 def resize(array, size, resample):

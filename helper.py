@@ -1,10 +1,9 @@
-"""Shared utilities that fit nowhere else: errors, session config, colouring, run folders."""
+"""Shared utilities that fit nowhere else: errors and their first line, session config,
+colouring, run folders, atomic files and JSON, mean IoU and pixel accuracy."""
 import datetime
 import json
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 
 import numpy as np
@@ -34,6 +33,14 @@ class Terminated(KeyboardInterrupt):
 
 def warn(message):
     print('warning: ' + message, file=sys.stderr)
+
+
+def first_line(error):
+    """The first line of an error's own words, for a one-line message: an OpError's message
+    (without TensorFlow's traceback), an OSError's strerror (without the errno and the path,
+    which the caller's message names), else str(error); the type's name if that says nothing."""
+    text = getattr(error, 'message', None) or getattr(error, 'strerror', None) or str(error)
+    return (text.strip().splitlines() or [type(error).__name__])[0]
 
 
 def session_config(gpu=1, gpu_mem=0.9, xla=0, precision='fp32'):
@@ -165,49 +172,6 @@ def overlay(image, class_ids, colors, alpha=0.5):
     return blended
 
 
-MODEL_CONFIG = 'fcn8s_config.json'  # in every run, checkpoint and model folder the tool writes
-
-
-def check_output_dir(path):
-    """An output folder may be replaced only if it holds a model this tool wrote."""
-    if os.path.exists(path) and not os.path.exists(os.path.join(path, MODEL_CONFIG)):
-        raise UserError('%s exists and does not hold a model written by this tool: '
-                        'choose another folder' % path)
-
-
-def temp_dir_beside(path):
-    """A new empty folder next to path, to be renamed into place by move_into_place()."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix='.%s.tmp-' % os.path.basename(os.path.abspath(path)),
-                            dir=parent)
-
-
-def move_into_place(tmp_dir, destination):
-    """Renames tmp_dir to destination; an older model of ours there is replaced."""
-    check_output_dir(destination)
-    if os.path.exists(destination):
-        old = tempfile.mkdtemp(prefix='.%s.old-' % os.path.basename(destination),
-                               dir=os.path.dirname(os.path.abspath(destination)))
-        os.rename(destination, os.path.join(old, 'model'))
-        os.rename(tmp_dir, destination)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp_dir, destination)
-
-
-def write_model_dir(destination, write):
-    """Calls write(folder) on a new temporary folder (which write creates) beside destination,
-    then renames it into place; nothing is left behind if write fails."""
-    check_output_dir(destination)
-    tmp_dir = temp_dir_beside(destination)
-    try:
-        write(os.path.join(tmp_dir, 'model'))
-        move_into_place(os.path.join(tmp_dir, 'model'), destination)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
 def new_run_dir(runs_dir):
     """A new folder runs_dir/<timestamp>, with a suffix if that name is taken."""
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
@@ -221,24 +185,42 @@ def new_run_dir(runs_dir):
     raise UserError('cannot create a new run folder under %s' % runs_dir)
 
 
-def write_json(path, data):
-    """Writes JSON to a temporary file beside path and renames it into place: a reader, or a
-    run killed halfway, sees the old file or the new one, never a part."""
-    # A name of its own (not mkstemp, whose files only their owner may read) per writer.
-    tmp = os.path.join(os.path.dirname(path), '.%s.%s.tmp' % (os.path.basename(path),
-                                                             uuid.uuid4().hex[:8]))
+def write_atomically(path, write, temporary=None):
+    """Calls write(temporary path) beside path, syncs that file to disk and renames it to path:
+    a reader, or a run killed halfway, sees the old file or the new one, never a part.
+
+    The temporary is hidden, unique to the call and ends in path's extension (ffmpeg chooses a
+    container by it), unless the caller names it. It never outlives the call.
+    """
+    if temporary is None:
+        stem, extension = os.path.splitext(os.path.basename(path))
+        # A name of its own per writer (not mkstemp, whose files only their owner may read).
+        temporary = os.path.join(os.path.dirname(path), '.%s.%s.tmp%s' % (
+            stem, uuid.uuid4().hex[:8], extension))
     try:
-        with open(tmp, 'x') as f:
+        write(temporary)
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)  # renamed only once the bytes are on disk
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json(path, data):
+    """Writes JSON through write_atomically; a failure is a UserError naming path."""
+    def dump(temporary):
+        with open(temporary, 'x') as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write('\n')
-            f.flush()
-            os.fsync(f.fileno())  # renamed only once the bytes are on disk
-        os.replace(tmp, path)
+
+    try:
+        write_atomically(path, dump)
     except OSError as error:
-        raise UserError('cannot write %s: %s' % (path, error.strerror or error)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        raise UserError('cannot write %s: %s' % (path, first_line(error))) from None
 
 
 def read_json(path):
@@ -246,7 +228,7 @@ def read_json(path):
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as error:
-        raise UserError('cannot read %s: %s' % (path, error)) from None
+        raise UserError('cannot read %s: %s' % (path, first_line(error))) from None
 
 
 def mean_iou(confusion):

@@ -4,6 +4,7 @@
     python main.py train --gpu=1 --xla=2 -ep=10 -bs=10 -lr=0.00001
 """
 import argparse
+import dataclasses
 import glob
 import importlib
 import os
@@ -72,32 +73,22 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def parse_args(argv=None):
-    parser = _Parser(
-        description='Train and run FCN-8s/VGG16 semantic segmentation of road scenes.')
-    parser.add_argument('action', choices=sorted(ACTIONS))
-    add = parser.add_argument
+def _device_flags(parser):
+    group = parser.add_argument_group('devices', 'the devices and arithmetic of every action')
+    add = group.add_argument
     add('-g', '--gpu', type=int, default=1, help='GPUs to use; 0 runs on the CPU')
     add('-gm', '--gpu_mem', type=float, default=0.9, help='fraction of GPU memory, in (0, 1]')
     add('-x', '--xla', type=int, default=0, choices=(0, 1, 2), help='XLA JIT level')
     add('--precision', default='fp32', choices=PRECISIONS,
         help='train, predict, evaluate, video: fp32, bf16 (CPU mixed precision) or fp16 (GPU '
              'mixed precision); the TFLite model ignores it')
-    add('-ep', '--epochs', type=int, help='epochs to train to (demo 3, else 10)')
-    add('-bs', '--batch_size', type=int, help='images per step (demo 8, else 5)')
-    add('-lr', '--learning_rate', type=float, help='Adam learning rate (1e-4)')
-    add('-kp', '--keep_prob', type=float, help='dropout keep probability (demo 1.0, else 0.5)')
-    add('-rd', '--runs_dir', default='runs', help='run folders go here')
-    add('-cd', '--ckpt_dir', help='checkpoints (ckpt; ckpt_demo for the demo)')
-    add('-sd', '--summary_dir', help='TensorBoard logs (summaries; summaries_demo)')
-    add('-md', '--model_dir', help='train: SavedModel output (default runs/<timestamp>/model); '
-                                   'predict, evaluate, video: the model (default: the newest '
-                                   'under runs/)')
-    add('-fd', '--frozen_model_dir', default='frozen_model', help='frozen model folder')
-    add('-od', '--optimised_model_dir', default='optimised_model',
-        help='optimised model folder')
-    add('--calibration_images', help='optimise: glob of images calibrating the int8 TFLite '
-                                     'model (default: 100 training images of the model)')
+    add('--cpu_replicas', type=int, default=1,
+        help='train: replicate over N virtual CPU devices as over N GPUs (no GPU, tests)')
+
+
+def _data_flags(parser):
+    group = parser.add_argument_group('data', 'images, labels and datasets')
+    add = group.add_argument
     add('-ip', '--images_paths', help='glob of images (train: training images)')
     add('-lp', '--labels_paths', help='glob or folder of label images')
     add('--dataset', choices=DATASETS, default='cityscapes')
@@ -108,48 +99,72 @@ def parse_args(argv=None):
     add('--image_shape', type=int, nargs=2, metavar=('H', 'W'),
         help='network input size, multiples of 32 (demo 128 256, else 256 512); freeze: the '
              'size the exported models run at (default: the training size)')
+    add('--split', help='dataset split for predict (test) and evaluate (val)')
+    add('--val_images_paths', help='glob of validation images (default: the val split)')
+    add('--val_labels_paths', help='glob or folder of validation labels')
+    add('--skip_bad_files', action='store_true',
+        help='train: skip unreadable images and labels with a warning instead of stopping')
+
+
+def _training_flags(parser):
+    group = parser.add_argument_group('training', 'train: the recipe')
+    add = group.add_argument
+    add('-ep', '--epochs', type=int, help='epochs to train to (demo 3, else 10)')
+    add('-bs', '--batch_size', type=int, help='images per step (demo 8, else 5)')
+    add('-lr', '--learning_rate', type=float, help='Adam learning rate (1e-4)')
+    add('-kp', '--keep_prob', type=float, help='dropout keep probability (demo 1.0, else 0.5)')
     add('--pipeline', choices=PIPELINES, default='tfdata', help='input pipeline')
     add('--augment', dest='augment', action='store_true',
         help='train on random scales, crops and flips (the default)')
     add('--no_augment', dest='augment', action='store_false',
         help='train on the centre crop of each image scaled to cover --image_shape')
-    parser.set_defaults(augment=True)
+    group.set_defaults(augment=True)
     add('--scale_range', type=float, nargs=2, metavar=('LO', 'HI'),
         help='random scale on top of covering --image_shape (demo 0.75 1.5, else 0.5 2.0)')
     add('--photometric', action='store_true',
         help='also jitter brightness, contrast and saturation while training')
-    add('--prepared_dir', help='prepare: output folder (default ../cityscapes_prepared, '
-                               '../mapillary_prepared; demo: data/demo_prepared)')
-    add('--prepare_shape', type=int, nargs=2, metavar=('H', 'W'),
-        help='prepare: resize so that images cover HxW (default: --image_shape times the top '
-             'of --scale_range); never enlarged')
-    add('--workers', type=int, default=os.cpu_count() or 1,
-        help='prepare: images resized in parallel')
     add('--vgg_weights', help='Udacity vgg folder, Keras VGG16 .h5, or none (from scratch); '
                               'default: download Udacity vgg.zip (demo: none)')
     add('--weight_decay', type=float, default=5e-4, help='L2 weight decay')
     add('--class_weights', choices=('none', 'inverse_freq', 'median_freq'), default='none')
     add('--train_upsampling', action='store_true',
         help='learn the transposed convolutions instead of keeping them bilinear')
+    add('--no_val', action='store_true', help='skip validation at the end of each epoch')
+    add('--seed', type=int, help='makes a CPU run reproducible')
+
+
+def _folder_flags(parser):
+    group = parser.add_argument_group('folders', 'where runs, checkpoints, summaries and models go')
+    add = group.add_argument
+    add('-rd', '--runs_dir', default='runs', help='run folders go here')
+    add('-cd', '--ckpt_dir', help='checkpoints (ckpt; ckpt_demo for the demo)')
+    add('-sd', '--summary_dir', help='TensorBoard logs (summaries; summaries_demo)')
+    add('-md', '--model_dir', help='train: SavedModel output (default runs/<timestamp>/model); '
+                                   'predict, evaluate, video: the model (default: the newest '
+                                   'under runs/)')
+    add('-fd', '--frozen_model_dir', default='frozen_model', help='frozen model folder')
+    add('-od', '--optimised_model_dir', default='optimised_model',
+        help='optimised model folder')
     add('--ckpt_every', type=int, default=500, help='steps between checkpoints')
     add('--keep_checkpoints', type=int, default=3,
         help='checkpoints kept (each about 1.6 GB with Adam\'s moments)')
     add('--summary_every', type=int, default=10, help='steps between scalar summaries')
     add('--image_summary_every', type=int, default=200, help='steps between image summaries')
-    add('--val_images_paths', help='glob of validation images (default: the val split)')
-    add('--val_labels_paths', help='glob or folder of validation labels')
-    add('--no_val', action='store_true', help='skip validation at the end of each epoch')
-    add('--skip_bad_files', action='store_true',
-        help='train: skip unreadable images and labels with a warning instead of stopping')
-    add('--seed', type=int, help='makes a CPU run reproducible')
-    add('--cpu_replicas', type=int, default=1,
-        help='train: replicate over N virtual CPU devices as over N GPUs (no GPU, tests)')
+
+
+def _cluster_flags(parser):
+    group = parser.add_argument_group('cluster', 'train on several machines')
+    add = group.add_argument
     add('--ps_hosts', help='train on a cluster: parameter servers, host:port,host:port')
     add('--worker_hosts', help='train on a cluster: workers, host:port,... (the first is the '
                                'chief); default: the TF_CONFIG environment variable')
     add('--job_name', choices=('ps', 'worker'), help='train on a cluster: this task\'s job')
     add('--task_index', type=int, default=0, help='train on a cluster: this task\'s index')
-    add('--split', help='dataset split for predict (test) and evaluate (val)')
+
+
+def _output_flags(parser):
+    group = parser.add_argument_group('predict, video, prepare, optimise', 'what the other actions write')
+    add = group.add_argument
     add('--keep_size', action='store_true',
         help='predict at native resolution (padded to a multiple of 32) instead of resizing')
     add('--save_labels', action='store_true',
@@ -158,7 +173,25 @@ def parse_args(argv=None):
     add('-vo', '--video_file_out', help='output video (default runs/<timestamp>/<name>.mp4)')
     add('-vs', '--video_start_second', type=float, help='start of the sub-clip, seconds')
     add('-ve', '--video_end_second', type=float, help='end of the sub-clip, seconds')
-    add('--debug', action='store_true', help='show full tracebacks')
+    add('--prepared_dir', help='prepare: output folder (default ../cityscapes_prepared, '
+                               '../mapillary_prepared; demo: data/demo_prepared)')
+    add('--prepare_shape', type=int, nargs=2, metavar=('H', 'W'),
+        help='prepare: resize so that images cover HxW (default: --image_shape times the top '
+             'of --scale_range); never enlarged')
+    add('--workers', type=int, default=os.cpu_count() or 1,
+        help='prepare: images resized in parallel')
+    add('--calibration_images', help='optimise: glob of images calibrating the int8 TFLite '
+                                     'model (default: 100 training images of the model)')
+
+
+def parse_args(argv=None):
+    parser = _Parser(
+        description='Train and run FCN-8s/VGG16 semantic segmentation of road scenes.')
+    parser.add_argument('action', choices=sorted(ACTIONS))
+    for add_flags in (_device_flags, _data_flags, _training_flags, _folder_flags,
+                      _cluster_flags, _output_flags):
+        add_flags(parser)
+    parser.add_argument('--debug', action='store_true', help='show full tracebacks')
     return parser.parse_args(argv)
 
 
@@ -222,24 +255,10 @@ def _apply_train_defaults(args):
     return args
 
 
-def train(args):
-    """Trains (or resumes) and exports a SavedModel."""
-    from roadseg.training import distributed
-    task = distributed.cluster_task(args)
-    if task is not None and task.job == 'ps':  # holds variables; reads no data
-        distributed.serve(task)
-        return
-    _apply_train_defaults(args)
-    import numpy as np
+def _datasets(args, label_set):
+    """(training set, validation set or None) of the filled-in training flags."""
     import data_loader
-    import fcn8vgg16
     import helper
-    from roadseg.training import trainer
-
-    session_config = helper.session_config(args.gpu, args.gpu_mem, args.xla, args.precision)
-    distributed.configure(args, session_config, task)
-    label_set = data_loader.get_label_set(args.label_set)
-    _check_label_set_fits(args, label_set)
     if args.dataset != 'demo' and not glob.glob(args.images_paths):
         raise UserError('no images match %s: put %s there, pass --data_root or -ip/-lp, or '
                         'train on the embedded demo with --dataset demo'
@@ -256,47 +275,104 @@ def train(args):
                                           skip_bad_files=args.skip_bad_files)
         except UserError as error:
             helper.warn('no validation: %s' % error)
-    seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    if args.seed is None and task is not None:  # the workers must shuffle alike
-        seed = task.shared_seed()
+    return train_set, val_set
+
+
+def _seed(args, task):
+    """--seed (and deterministic ops), else a fresh one; the workers of a cluster without
+    --seed compute the same one, as they must shuffle alike."""
+    import numpy as np
     if args.seed is not None:
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
+        return args.seed
+    if task is not None:
+        return task.shared_seed()
+    return int(np.random.SeedSequence().entropy % 2**31)
+
+
+def _training_specs(args, network):
+    """(Recipe, Logbook, DevicePlan) of the filled-in training flags."""
+    from roadseg import specs
+    recipe = specs.Recipe(args.epochs, args.batch_size, args.learning_rate, args.keep_prob,
+                          args.weight_decay, args.class_weights, args.pipeline,
+                          args.vgg_weights, args.precision)
+    logbook = specs.Logbook(args.ckpt_dir, args.summary_dir, args.ckpt_every,
+                            args.keep_checkpoints, args.summary_every, args.image_summary_every)
+    plan = specs.DevicePlan(args.gpu, args.gpu_mem, args.xla, args.precision, args.cpu_replicas)
+    return recipe, logbook, plan
+
+
+def _check_batch_divides(batch_size, parts, what):
+    if batch_size % parts:
+        raise UserError('--batch_size %d does not divide among %d %s: use a multiple of %d'
+                        % (batch_size, parts, what, parts))
+
+
+def train(args, network=None):
+    """Trains (or resumes) and exports a SavedModel. network: a specs.Network other than
+    FCN-8s/VGG16's own (the tests' tiny one)."""
+    from roadseg import specs
+    from roadseg.training import cluster, graph, trainer
+    task = cluster.cluster_task(args.ps_hosts, args.worker_hosts, args.job_name,
+                                args.task_index)
+    if task is not None and task.job == 'ps':  # holds variables; reads no data
+        cluster.serve(task)
+        return
+    _apply_train_defaults(args)
+    import data_loader
+    import fcn8vgg16
+    import helper
+    network = dataclasses.replace(network or specs.Network(),
+                                  train_upsampling=args.train_upsampling)
+    recipe, logbook, plan = _training_specs(args, network)
+    session_config = plan.session_config(
+        spread=task is not None or plan.cpu_replicas > 1 or plan.gpu > 1)
+    devices = graph.replica_devices(plan)  # after the config, which sets XLA's flags
+    if task is not None and devices:
+        raise UserError('a cluster task trains on one device: start one worker per GPU '
+                        '(--gpu 1, no --cpu_replicas)')
+    _check_batch_divides(args.batch_size, *((task.num_workers, 'workers') if task else
+                                            (max(len(devices), 1), 'devices')))
+    label_set = data_loader.get_label_set(args.label_set)
+    _check_label_set_fits(args, label_set)
+    train_set, val_set = _datasets(args, label_set)
     run_dir = helper.new_run_dir(args.runs_dir)
     config = dict(
-        vars(args), seed=seed, image_shape=list(train_set.image_shape),
+        vars(args), seed=_seed(args, task), image_shape=list(train_set.image_shape),
         num_classes=label_set.num_classes, class_names=label_set.class_names,
-        encoder=[list(block) for block in fcn8vgg16.VGG16], fc_channels=fcn8vgg16.FC_CHANNELS,
-        input_tensor=fcn8vgg16.INPUT_TENSOR, keep_prob_tensor=fcn8vgg16.KEEP_PROB_TENSOR,
-        output_tensor=fcn8vgg16.OUTPUT_TENSOR, logits_tensor=fcn8vgg16.LOGITS_TENSOR,
-        saved_model_tag=fcn8vgg16.SAVED_MODEL_TAG, signature_key=fcn8vgg16.SIGNATURE_KEY,
-        train_images=len(train_set))
+        **network.config(), input_tensor=fcn8vgg16.INPUT_TENSOR,
+        keep_prob_tensor=fcn8vgg16.KEEP_PROB_TENSOR, output_tensor=fcn8vgg16.OUTPUT_TENSOR,
+        logits_tensor=fcn8vgg16.LOGITS_TENSOR, saved_model_tag=fcn8vgg16.SAVED_MODEL_TAG,
+        signature_key=fcn8vgg16.SIGNATURE_KEY, train_images=len(train_set))
     print('training on %d images (%s, %d classes, %dx%d), run folder %s' % (
         len(train_set), label_set.name, label_set.num_classes, *train_set.image_shape, run_dir))
-    trainer.train(args, train_set, val_set, config, run_dir,
-                  args.model_dir or os.path.join(run_dir, 'model'), session_config)
+    run = trainer.Run(network, recipe, logbook, plan, session_config, task, train_set, val_set,
+                      config)
+    trainer.train(run, run_dir, args.model_dir or os.path.join(run_dir, 'model'))
 
 
 def _load_model(args):
     import helper
-    from roadseg.deploy import inference
-    model_dir = args.model_dir
-    if model_dir is None:
+    from roadseg import model_dir
+    from roadseg.deploy import loader
+    folder = args.model_dir
+    if folder is None:
         configs = sorted(glob.glob(os.path.join(args.runs_dir, '*', 'model',
-                                                inference.CONFIG_FILE)))
+                                                model_dir.CONFIG_FILE)))
         if not configs:
             raise UserError('no -md/--model_dir given and no trained model under %s'
                             % os.path.join(args.runs_dir, '*', 'model'))
-        model_dir = os.path.dirname(configs[-1])
-        print('model: %s (the newest under %s)' % (model_dir, args.runs_dir))
-    if model_dir.endswith('.tflite'):  # optimised_model/model.tflite: the int8 model
+        folder = os.path.dirname(configs[-1])
+        print('model: %s (the newest under %s)' % (folder, args.runs_dir))
+    if folder.endswith('.tflite'):  # optimised_model/model.tflite: the int8 model
         from roadseg.deploy import tflite_model
         if args.precision != 'fp32':
             helper.warn('--precision %s does not apply to the int8 TFLite model'
                         % args.precision)
-        model = tflite_model.TFLiteModel(os.path.dirname(model_dir) or '.')
+        model = tflite_model.TFLiteModel(os.path.dirname(folder) or '.')
     else:
-        model = inference.Model(model_dir, helper.session_config(
+        model = loader.Model(folder, helper.session_config(
             args.gpu, args.gpu_mem, args.xla, args.precision))
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
                                                  model.label_set.num_classes, *model.image_shape))
@@ -307,14 +383,14 @@ def predict(args):
     """Colour overlays (and label PNGs) of every image into a new run folder."""
     import data_loader
     import helper
-    from roadseg.deploy import inference
+    from roadseg.apps import predict as predicting
     _check_positive(args, ('batch_size',))
     images_glob, _ = _split_paths(args, args.split or 'test', _dataset_defaults(args))
     image_paths = data_loader.find_images(images_glob)
     model = _load_model(args)
     run_dir = helper.new_run_dir(args.runs_dir)
-    result = inference.predict_images(model, image_paths, run_dir, args.keep_size,
-                                      args.batch_size or 1, args.save_labels)
+    result = predicting.predict_images(model, image_paths, run_dir, args.keep_size,
+                                       args.batch_size or 1, args.save_labels)
     print('%d images: model %.0f ms, overlay and writing %.0f ms per image; written to %s'
           % (result['images'], result['model_ms'], result['write_ms'], run_dir))
 
@@ -323,7 +399,7 @@ def evaluate(args):
     """Mean IoU and the rest over a labelled split, reported into a new run folder."""
     import data_loader
     import helper
-    from roadseg.deploy import inference
+    from roadseg.apps import evaluate as evaluating
     from roadseg.apps import metrics
     _check_positive(args, ('batch_size',))
     images_glob, labels_glob = _split_paths(args, args.split or 'val', _dataset_defaults(args))
@@ -331,8 +407,8 @@ def evaluate(args):
         raise UserError('-ip/--images_paths given without -lp/--labels_paths')
     image_paths, label_paths = data_loader.find_pairs(images_glob, labels_glob)
     model = _load_model(args)
-    confusion = inference.confusion_over(model, image_paths, label_paths, args.keep_size,
-                                         args.batch_size or 1)
+    confusion = evaluating.confusion_over(model, image_paths, label_paths, args.keep_size,
+                                          args.batch_size or 1)
     results = metrics.compute_metrics(confusion, model.label_set)
     print(metrics.format_table(results))
     run_dir = helper.new_run_dir(args.runs_dir)
@@ -384,9 +460,9 @@ def freeze(args):
 def optimise(args):
     """Frozen graph -> pruned, folded graph with 8-bit weights, and an int8 TFLite model."""
     import data_loader
+    from roadseg import model_dir
     from roadseg.deploy import export
-    from roadseg.deploy import inference
-    config = inference.read_model_config(args.frozen_model_dir)
+    config = model_dir.read_model_config(args.frozen_model_dir)
     calibration = (data_loader.find_images(args.calibration_images)[:100]
                    if args.calibration_images else export.calibration_images(config))
     stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration)
@@ -448,7 +524,9 @@ def _check_flags(args):
         data_loader.get_label_set(args.label_set)
 
 
-def main(argv=None):
+def main(argv=None, network=None):
+    """Runs one action; returns the exit code. network: a specs.Network for train other than
+    FCN-8s/VGG16's own (the tests' tiny one)."""
     try:
         args = parse_args(argv)
     except UserError as error:
@@ -460,7 +538,10 @@ def main(argv=None):
         tf.get_logger().setLevel('ERROR')
     try:
         _check_flags(args)
-        ACTIONS[args.action](args)
+        if args.action == 'train':
+            train(args, network)
+        else:
+            ACTIONS[args.action](args)
     except UserError as error:
         if args.debug:
             traceback.print_exc()

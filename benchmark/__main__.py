@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import fcn8vgg16
 from helper import UserError
-from roadseg.deploy import inference
+from roadseg import model_dir
 from benchmark import config, measure, report
 from benchmark.run import Run
 from benchmark.sections_inference import (export_section, inference_section, score_kind,
@@ -117,7 +117,7 @@ def run_benchmark(args, command):
     json_path = args.json or os.path.splitext(args.report)[0] + '.json'
     report.check_outputs(args.report, json_path, args.profile)
     if args.model_dir:
-        inference.read_model_config(args.model_dir)  # fails now, not after minutes of work
+        model_dir.read_model_config(args.model_dir)  # fails now, not after minutes of work
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
     machine, started, cpu_at_start = measure.machine_info(), time.time(), measure.cpu_seconds()

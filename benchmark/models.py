@@ -11,8 +11,8 @@ import fcn8vgg16
 import helper
 from helper import UserError
 from roadseg.data import demo_data
-from roadseg.deploy import export, inference, tflite_model
-from roadseg.training import trainer
+from roadseg import model_dir
+from roadseg.deploy import export, loader, tflite_model
 from benchmark import config, measure
 from benchmark.config import IMAGE_SHAPE
 
@@ -46,8 +46,8 @@ def _write_random_model(folder, label_set, calibration_glob):
         fcn8vgg16.inference_graph(label_set.num_classes, fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
         with tf1.Session(config=measure.cpu_config()) as session:
             session.run(tf1.global_variables_initializer())
-            trainer.write_saved_model(session, folder)
-    helper.write_json(os.path.join(folder, helper.MODEL_CONFIG), model_config)
+            model_dir.write_saved_model(session, folder)
+    helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), model_config)
 
 
 class Models:
@@ -69,7 +69,7 @@ class Models:
             measure.log('writing a model with random weights (the speed rows need no training)')
             label_set = data_loader.get_label_set(config.LABEL_SET)
             images_glob, _ = demo_split('train')
-            helper.write_model_dir(path, lambda folder: _write_random_model(
+            model_dir.write_model_dir(path, lambda folder: _write_random_model(
                 folder, label_set, images_glob))
         return path
 
@@ -96,7 +96,7 @@ class Models:
         return path
 
     def _convert_tflite(self, frozen_dir, tflite_path):
-        model_config = inference.read_model_config(frozen_dir)
+        model_config = model_dir.read_model_config(frozen_dir)
         try:
             calibration = export.calibration_images(model_config, self.calibration_count)
         except UserError:  # the training images are not here: the demo's stand in
@@ -105,7 +105,7 @@ class Models:
         measure.log('converting to int8 TFLite, calibrated on %d images' % len(calibration))
         started = time.perf_counter()
         self.stats['tflite'] = tflite_model.convert_int8(
-            os.path.join(frozen_dir, inference.GRAPH_FILE), tflite_path, IMAGE_SHAPE,
+            os.path.join(frozen_dir, model_dir.GRAPH_FILE), tflite_path, IMAGE_SHAPE,
             calibration)
         self.stats['tflite']['seconds'] = time.perf_counter() - started
 
@@ -120,6 +120,6 @@ def load_model(folder, kind, xla=0, precision='fp32'):
     """The model of kind (see Models.folder) in folder, ready to predict at IMAGE_SHAPE."""
     if kind == 'tflite':
         return tflite_model.TFLiteModel(folder)
-    model = inference.Model(folder, measure.cpu_config(xla, precision))
+    model = loader.Model(folder, measure.cpu_config(xla, precision))
     model.image_shape = IMAGE_SHAPE  # a trained model may have been trained at another
     return model

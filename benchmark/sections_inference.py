@@ -9,7 +9,7 @@ import numpy as np
 import data_loader
 import helper
 from roadseg.apps import metrics
-from roadseg.deploy import inference
+from roadseg.apps import predict
 from benchmark import measure, models
 from benchmark.config import IMAGE_SHAPE
 from benchmark.report import SHARE_COLUMN, Table, table_row
@@ -136,7 +136,7 @@ def score_model(model, image_paths, label_paths):
         image = data_loader.read_image(image_path)
         label = data_loader.to_train_ids(data_loader.read_label(label_path), label_path, label_set)
         started = time.perf_counter()
-        (class_ids,) = inference.predict_batch(model, [image])
+        (class_ids,) = predict.predict_batch(model, [image])
         seconds.append(time.perf_counter() - started)
         metrics.accumulate(confusion, label, class_ids, label_set.num_classes,
                            label_set.ignore_id)

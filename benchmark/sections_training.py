@@ -8,7 +8,8 @@ import tensorflow as tf
 import data_loader
 import fcn8vgg16
 import main
-from roadseg.training import trainer
+from roadseg import specs
+from roadseg.training import graph as train_graph
 from benchmark import measure, models
 from benchmark.config import IMAGE_SHAPE, KEEP_PROB, TRAIN_BATCH
 from benchmark.report import SHARE_COLUMN, Table, table_row
@@ -22,16 +23,14 @@ TRAINING_VARIANTS = (('float32', 0, 'fp32'), ('--xla 2', 2, 'fp32'),  # (name, x
 TRAINING_TRACE = 'train step'  # the profiled float32 step
 
 
-def _train_args(precision):
-    """The arguments of `main.py train --gpu 0 --precision P` at Cityscapes' defaults."""
-    args = main.parse_args(['train', '--gpu', '0'])
-    args.learning_rate, args.keep_prob, args.batch_size = 1e-4, KEEP_PROB, TRAIN_BATCH
-    args.precision = precision
-    return args
+def _train_recipe(precision):
+    """The recipe of `main.py train --gpu 0 --precision P` at Cityscapes' defaults."""
+    return specs.Recipe(epochs=1, batch_size=TRAIN_BATCH, learning_rate=1e-4,
+                        keep_prob=KEEP_PROB, precision=precision)
 
 
 def _train_session(run, precision, xla, make_inputs=None, serial=False):
-    """(session, tensors) of trainer.build_train_graph, initialised. make_inputs() builds the
+    """(session, tensors) of graph.build_train_graph, initialised. make_inputs() builds the
     (images, labels) the graph reads unless fed; by default every step is fed. serial: the
     session runs one op at a time."""
     graph = tf.Graph()
@@ -42,10 +41,9 @@ def _train_session(run, precision, xla, make_inputs=None, serial=False):
         else:  # empty defaults, as with the generator pipeline
             images = tf.zeros((0,) + IMAGE_SHAPE + (3,), tf.uint8)
             labels = tf.zeros((0,) + IMAGE_SHAPE, tf.uint8)
-        model_config = dict(encoder=fcn8vgg16.VGG16, fc_channels=fcn8vgg16.FC_CHANNELS,
-                            class_weights=None)
-        tensors = trainer.build_train_graph(images, labels, _train_args(precision),
-                                            run.label_set, model_config)
+        network = specs.Network(fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
+        tensors = train_graph.build_train_graph(images, labels, network,
+                                                _train_recipe(precision), run.label_set)
         init = tf1.global_variables_initializer()
     session_config = measure.cpu_config(xla, precision)
     if serial:
@@ -202,7 +200,7 @@ def pipeline_steps(run):
     machine's speed.
 
     Every mode runs the same graph, which reads tf.data unless its inputs are fed, as
-    trainer.build_train_graph wraps them. Between its own steps the tf.data pipeline only
+    graph.build_train_graph wraps them. Between its own steps the tf.data pipeline only
     fills its prefetch buffer, and stops once it is full: the batch a tf.data step takes is
     made again during that step, as in training.
     """

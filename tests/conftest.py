@@ -12,7 +12,6 @@ import pytest  # noqa: E402
 from tensorflow.python.framework import config as _tf_config  # noqa: E402
 
 from roadseg.data import demo_data  # noqa: E402
-import fcn8vgg16  # noqa: E402
 import synthetic  # noqa: E402
 
 
@@ -25,10 +24,10 @@ def _op_determinism_off_after_each_test():
 
 
 @pytest.fixture
-def tiny_model(monkeypatch):
-    """A VGG16-shaped network small enough to train in seconds on the CPU."""
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', synthetic.TINY_VGG16)
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', synthetic.TINY_FC_CHANNELS)
+def tiny_model():
+    """A VGG16-shaped network small enough to train in seconds on the CPU:
+    main.main(flags, network=tiny_model)."""
+    return synthetic.TINY_NETWORK
 
 
 @pytest.fixture(scope='module')

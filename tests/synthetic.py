@@ -4,9 +4,12 @@ import os
 import numpy as np
 from PIL import Image
 
+from roadseg import specs
+
 # A VGG16-shaped encoder small enough for CPU tests: (block, filters, convs).
 TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
 TINY_FC_CHANNELS = 16
+TINY_NETWORK = specs.Network(TINY_VGG16, TINY_FC_CHANNELS)
 
 
 def train_flags(demo_root, folder, *extra):

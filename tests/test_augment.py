@@ -122,8 +122,8 @@ def captured_sets(monkeypatch):
     """Runs main.train up to trainer.train and keeps what it was given."""
     captured = {}
 
-    def fake_train(args, train_set, val_set, *rest):
-        captured.update(train=train_set, val=val_set)
+    def fake_train(run, *rest):
+        captured.update(train=run.train_set, val=run.val_set)
 
     monkeypatch.setattr(trainer, 'train', fake_train)
     return captured

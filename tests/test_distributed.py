@@ -7,14 +7,14 @@ import socket
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import data_loader
-from roadseg.training import distributed
+from roadseg import specs
+from roadseg.training import cluster, graph as train_graph
 import fcn8vgg16
 import main
 import synthetic
@@ -53,7 +53,7 @@ def test_two_replicas_follow_one_device(demo_root, tmp_path, tiny_model, pipelin
         folder = tmp_path / str(replicas)
         assert main.main(_flags(demo_root, folder, '-ep', 3, '--seed', 3, '--no_val',
                                 '--pipeline', pipeline, '--summary_every', 1,
-                                '--cpu_replicas', replicas, '-lr', '1e-3')) == 0
+                                '--cpu_replicas', replicas, '-lr', '1e-3'), network=tiny_model) == 0
         runs[replicas] = (_summaries(folder / 'summaries', 'loss'), _checkpoint(folder / 'ckpt'))
     (steps_1, losses_1), (steps_2, losses_2) = (zip(*runs[n][0]) for n in (1, 2))
     assert steps_1 == steps_2 == tuple(range(1, 7))  # the global step goes up by one a step
@@ -69,10 +69,10 @@ def test_checkpoints_move_between_one_and_two_devices(demo_root, tmp_path, tiny_
     """2 devices, then 1, then 2 on the same checkpoints ends where 1 device all along does:
     restoring fills every replica's copy, not only the first."""
     common = ('--seed', 4, '--no_val', '-lr', '1e-3')
-    assert main.main(_flags(demo_root, tmp_path / 'one', '-ep', 3, *common)) == 0
+    assert main.main(_flags(demo_root, tmp_path / 'one', '-ep', 3, *common), network=tiny_model) == 0
     for epochs, replicas in ((1, 2), (2, 1), (3, 2)):
         assert main.main(_flags(demo_root, tmp_path / 'moved', '-ep', epochs,
-                                '--cpu_replicas', replicas, *common)) == 0
+                                '--cpu_replicas', replicas, *common), network=tiny_model) == 0
     assert 'continuing training after 4 steps' in capsys.readouterr().out
     assert tf.train.latest_checkpoint(str(tmp_path / 'moved' / 'ckpt')).endswith('-6')
     one, moved = _checkpoint(tmp_path / 'one' / 'ckpt'), _checkpoint(tmp_path / 'moved' / 'ckpt')
@@ -89,7 +89,7 @@ def test_checkpoints_move_between_one_and_two_devices(demo_root, tmp_path, tiny_
 def test_four_replicas_take_a_batch_shorter_than_the_devices(demo_root, tmp_path, tiny_model):
     """6 images at batch 4 on 4 devices: the last batch of 2 leaves two replicas empty."""
     assert main.main(_flags(demo_root, tmp_path, '--cpu_replicas', 4, '--seed', 1,
-                            '--summary_every', 1)) == 0
+                            '--summary_every', 1), network=tiny_model) == 0
     losses = _summaries(tmp_path / 'summaries', 'loss')
     assert [step for step, _ in losses] == [1, 2] and all(np.isfinite(v) for _, v in losses)
     assert _summaries(tmp_path / 'summaries', 'val/mean_iou')
@@ -98,14 +98,12 @@ def test_four_replicas_take_a_batch_shorter_than_the_devices(demo_root, tmp_path
 def test_pretrained_weights_reach_every_replica(tiny_model):
     """load_vgg_weights on a replicated graph fills the copies on every device."""
     label_set = data_loader.get_label_set('cityscapes')
-    args = SimpleNamespace(cpu_replicas=2, gpu=0, train_upsampling=False, weight_decay=5e-4,
-                           learning_rate=1e-4)
-    config = dict(encoder=synthetic.TINY_VGG16, fc_channels=16, class_weights=None)
+    recipe = specs.Recipe(epochs=1, batch_size=4, learning_rate=1e-4)
     kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32)
     with tf.Graph().as_default() as graph:
-        distributed.build_replicated_graph(tf.zeros([0, 64, 128, 3], tf.uint8),
-                                           tf.zeros([0, 64, 128], tf.uint8), args, label_set,
-                                           config, ['/cpu:0', '/cpu:1'])
+        train_graph.build_train_graph(tf.zeros([0, 64, 128, 3], tf.uint8),
+                                      tf.zeros([0, 64, 128], tf.uint8), tiny_model, recipe,
+                                      label_set, devices=['/cpu:0', '/cpu:1'])
         with tf1.Session(config=tf1.ConfigProto(device_count={'CPU': 2})) as session:
             session.run(tf1.global_variables_initializer())
             vgg_weights.load_vgg_weights(session, {'conv1_1': (kernel, np.ones(4, np.float32))})
@@ -118,7 +116,7 @@ def test_pretrained_weights_reach_every_replica(tiny_model):
 
 
 def _error(capsys, flags):
-    code = main.main(flags)
+    code = main.main(flags, network=synthetic.TINY_NETWORK)
     assert code == 2
     return capsys.readouterr().err.strip().splitlines()[-1]
 
@@ -158,19 +156,15 @@ def test_bad_tf_config_is_one_line(demo_root, tmp_path, tiny_model, capsys, monk
 
 
 def test_tf_config_and_flags_give_the_same_task(monkeypatch):
-    flags = SimpleNamespace(ps_hosts='h:1', worker_hosts='h:2,h:3', job_name='worker',
-                            task_index=1)
-    from_flags = distributed.cluster_task(flags)
+    from_flags = cluster.cluster_task('h:1', 'h:2,h:3', 'worker', 1)
     monkeypatch.setenv('TF_CONFIG', '{"cluster": {"ps": ["h:1"], "worker": ["h:2", "h:3"]}, '
                                     '"task": {"type": "worker", "index": 1}}')
-    none = SimpleNamespace(ps_hosts=None, worker_hosts=None, job_name=None, task_index=0)
-    assert distributed.cluster_task(none) == from_flags
+    assert cluster.cluster_task() == from_flags
     assert from_flags.num_workers == 2 and not from_flags.is_chief
     monkeypatch.delenv('TF_CONFIG')
-    assert distributed.cluster_task(none) is None
+    assert cluster.cluster_task() is None
     with pytest.raises(UserError):
-        distributed.cluster_task(SimpleNamespace(ps_hosts='h:1', worker_hosts='h:2',
-                                                 job_name='worker', task_index=-1))
+        cluster.cluster_task('h:1', 'h:2', 'worker', -1)
 
 
 def test_worker_slices_make_up_the_global_batches(demo_root):
@@ -178,10 +172,10 @@ def test_worker_slices_make_up_the_global_batches(demo_root):
     dataset = data_loader.Dataset(os.path.join(demo_root, 'leftImg8bit/train/*/*.png'),
                                   os.path.join(demo_root, 'gtFine/train'),
                                   data_loader.get_label_set('cityscapes'), (64, 128))
-    tasks = [distributed.Task({'ps': ['h:1'], 'worker': ['h:2', 'h:3']}, 'worker', index)
+    tasks = [cluster.Task({'ps': ['h:1'], 'worker': ['h:2', 'h:3']}, 'worker', index)
              for index in (0, 1)]
     whole = list(dataset.generator(4, epochs=2, seed=7, start_step=1))
-    slices = [list(distributed.worker_batches(dataset, 4, 2, 7, 1, task))[:len(whole)]
+    slices = [list(cluster.worker_batches(dataset, 4, 2, 7, 1, task))[:len(whole)]
               for task in tasks]
     for step, (images, labels) in enumerate(whole):
         np.testing.assert_array_equal(
@@ -267,7 +261,7 @@ def test_ps_and_two_workers_train_in_step(demo_root, tmp_path, tiny_model, capsy
     names = set(_checkpoint(ckpt))
     assert 'global_step' in names and not [n for n in names if 'sync' in n or 'replica' in n]
     capsys.readouterr()
-    assert main.main(_flags(demo_root, tmp_path, '-ep', 4, '--no_val')) == 0
+    assert main.main(_flags(demo_root, tmp_path, '-ep', 4, '--no_val'), network=tiny_model) == 0
     assert 'continuing training after 6 steps' in capsys.readouterr().out
     assert tf.train.latest_checkpoint(str(ckpt)).endswith('-8')
 

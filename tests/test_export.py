@@ -8,11 +8,13 @@ import tensorflow as tf
 
 import data_loader
 from roadseg.data import demo_data
-from roadseg.deploy import export
+from roadseg.deploy import graph_surgery
 import fcn8vgg16
 import helper
-from roadseg.deploy import inference
+from roadseg.deploy import loader
+from roadseg.apps import predict
 import main
+from roadseg import model_dir, specs
 
 tf1 = tf.compat.v1
 # Narrow, but with weights large enough that the 8-bit size ratio means what it does at 4096.
@@ -28,21 +30,20 @@ def work(tmp_path_factory):
                                          split_sizes={'train': 6, 'val': 3, 'test': 2},
                                          video_frames=5)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fcn8vgg16, 'VGG16', SMALL_VGG16)
-        patch.setattr(fcn8vgg16, 'FC_CHANNELS', SMALL_FC)
         patch.chdir(work)
         code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
                           '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
                           '-lp', os.path.join(root, 'gtFine/train'), '-bs', '3', '-ep', '3',
-                          '--image_shape', '64', '128', '-lr', '1e-3', '-cd', 'ckpt'])
+                          '--image_shape', '64', '128', '-lr', '1e-3', '-cd', 'ckpt'],
+                         network=specs.Network(SMALL_VGG16, SMALL_FC))
     assert code == 0
     return work, root
 
 
-def _val_predictions(model_dir, root):
-    model = inference.Model(model_dir)
+def _val_predictions(folder, root):
+    model = loader.Model(folder)
     paths = sorted(glob.glob(os.path.join(root, 'leftImg8bit/val/*/*.png')))
-    outputs = [inference.predict_batch(model, [data_loader.read_image(p)])[0] for p in paths]
+    outputs = [predict.predict_batch(model, [data_loader.read_image(p)])[0] for p in paths]
     model.close()
     return np.stack(outputs)
 
@@ -58,7 +59,7 @@ def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, 
     out = capsys.readouterr().out
     assert 'weights stored in 8 bits' in out
 
-    frozen = inference.read_graph_def('frozen_model/graph.pb')
+    frozen = model_dir.read_graph_def('frozen_model/graph.pb')
     ops = {node.op for node in frozen.node}
     assert not ops & {'VariableV2', 'VarHandleOp', 'RandomUniform', 'ApplyAdam', 'Assign'}
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint('ckpt'))
@@ -70,7 +71,7 @@ def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, 
 
     ratio = os.path.getsize('optimised_model/graph.pb') / os.path.getsize('frozen_model/graph.pb')
     assert ratio <= 0.27
-    optimised = inference.read_graph_def('optimised_model/graph.pb')
+    optimised = model_dir.read_graph_def('optimised_model/graph.pb')
     assert sum(node.op == 'Dequantize' for node in optimised.node) >= 3
     assert os.path.getsize('optimised_model/model.tflite') > 0
 
@@ -96,12 +97,12 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
     assert main.main(['optimise', '-fd', folder, '-od', folder + '_optimised']) == 0
     images = np.random.default_rng(3).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
     for path in (folder, folder + '_optimised', str(work / 'ckpt')):
-        graph_def = inference.dequantize_constants(
-            inference.read_graph_def(os.path.join(folder, inference.GRAPH_FILE)))
+        graph_def = graph_surgery.dequantize_constants(
+            model_dir.read_graph_def(os.path.join(folder, model_dir.GRAPH_FILE)))
         with tf.Graph().as_default(), tf1.Session() as session:
             tf.graph_util.import_graph_def(graph_def, name='')
             expected = session.run(fcn8vgg16.OUTPUT_TENSOR, {fcn8vgg16.INPUT_TENSOR: images})
-        model = inference.Model(path, helper.session_config(0, 0.9, 0, 'fp32'))
+        model = loader.Model(path, helper.session_config(0, 0.9, 0, 'fp32'))
         variables = [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
         sizes = [np.prod([dim.size for dim in op.get_attr('shape').dim]) for op in variables]
         lean = 'optimised' in path
@@ -122,7 +123,7 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
             np.testing.assert_array_equal(predictions, expected)
         model.close()
         # Under bf16 the weights stay constants: constant folding casts them once.
-        model = inference.Model(path, helper.session_config(0, 0.9, 0, 'bf16'))
+        model = loader.Model(path, helper.session_config(0, 0.9, 0, 'bf16'))
         assert not [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
         model.close()
 
@@ -136,16 +137,16 @@ def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(wor
     folder = str(work / 'frozen_8bit')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
     assert main.main(['optimise', '-fd', folder, '-od', folder + '_optimised']) == 0
-    stored = inference.read_graph_def(os.path.join(folder + '_optimised', inference.GRAPH_FILE))
-    constants = inference.dequantize_constants(stored)
+    stored = model_dir.read_graph_def(os.path.join(folder + '_optimised', model_dir.GRAPH_FILE))
+    constants = graph_surgery.dequantize_constants(stored)
     expected = {node.name: tf.make_ndarray(node.attr['value'].tensor)
                 for node in constants.node if node.op == 'Const'}
-    _, weights = inference.split_matmul_weights(stored)
+    _, weights = graph_surgery.split_matmul_weights(stored)
     assert len(weights) == 2
     for weight in weights.values():
         assert weight.values.dtype == np.uint8 and weight.values.ctypes.data % 64 == 0
 
-    model = inference.Model(folder + '_optimised', helper.session_config(0, 0.9, 0, 'fp32'))
+    model = loader.Model(folder + '_optimised', helper.session_config(0, 0.9, 0, 'fp32'))
     operations = model.graph.get_operations()
     reads = {op.inputs[0].op.name: op.outputs[0] for op in operations
              if op.type == 'ReadVariableOp'}
@@ -169,7 +170,7 @@ def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(wor
 def test_frozen_graph_is_usable_by_tensor_name(work):
     work, _ = work
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(work / 'by_name')]) == 0
-    graph_def = inference.read_graph_def(str(work / 'by_name' / 'graph.pb'))
+    graph_def = model_dir.read_graph_def(str(work / 'by_name' / 'graph.pb'))
     with tf.Graph().as_default() as graph, tf1.Session() as session:
         tf.graph_util.import_graph_def(graph_def, name='')
         output = session.run(graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR),
@@ -221,7 +222,7 @@ def test_replaces_its_own_model_folder(work, tmp_path):
     for _ in range(2):
         assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', target]) == 0
     assert sorted(os.listdir(tmp_path)) == ['frozen']
-    assert helper.read_json(os.path.join(target, helper.MODEL_CONFIG))['model_format'] == 'frozen'
+    assert helper.read_json(os.path.join(target, model_dir.CONFIG_FILE))['model_format'] == 'frozen'
 
 
 def test_quantize_weights_round_trips_within_one_step(tmp_path):
@@ -229,14 +230,14 @@ def test_quantize_weights_round_trips_within_one_step(tmp_path):
     with tf.Graph().as_default() as graph:
         tf.constant(weights, name='kernel')
         tf.constant(np.ones(8, np.float32), name='bias')  # too small: stays float
-    quantized, count = export.quantize_weights(graph.as_graph_def())
+    quantized, count = graph_surgery.quantize_weights(graph.as_graph_def())
     assert count == 1
     ops = {node.name: node.op for node in quantized.node}
     assert ops['kernel'] == 'Dequantize' and ops['bias'] == 'Const'
     with tf.Graph().as_default(), tf1.Session() as session:  # TensorFlow's own Dequantize
         tf.graph_util.import_graph_def(quantized, name='')
         in_graph = session.run('kernel:0')
-    folded = inference.dequantize_constants(quantized)
+    folded = graph_surgery.dequantize_constants(quantized)
     (kernel,) = [n for n in folded.node if n.name == 'kernel']
     at_load = tf.make_ndarray(kernel.attr['value'].tensor)
     step = (weights.max() - weights.min()) / 255
@@ -246,7 +247,7 @@ def test_quantize_weights_round_trips_within_one_step(tmp_path):
 
 
 def test_optimise_without_a_frozen_graph_is_one_line(tmp_path, capsys):
-    helper.write_json(str(tmp_path / helper.MODEL_CONFIG), {'images_paths': None})
+    helper.write_json(str(tmp_path / model_dir.CONFIG_FILE), {'images_paths': None})
     code = main.main(['optimise', '-fd', str(tmp_path), '-od', str(tmp_path / 'out'),
                       '--calibration_images', '/nonexistent/*.png'])
     assert code == 2
@@ -259,11 +260,11 @@ def test_freeze_at_another_image_shape(work, capsys):
     target = str(work / 'frozen_128x256')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', target,
                       '--image_shape', '128', '256']) == 0
-    model = inference.Model(target)
+    model = loader.Model(target)
     assert tuple(model.image_shape) == (128, 256)
     val_paths = sorted(glob.glob(os.path.join(root, 'leftImg8bit/val/*/*.png')))
     image = data_loader.read_image(val_paths[0])
-    assert inference.predict_batch(model, [image])[0].shape == image.shape[:2]
+    assert predict.predict_batch(model, [image])[0].shape == image.shape[:2]
     model.close()
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(work / 'bad_shape'),
                       '--image_shape', '100', '256']) == 2

@@ -14,6 +14,7 @@ from PIL import Image
 import fcn8vgg16
 import helper
 import main
+from roadseg import model_dir
 import synthetic
 
 tf1 = tf.compat.v1
@@ -28,15 +29,13 @@ MIN_AGREEMENT = {'initialised': (1.0, 1.0), 'one_step': (0.95, 0.95),
 def _train(root, folder, *flags):
     """A tiny model trained on the tiny demo into folder/ckpt; 6 images at batch 6 is one step
     an epoch."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fcn8vgg16, 'VGG16', synthetic.TINY_VGG16)
-        patch.setattr(fcn8vgg16, 'FC_CHANNELS', synthetic.TINY_FC_CHANNELS)
-        code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
-                          '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
-                          '-lp', os.path.join(root, 'gtFine/train'), '-bs', '6',
-                          '--image_shape', '64', '128', '-cd', os.path.join(folder, 'ckpt'),
-                          '-sd', os.path.join(folder, 'summaries'),
-                          '-rd', os.path.join(folder, 'runs')] + list(flags))
+    code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
+                      '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
+                      '-lp', os.path.join(root, 'gtFine/train'), '-bs', '6',
+                      '--image_shape', '64', '128', '-cd', os.path.join(folder, 'ckpt'),
+                      '-sd', os.path.join(folder, 'summaries'),
+                      '-rd', os.path.join(folder, 'runs')] + list(flags),
+                     network=synthetic.TINY_NETWORK)
     assert code == 0
 
 
@@ -44,8 +43,8 @@ def _initialised_copy(ckpt_dir, folder):
     """folder: the checkpoint folder of ckpt_dir's model as initialised, before any step
     (score layers and every bias zero), as an interrupt before the first step leaves it."""
     os.makedirs(folder)
-    shutil.copy(os.path.join(ckpt_dir, helper.MODEL_CONFIG), folder)
-    config = helper.read_json(os.path.join(folder, helper.MODEL_CONFIG))
+    shutil.copy(os.path.join(ckpt_dir, model_dir.CONFIG_FILE), folder)
+    config = helper.read_json(os.path.join(folder, model_dir.CONFIG_FILE))
     with tf.Graph().as_default():
         tf1.set_random_seed(config['seed'])
         fcn8vgg16.inference_graph(config['num_classes'], config['encoder'],

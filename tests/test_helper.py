@@ -23,6 +23,12 @@ def _trainer():
     return trainer
 
 
+def _train_graph():
+    """graph.py, imported per test so that the helper tests stand alone."""
+    from roadseg.training import graph
+    return graph
+
+
 # ------------------------------------------------------------------------------ session config
 
 def test_session_config_applies_the_flags():
@@ -96,7 +102,7 @@ def test_metrics_of_an_empty_confusion_are_zero():
 
 def _confusion(labels, predictions, num_classes, ignore_id=255):
     with tf.Graph().as_default():
-        matrix = _trainer().confusion_matrix(tf.constant(labels), tf.constant(predictions),
+        matrix = _train_graph().confusion_matrix(tf.constant(labels), tf.constant(predictions),
                                           num_classes, ignore_id)
         with tf1.Session() as session:
             return session.run(matrix)
@@ -202,6 +208,39 @@ def test_json_round_trip(tmp_path):
     with open(path) as f:
         assert json.load(f) == data
     assert os.listdir(str(tmp_path)) == ['config.json']  # no temporary left behind
+
+
+def test_first_line_takes_an_op_error_message_an_os_error_strerror_or_the_type_name():
+    op_error = tf.errors.NotFoundError(None, None, 'no such tensor\n\ttraceback of the op')
+    assert helper.first_line(op_error) == 'no such tensor'
+    assert helper.first_line(FileNotFoundError(2, 'No such file or directory', 'x.png')) == \
+        'No such file or directory'
+    assert helper.first_line(ValueError('  bad value\nmore detail')) == 'bad value'
+    assert helper.first_line(RuntimeError('')) == 'RuntimeError'
+
+
+def test_write_atomically_keeps_the_extension_and_leaves_nothing_when_write_fails(tmp_path):
+    path = str(tmp_path / 'clip.mp4')
+    seen = []
+
+    def write(temporary):
+        seen.append(temporary)
+        with open(temporary, 'w') as f:
+            f.write('new')
+
+    helper.write_atomically(path, write)
+    assert os.path.dirname(seen[0]) == str(tmp_path) and seen[0].endswith('.mp4')
+    assert os.path.basename(seen[0]).startswith('.') and os.listdir(str(tmp_path)) == ['clip.mp4']
+
+    def fail(temporary):
+        write(temporary)
+        raise OSError(28, 'No space left on device')
+
+    with pytest.raises(OSError, match='No space left'):
+        helper.write_atomically(path, fail)
+    assert os.listdir(str(tmp_path)) == ['clip.mp4']
+    with open(path) as f:
+        assert f.read() == 'new'
 
 
 def test_read_json_of_a_broken_or_missing_file_is_a_user_error(tmp_path):

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import data_loader
 from roadseg.data import demo_data
-import fcn8vgg16
 import helper
-from roadseg.deploy import inference
+from roadseg.deploy import loader
+from roadseg.apps import predict
 import main
+import synthetic
 
-TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
 
 
 @pytest.fixture(scope='module')
@@ -23,15 +24,12 @@ def trained(tmp_path_factory):
     root = demo_data.ensure_demo_dataset(str(work / 'demo'),
                                          split_sizes={'train': 6, 'val': 3, 'test': 2},
                                          video_frames=7)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
-        patch.setattr(fcn8vgg16, 'FC_CHANNELS', 16)
-        code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
-                          '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
-                          '-lp', os.path.join(root, 'gtFine/train'), '-bs', '2', '-ep', '1',
-                          '--image_shape', '64', '128', '-lr', '1e-3',
-                          '-cd', str(work / 'ckpt'), '-sd', str(work / 'summaries'),
-                          '-rd', str(work / 'runs')])
+    code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val',
+                      '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
+                      '-lp', os.path.join(root, 'gtFine/train'), '-bs', '2', '-ep', '1',
+                      '--image_shape', '64', '128', '-lr', '1e-3',
+                      '-cd', str(work / 'ckpt'), '-sd', str(work / 'summaries'),
+                      '-rd', str(work / 'runs')], network=synthetic.TINY_NETWORK)
     assert code == 0
     return root, work
 
@@ -63,7 +61,7 @@ def test_predict_writes_overlays_and_labels(trained, keep_size):
         assert overlay.shape == photo.shape and train_ids.shape == photo.shape[:2]
         assert train_ids.max() < 19
         # labelIds are the Cityscapes ids of the train ids: road 0 -> 7, sky 10 -> 23, ...
-        expected = inference.data_loader.get_label_set('cityscapes').train_id_to_id[train_ids]
+        expected = data_loader.get_label_set('cityscapes').train_id_to_id[train_ids]
         np.testing.assert_array_equal(label_ids, expected)
 
 
@@ -82,8 +80,8 @@ def test_predict_from_a_checkpoint_folder_matches_the_saved_model(trained):
     (saved,) = glob.glob(str(work / 'runs' / '*' / 'model'))
     outputs = []
     for folder in (saved, str(work / 'ckpt')):
-        model = inference.Model(folder)
-        outputs.append(inference.predict_batch(model, [image])[0])
+        model = loader.Model(folder)
+        outputs.append(predict.predict_batch(model, [image])[0])
         model.close()
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
@@ -100,7 +98,7 @@ def test_evaluate_reports_metrics(trained, capsys):
         metrics = json.load(f)
     assert 0 <= metrics['mean_iou'] <= 1 and 0 <= metrics['pixel_accuracy'] <= 1
     assert set(metrics['per_class_iou']) == set(
-        inference.data_loader.get_label_set('cityscapes').class_names)
+        data_loader.get_label_set('cityscapes').class_names)
     for name in ('confusion_matrix.csv', 'iou_per_class.png', 'confusion_matrix.png'):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0
     assert glob.glob(str(work / 'eval_summaries' / 'events.*'))
@@ -140,11 +138,11 @@ def test_model_errors_are_one_line(trained, tmp_path, capsys):
 
 def test_constant_graphs_run_only_the_remapper_unless_in_mixed_precision():
     fp32 = helper.session_config(0, 0.9, 0)
-    lean = inference._constant_graph_config(fp32)
+    lean = loader._constant_graph_config(fp32)
     assert list(lean.graph_options.rewrite_options.optimizers) == ['remap']
     assert list(fp32.graph_options.rewrite_options.optimizers) == []  # the caller's is kept
     assert lean.device_count['GPU'] == fp32.device_count['GPU']
-    bf16 = inference._constant_graph_config(helper.session_config(0, 0.9, 0, 'bf16'))
+    bf16 = loader._constant_graph_config(helper.session_config(0, 0.9, 0, 'bf16'))
     assert list(bf16.graph_options.rewrite_options.optimizers) == []
-    assert list(inference._constant_graph_config(None).graph_options.rewrite_options
+    assert list(loader._constant_graph_config(None).graph_options.rewrite_options
                 .optimizers) == ['remap']

@@ -148,12 +148,12 @@ def _train_flags(root, tmp_path, *extra):
 
 
 def _error(capsys, flags):
-    assert main.main(flags) == 2
+    assert main.main(flags, network=synthetic.TINY_NETWORK) == 2
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_train_on_the_vistas_layout_with_its_defaults(vistas_root, tmp_path, tiny_model, capsys):
-    assert main.main(_train_flags(vistas_root, tmp_path)) == 0
+    assert main.main(_train_flags(vistas_root, tmp_path), network=tiny_model) == 0
     out = capsys.readouterr().out
     assert 'training on 4 images (mapillary, 65 classes, 64x96)' in out
     assert 'val mean IoU' in out and 'over 2 images' in out  # the validation split beside it

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import data_loader
-from roadseg.deploy import inference
+from roadseg.apps import evaluate
 import main
 from roadseg.data import prepare
 import synthetic
@@ -172,7 +172,7 @@ def test_evaluation_scores_original_files_against_their_label_ids(tmp_path):
     _, _, paths = write_split(tmp_path, [original_label(), original_label(1)])
     image_paths, label_paths = [image for image, _ in paths], [label for _, label in paths]
     label_set = data_loader.get_label_set('cityscapes35')
-    confusion = inference.confusion_over(_ConstantModel(label_set), image_paths, label_paths)
+    confusion = evaluate.confusion_over(_ConstantModel(label_set), image_paths, label_paths)
     truth = np.concatenate([original_train_ids().ravel(), original_train_ids(1).ravel()])
     expected = np.bincount(truth[truth != 255], minlength=label_set.num_classes)
     np.testing.assert_array_equal(confusion[:, 26], expected)
@@ -183,7 +183,7 @@ def test_evaluation_refuses_official_files_with_cityscapes35(tmp_path):
     _, _, [(image_path, label_path)] = write_split(tmp_path, [official_label()])
     model = _ConstantModel(data_loader.get_label_set('cityscapes35'))
     with pytest.raises(UserError) as error:
-        inference.confusion_over(model, [image_path], [label_path])
+        evaluate.confusion_over(model, [image_path], [label_path])
     assert str(error.value) == official_message(label_path)
 
 
@@ -218,7 +218,7 @@ def test_train_on_original_files_with_cityscapes35_exits_0(tmp_path, tiny_model,
     flags = _train_flags(root, tmp_path, '--val_images_paths',
                          os.path.join(str(root), 'leftImg8bit', 'val', '*', '*.png'),
                          '--val_labels_paths', val_labels)
-    assert main.main(flags) == 0
+    assert main.main(flags, network=tiny_model) == 0
     output = capsys.readouterr().out
     assert 'training on 2 images (cityscapes35, 35 classes, %dx%d)' % (HEIGHT, WIDTH) in output
     assert 'val mean IoU' in output
@@ -228,6 +228,6 @@ def test_train_on_official_files_with_cityscapes35_exits_2_with_one_line(tmp_pat
                                                                          capsys):
     root = tmp_path / 'data'
     _, _, [(_, label_path)] = write_split(root, [official_label()])
-    assert main.main(_train_flags(root, tmp_path, '--no_val')) == 2
+    assert main.main(_train_flags(root, tmp_path, '--no_val'), network=tiny_model) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         'error: ' + official_message(label_path)

@@ -1,5 +1,4 @@
 """--precision: bf16 through oneDNN's mixed precision rewrite, fp16 on GPUs, on a tiny model."""
-import argparse
 import glob
 import os
 
@@ -11,15 +10,15 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 import data_loader
 from roadseg.data import demo_data
 from roadseg.deploy import export
-import fcn8vgg16
 import helper
-from roadseg.deploy import inference
+from roadseg.deploy import loader
 import main
-from roadseg.training import trainer
+import synthetic
+from roadseg import specs
+from roadseg.training import graph as train_graph
 from helper import UserError
 
 tf1 = tf.compat.v1
-TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
 IMAGE_SHAPE = (64, 128)
 ON = rewriter_config_pb2.RewriterConfig.ON
 _flags = helper.cpu_flags()
@@ -38,15 +37,12 @@ def trained(tmp_path_factory):
     root = demo_data.ensure_demo_dataset(str(work / 'demo'),
                                          split_sizes={'train': 16, 'val': 8, 'test': 1},
                                          video_frames=3)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
-        patch.setattr(fcn8vgg16, 'FC_CHANNELS', 16)
-        code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val', '--seed', '1',
-                          '--no_augment', '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
-                          '-lp', os.path.join(root, 'gtFine/train'), '-bs', '4', '-ep', '10',
-                          '-lr', '2e-3', '--image_shape', *map(str, IMAGE_SHAPE),
-                          '-cd', str(work / 'ckpt'), '-sd', str(work / 'summaries'),
-                          '-rd', str(work / 'runs')])
+    code = main.main(['train', '--dataset', 'demo', '--gpu', '0', '--no_val', '--seed', '1',
+                      '--no_augment', '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
+                      '-lp', os.path.join(root, 'gtFine/train'), '-bs', '4', '-ep', '10',
+                      '-lr', '2e-3', '--image_shape', *map(str, IMAGE_SHAPE),
+                      '-cd', str(work / 'ckpt'), '-sd', str(work / 'summaries'),
+                      '-rd', str(work / 'runs')], network=synthetic.TINY_NETWORK)
     assert code == 0
     return root, work
 
@@ -79,7 +75,7 @@ def _bf16_convolutions(nodes):
 
 def _predict(model_dir, images, precision):
     """(class ids, float32 logits, the nodes run) of a model loaded with --precision."""
-    model = inference.Model(model_dir, helper.session_config(gpu=0, precision=precision))
+    model = loader.Model(model_dir, helper.session_config(gpu=0, precision=precision))
     logits = model.graph.get_tensor_by_name(model.config['logits_tensor'])
     (predictions, logits), nodes = _traced_run(model.session, (model.output, logits),
                                                {model.input: images})
@@ -93,10 +89,7 @@ def test_bf16_predictions_agree_with_fp32(trained, tmp_path, kind):
     root, work = trained
     (model_dir,) = glob.glob(str(work / 'runs' / '*' / 'model'))
     if kind == 'frozen graph':
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
-            patch.setattr(fcn8vgg16, 'FC_CHANNELS', 16)
-            export.freeze(str(work / 'ckpt'), str(tmp_path / 'frozen'))
+        export.freeze(str(work / 'ckpt'), str(tmp_path / 'frozen'))
         model_dir = str(tmp_path / 'frozen')
     images, labels = _split(root, 'val')
     fp32, fp32_logits, fp32_nodes = _predict(model_dir, images, 'fp32')
@@ -115,14 +108,12 @@ def test_bf16_predictions_agree_with_fp32(trained, tmp_path, kind):
 
 def _train_graph(precision):
     """The tool's training graph on a fed batch of the tiny model."""
-    args = argparse.Namespace(weight_decay=5e-4, learning_rate=1e-3, train_upsampling=False,
-                              cpu_replicas=1, gpu=0, precision=precision)
-    config = dict(encoder=TINY_VGG16, fc_channels=16, class_weights=None)
+    recipe = specs.Recipe(epochs=1, batch_size=4, learning_rate=1e-3, precision=precision)
     label_set = data_loader.get_label_set('cityscapes')
     tf1.set_random_seed(1)
-    return trainer.build_train_graph(tf.zeros((0,) + IMAGE_SHAPE + (3,), tf.uint8),
-                                     tf.zeros((0,) + IMAGE_SHAPE, tf.uint8), args, label_set,
-                                     config)
+    return train_graph.build_train_graph(tf.zeros((0,) + IMAGE_SHAPE + (3,), tf.uint8),
+                                         tf.zeros((0,) + IMAGE_SHAPE, tf.uint8),
+                                         synthetic.TINY_NETWORK, recipe, label_set)
 
 
 def _train_losses(graph, tensors, batches, precision, steps=12):
@@ -237,8 +228,6 @@ def recorded_configs(monkeypatch):
 def test_the_flag_reaches_the_session(trained, tmp_path, monkeypatch, recorded_configs,
                                       action):
     root, work = trained
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', 16)
     flags = {
         'train': ['--dataset', 'demo', '-ip', os.path.join(root, 'leftImg8bit/train/*/*.png'),
                   '-lp', os.path.join(root, 'gtFine/train'), '-bs', '4', '-ep', '1',
@@ -249,7 +238,8 @@ def test_the_flag_reaches_the_session(trained, tmp_path, monkeypatch, recorded_c
         'video': ['-vi', demo_data.demo_video_path(root), '-vo', str(tmp_path / 'out.mp4')],
     }[action]
     runs = str(tmp_path / 'runs') if action == 'train' else str(work / 'runs')
-    assert main.main([action, '--gpu', '0', '--precision', 'bf16', '-rd', runs] + flags) == 0
+    assert main.main([action, '--gpu', '0', '--precision', 'bf16', '-rd', runs] + flags,
+                     network=synthetic.TINY_NETWORK) == 0
     assert recorded_configs
     for config in recorded_configs:
         assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == ON

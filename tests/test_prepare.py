@@ -105,12 +105,12 @@ def test_training_reads_the_prepared_copy(city_root, tmp_path, tiny_model, capsy
     first_image = sorted(glob.glob(os.path.join(out, 'leftImg8bit', 'train', '*', '*.png')))[0]
     open(first_image.replace('_000019_', '_000020_') + prepare.PARTIAL_SUFFIX, 'w').close()
     capsys.readouterr()
-    assert main.main(flags) == 0
+    assert main.main(flags, network=tiny_model) == 0
     output = capsys.readouterr().out
     assert 'training on 3 images (cityscapes, 19 classes, 64x128)' in output
     assert 'val mean IoU' in output
     # Training ids of one label set are not those of another.
-    assert main.main(flags + ['--label_set', 'cityscapes35', '-cd', str(tmp_path / 'c2')]) == 2
+    assert main.main(flags + ['--label_set', 'cityscapes35', '-cd', str(tmp_path / 'c2')], network=tiny_model) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert 'was prepared for --label_set cityscapes, not cityscapes35' in line
 
@@ -119,7 +119,7 @@ def test_vistas_copy_keeps_jpegs_and_trains(vistas_root, tmp_path, tiny_model, c
     out = str(tmp_path / 'prepared')
     assert main.main(['prepare', '--dataset', 'mapillary', '--data_root', vistas_root,
                       '--prepared_dir', out, '--image_shape', '64', '64',
-                      '--prepare_shape', '100', '100']) == 0
+                      '--prepare_shape', '100', '100'], network=tiny_model) == 0
     values = set()
     for source in glob.glob(os.path.join(vistas_root, '*', 'images', '*.jpg')):
         relative = os.path.relpath(source, vistas_root)
@@ -138,7 +138,7 @@ def test_vistas_copy_keeps_jpegs_and_trains(vistas_root, tmp_path, tiny_model, c
     assert main.main(['train', '--dataset', 'mapillary', '--data_root', out, '--image_shape',
                       '64', '64', '-bs', '2', '-ep', '1', '--vgg_weights', 'none',
                       '-cd', str(tmp_path / 'ckpt'), '-sd', str(tmp_path / 's'),
-                      '-rd', str(tmp_path / 'runs'), '--gpu', '0']) == 0
+                      '-rd', str(tmp_path / 'runs'), '--gpu', '0'], network=tiny_model) == 0
     assert 'training on 4 images (mapillary, 65 classes, 64x64)' in capsys.readouterr().out
 
 

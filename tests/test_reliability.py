@@ -27,7 +27,7 @@ import helper
 import imageio_ffmpeg
 import main
 import synthetic
-from roadseg.training import trainer
+from roadseg.training import loop
 from helper import UserError
 
 tf1 = tf.compat.v1
@@ -69,7 +69,7 @@ def _flags(demo_root, tmp_path, *extra, images=None):
 
 def _error(capsys, flags):
     """The last stderr line of a run that must fail with exit code 2, checked to be one line."""
-    code = main.main(flags)
+    code = main.main(flags, network=synthetic.TINY_NETWORK)
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     assert 'Traceback' not in err or '--debug' in flags
@@ -183,7 +183,7 @@ def test_kill_9_at_random_moments_loses_at_most_ckpt_every_steps(demo_root, tmp_
 
 
 def test_restart_removes_what_cut_short_saves_left(demo_root, tmp_path, tiny_model):
-    assert main.main(_flags(demo_root, tmp_path)) == 0
+    assert main.main(_flags(demo_root, tmp_path), network=tiny_model) == 0
     ckpt = tmp_path / 'ckpt'
     debris = ['model.ckpt-2.data-00000-of-00001',  # a kill while deleting an old checkpoint
               'model.ckpt-1.index', 'model.ckpt-1.data-00000-of-00001',  # ... or before it
@@ -191,7 +191,7 @@ def test_restart_removes_what_cut_short_saves_left(demo_root, tmp_path, tiny_mod
               'model.ckpt-6.meta', 'model.ckpt-6.meta.tmp0a1b2c', 'checkpoint.tmp0a1b2c']
     for name in debris + ['notes.txt']:
         (ckpt / name).write_bytes(b'x')
-    assert main.main(_flags(demo_root, tmp_path, '-ep', '2')) == 0
+    assert main.main(_flags(demo_root, tmp_path, '-ep', '2'), network=tiny_model) == 0
     left = os.listdir(ckpt)
     assert 'notes.txt' in left and not set(debris) & set(left)
     assert _latest_step(ckpt) == 8 and os.path.exists(ckpt / 'model.ckpt-4.index')
@@ -215,7 +215,7 @@ def test_sigterm_saves_the_current_step_and_exits_143(demo_root, tmp_path):
 
 def _interrupt_after(monkeypatch, calls):
     """Ctrl-C as it lands during a step: after the step's session.run has returned."""
-    real_step = trainer._train_step
+    real_step = loop.train_step
     count = [0]
 
     def _step(*args, **kwargs):
@@ -225,14 +225,14 @@ def _interrupt_after(monkeypatch, calls):
             raise KeyboardInterrupt
         return result
 
-    monkeypatch.setattr(trainer, '_train_step', _step)
+    monkeypatch.setattr(loop, 'train_step', _step)
 
 
 def test_ctrl_c_saves_the_step_it_reached(demo_root, tmp_path, tiny_model, capsys,
                                           monkeypatch):
     handler = signal.getsignal(signal.SIGTERM)
     _interrupt_after(monkeypatch, 3)
-    assert main.main(_flags(demo_root, tmp_path, '-ep', '3')) == 130
+    assert main.main(_flags(demo_root, tmp_path, '-ep', '3'), network=tiny_model) == 130
     # The third step ran to its end: the checkpoint holds it, under its own number.
     assert 'interrupted: checkpoint of step 3 saved in' in capsys.readouterr().out
     assert _latest_step(tmp_path / 'ckpt') == 3
@@ -256,7 +256,7 @@ def test_nan_loss_stops_naming_the_step_and_saves_nothing(demo_root, tmp_path, t
 
 def test_weights_that_turned_non_finite_are_never_saved(demo_root, tmp_path, tiny_model,
                                                         capsys, monkeypatch):
-    assert main.main(_flags(demo_root, tmp_path)) == 0
+    assert main.main(_flags(demo_root, tmp_path), network=tiny_model) == 0
     capsys.readouterr()
     monkeypatch.setattr(fcn8vgg16, 'weight_decay_loss', _nan_gradient_weight_decay)
     line = _error(capsys, _flags(demo_root, tmp_path, '-ep', '2', '--ckpt_every', '1'))
@@ -278,7 +278,7 @@ def test_ctrl_c_after_a_step_that_broke_the_weights_saves_nothing(demo_root, tmp
 def test_failed_checkpoint_write_is_one_line_and_keeps_the_last(demo_root, tmp_path,
                                                                 tiny_model):
     """A file size limit below the checkpoint's size: the write fails as on a full disk."""
-    assert main.main(_flags(demo_root, tmp_path)) == 0
+    assert main.main(_flags(demo_root, tmp_path), network=tiny_model) == 0
     data_file, = glob.glob(str(tmp_path / 'ckpt' / 'model.ckpt-4.data-*'))
     log_path = str(tmp_path / 'full.log')
     process = _spawn(_flags(demo_root, tmp_path, '-ep', '2'), log_path,
@@ -339,7 +339,7 @@ def test_skip_bad_files_warns_once_and_counts(demo_root, tmp_path, tiny_model, c
     images, broken = _copy_images(demo_root, str(tmp_path / 'images'), 2, 'jpeg')
     flags = _flags(demo_root, tmp_path, '--pipeline', pipeline, '--skip_bad_files', '-ep', '2',
                    images=images)
-    assert main.main(flags) == 0
+    assert main.main(flags, network=tiny_model) == 0
     out, err = capsys.readouterr()
     warnings = [line for line in err.splitlines() if 'skipped (--skip_bad_files)' in line]
     assert len(warnings) == 1 and broken in warnings[0]
@@ -449,7 +449,7 @@ def test_labels_without_images_are_counted_and_named(demo_root, tmp_path, tiny_m
     assert '2 of 8 label images' in line and 'demoville_000003_000019_gtFine_labelIds.png' in line
     # A folder of labels may hold more than the images pick: a warning, and training goes on.
     flags[flags.index('-lp') + 1] = os.path.join(demo_root, 'gtFine/train')
-    assert main.main(flags) == 0
+    assert main.main(flags, network=tiny_model) == 0
     assert '2 of 8 label images' in capsys.readouterr().err
 
 

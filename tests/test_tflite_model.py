@@ -8,7 +8,9 @@ from PIL import Image
 
 import fcn8vgg16
 import helper
-from roadseg.deploy import inference
+from roadseg import model_dir
+from roadseg.deploy import graph_surgery
+from roadseg.apps import predict
 from roadseg.deploy import tflite_model
 from helper import UserError
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
@@ -58,20 +60,20 @@ def exported(tmp_path_factory):
     for seed in range(8):
         calibration.append(str(work / ('calibration_%d.png' % seed)))
         Image.fromarray(_scene(seed)).save(calibration[-1])
-    model_dir = work / 'optimised_model'
-    model_dir.mkdir()
-    helper.write_json(str(model_dir / inference.CONFIG_FILE), dict(
+    folder = work / 'optimised_model'
+    folder.mkdir()
+    helper.write_json(str(folder / model_dir.CONFIG_FILE), dict(
         label_set='cityscapes', image_shape=list(IMAGE_SHAPE),
         input_tensor=fcn8vgg16.INPUT_TENSOR, output_tensor=fcn8vgg16.OUTPUT_TENSOR))
     graph_def = _frozen_tiny_graph()
-    info = tflite_model.convert_int8(graph_def, str(model_dir / tflite_model.TFLITE_FILE),
+    info = tflite_model.convert_int8(graph_def, str(folder / tflite_model.TFLITE_FILE),
                                      IMAGE_SHAPE, calibration)
-    return graph_def, str(model_dir), info
+    return graph_def, str(folder), info
 
 
 def test_graph_rewritten_for_tflite_predicts_exactly_like_the_frozen_graph(exported):
     graph_def = exported[0]
-    rewritten = tflite_model._graph_for_tflite(graph_def)
+    rewritten = graph_surgery.graph_for_tflite(graph_def)
     ops = {node.op for node in rewritten.node}
     assert 'RandomUniform' in {node.op for node in graph_def.node}  # dropout, keep_prob 1
     assert not ops & {'RandomUniform', 'ReverseV2'}
@@ -86,15 +88,15 @@ def test_graph_rewritten_for_tflite_predicts_exactly_like_the_frozen_graph(expor
 
 
 def test_conversion_is_fully_integer_with_uint8_in_and_class_ids_out(exported):
-    _, model_dir, info = exported
+    _, folder, info = exported
     assert info['calibration_images'] == 8
-    assert info['bytes'] == os.path.getsize(os.path.join(model_dir, tflite_model.TFLITE_FILE))
-    assert [name for name in os.listdir(model_dir) if name.startswith('.')] == []
+    assert info['bytes'] == os.path.getsize(os.path.join(folder, tflite_model.TFLITE_FILE))
+    assert [name for name in os.listdir(folder) if name.startswith('.')] == []
     umask = os.umask(0)
     os.umask(umask)  # readable by whoever may read the folder's other files, as a plain open()
-    assert os.stat(os.path.join(model_dir, tflite_model.TFLITE_FILE)).st_mode & 0o777 == (
+    assert os.stat(os.path.join(folder, tflite_model.TFLITE_FILE)).st_mode & 0o777 == (
         0o666 & ~umask)
-    interpreter = tflite_model.TFLiteModel(model_dir).interpreter
+    interpreter = tflite_model.TFLiteModel(folder).interpreter
     (inputs,), (outputs,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert inputs['dtype'] == np.uint8 and list(inputs['shape']) == [1, 64, 128, 3]
     assert outputs['dtype'] == np.uint8 and list(outputs['shape']) == [1, 64, 128]
@@ -117,8 +119,8 @@ def test_conversion_is_fully_integer_with_uint8_in_and_class_ids_out(exported):
 
 
 def test_tflite_model_predicts_like_the_float_graph(exported):
-    graph_def, model_dir, _ = exported
-    model = tflite_model.TFLiteModel(model_dir)
+    graph_def, folder, _ = exported
+    model = tflite_model.TFLiteModel(folder)
     assert model.kind == 'TFLite int8' and model.image_shape == IMAGE_SHAPE
     assert model.config['image_shape'] == list(IMAGE_SHAPE)
     assert model.label_set.name == 'cityscapes' and model.label_set.num_classes == NUM_CLASSES
@@ -130,27 +132,27 @@ def test_tflite_model_predicts_like_the_float_graph(exported):
     assert np.mean(class_ids == expected) >= 0.9
     # Images of another size are resized to the model's shape and the ids resized back.
     photo = np.asarray(Image.fromarray(images[0]).resize((150, 80), Image.BILINEAR))
-    (resized_back,) = inference.predict_batch(model, [photo])
+    (resized_back,) = predict.predict_batch(model, [photo])
     assert resized_back.shape == (80, 150) and resized_back.dtype == np.uint8
     model.close()
 
 
 def test_keep_size_resizes_the_input_under_xnnpack_only(exported):
-    graph_def, model_dir, _ = exported
+    graph_def, folder, _ = exported
     images = np.stack([np.asarray(Image.fromarray(_scene(7)).resize((160, 96)))])
-    model = tflite_model.TFLiteModel(model_dir)
+    model = tflite_model.TFLiteModel(folder)
     class_ids = model.predict(images)
     assert class_ids.shape == (1, 96, 160)
     assert np.mean(class_ids == _float_predictions(graph_def, images)) >= 0.9
     assert model.predict(np.stack([_scene(8)])).shape == (1,) + IMAGE_SHAPE  # and back
     # TFLite's own kernels keep the transposed convolutions' converted output shapes.
-    without_xnnpack = tflite_model.TFLiteModel(model_dir, xnnpack=False)
+    without_xnnpack = tflite_model.TFLiteModel(folder, xnnpack=False)
     with pytest.raises(UserError, match='cannot run at 96x160, only at its image shape 64x128'):
         without_xnnpack.predict(images)
 
 
 def test_errors(exported, tmp_path):
-    graph_def, model_dir, _ = exported
+    graph_def, folder, _ = exported
     output = str(tmp_path / tflite_model.TFLITE_FILE)
     with pytest.raises(UserError, match='no calibration images'):
         tflite_model.convert_int8(graph_def, output, IMAGE_SHAPE, [])
@@ -175,8 +177,8 @@ def test_errors(exported, tmp_path):
         tflite_model.convert_int8(str(tmp_path / 'missing.pb'), output, IMAGE_SHAPE,
                                   [str(unreadable)])
     assert sorted(os.listdir(str(tmp_path))) == ['broken.png', 'scene.png']  # nothing half-written
-    helper.write_json(str(tmp_path / inference.CONFIG_FILE),
-                      helper.read_json(os.path.join(model_dir, inference.CONFIG_FILE)))
+    helper.write_json(str(tmp_path / model_dir.CONFIG_FILE),
+                      helper.read_json(os.path.join(folder, model_dir.CONFIG_FILE)))
     with pytest.raises(UserError, match='holds no model.tflite'):
         tflite_model.TFLiteModel(str(tmp_path))
 

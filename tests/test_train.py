@@ -37,7 +37,7 @@ def _scalars(summary_dir):
 
 
 def test_train_resume_and_export(demo_root, tmp_path, tiny_model, capsys):
-    assert main.main(_flags(demo_root, tmp_path)) == 0
+    assert main.main(_flags(demo_root, tmp_path), network=tiny_model) == 0
     ckpt = str(tmp_path / 'ckpt')
     assert tf.train.latest_checkpoint(ckpt).endswith('-2')  # 6 images at batch 4: 2 steps
     (run_dir,) = glob.glob(str(tmp_path / 'runs' / '*'))
@@ -54,7 +54,7 @@ def test_train_resume_and_export(demo_root, tmp_path, tiny_model, capsys):
         assert len(graph.get_collection(tf1.GraphKeys.TRAIN_OP)) == 0
     capsys.readouterr()
 
-    assert main.main(_flags(demo_root, tmp_path, '-ep', '2')) == 0
+    assert main.main(_flags(demo_root, tmp_path, '-ep', '2'), network=tiny_model) == 0
     assert 'continuing training after 2 steps' in capsys.readouterr().out
     assert tf.train.latest_checkpoint(ckpt).endswith('-4')
     assert len(glob.glob(str(tmp_path / 'runs' / '*'))) == 2  # every run gets its own folder
@@ -64,7 +64,7 @@ def test_summaries_show_learning(demo_root, tmp_path, tiny_model):
     flags = _flags(demo_root, tmp_path, '-ep', '12', '-lr', '1e-3', '--seed', '1',
                    '--summary_every', '1', '--image_summary_every', '3', '--ckpt_every', '100',
                    '--weight_decay', '0', '--no_val')
-    assert main.main(flags) == 0
+    assert main.main(flags, network=tiny_model) == 0
     scalars = _scalars(tmp_path / 'summaries')
     for tag in ('loss', 'cross_entropy', 'learning_rate', 'batch_mean_iou',
                 'images_per_second', 'input_prediction_truth/image/0'):
@@ -76,7 +76,7 @@ def test_summaries_show_learning(demo_root, tmp_path, tiny_model):
 
 
 def test_validation_is_logged(demo_root, tmp_path, tiny_model, capsys):
-    assert main.main(_flags(demo_root, tmp_path)) == 0
+    assert main.main(_flags(demo_root, tmp_path), network=tiny_model) == 0
     assert 'val mean IoU' in capsys.readouterr().out
     scalars = _scalars(tmp_path / 'summaries')
     (step, value), = scalars['val/mean_iou']
@@ -87,7 +87,7 @@ def test_seed_makes_runs_reproducible(demo_root, tmp_path, tiny_model):
     runs = {}
     for name, seed in (('a', '5'), ('b', '5'), ('c', '6')):
         flags = _flags(demo_root, tmp_path / name, '--seed', seed, '--no_val', '-kp', '0.5')
-        assert main.main(flags) == 0
+        assert main.main(flags, network=tiny_model) == 0
         runs[name] = _checkpoint_values(tmp_path / name / 'ckpt')
     for key in runs['a']:
         np.testing.assert_array_equal(runs['a'][key], runs['b'][key], err_msg=key)
@@ -99,7 +99,7 @@ def test_generator_and_tfdata_train_identically(demo_root, tmp_path, tiny_model)
     for pipeline in ('generator', 'tfdata'):
         flags = _flags(demo_root, tmp_path / pipeline, '--seed', '2', '--no_val',
                        '--pipeline', pipeline)
-        assert main.main(flags) == 0
+        assert main.main(flags, network=tiny_model) == 0
         values[pipeline] = _checkpoint_values(tmp_path / pipeline / 'ckpt')
     for key in values['tfdata']:
         np.testing.assert_array_equal(values['generator'][key], values['tfdata'][key],
@@ -107,7 +107,7 @@ def test_generator_and_tfdata_train_identically(demo_root, tmp_path, tiny_model)
 
 
 def _error(capsys, flags):
-    code = main.main(flags)
+    code = main.main(flags, network=synthetic.TINY_NETWORK)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     return err[-1]
@@ -146,7 +146,7 @@ def test_failed_download_stops_with_advice(demo_root, tmp_path, tiny_model, caps
 
 
 def test_resume_refuses_another_label_set(demo_root, tmp_path, tiny_model, capsys):
-    assert main.main(_flags(demo_root, tmp_path, '--no_val')) == 0
+    assert main.main(_flags(demo_root, tmp_path, '--no_val'), network=tiny_model) == 0
     line = _error(capsys, _flags(demo_root, tmp_path, '--label_set', 'cityscapes35'))
     assert 'label_set' in line and 'another --ckpt_dir' in line
 
@@ -197,7 +197,7 @@ def test_original_command_line_on_cityscapes_beside_the_repo(demo_root, tmp_path
     monkeypatch.chdir(tmp_path / 'repo')
     flags = ['train', '--gpu=1', '--xla=2', '-ep=1', '-bs=10', '-lr=0.00001',
              '--vgg_weights', 'none', '--image_shape', '64', '128']
-    assert main.main(flags) == 0
+    assert main.main(flags, network=tiny_model) == 0
     out = capsys.readouterr().out
     assert 'training on 6 images (cityscapes, 19 classes, 64x128)' in out
     assert 'val mean IoU' in out  # the val split beside it is found too

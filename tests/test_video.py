@@ -1,7 +1,7 @@
 """video.py: frame counts, rates and sizes survive, sub-clips, the overlay arithmetic, errors.
 
 A fake model (class = brightness band) stands in for the network except in one test, which runs
-a tiny real checkpoint through inference.Model.
+a tiny real checkpoint through loader.Model.
 """
 import os
 import subprocess
@@ -16,7 +16,8 @@ from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
 import data_loader
 import fcn8vgg16
 import helper
-from roadseg.deploy import inference
+from roadseg import model_dir
+from roadseg.deploy import loader
 from roadseg.apps import video
 from helper import UserError
 
@@ -26,7 +27,7 @@ TINY_ENCODER = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
 
 
 class FakeModel:
-    """inference.Model's interface without TensorFlow: the class of a pixel is its brightness
+    """loader.Model's interface without TensorFlow: the class of a pixel is its brightness
     band (0..7), so the expected output is a known function of the frame."""
     image_shape = (64, 128)
     label_set = LABEL_SET
@@ -164,8 +165,8 @@ def test_keep_size_and_resize_both_keep_the_video_size(tmp_path, keep_size, netw
 
 
 def test_real_tiny_checkpoint(tmp_path):
-    model_dir = str(tmp_path / 'model')
-    os.makedirs(model_dir)
+    folder = str(tmp_path / 'model')
+    os.makedirs(folder)
     with tf.Graph().as_default():
         images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
         logits, _ = fcn8vgg16.fcn8s(images, LABEL_SET.num_classes, encoder=TINY_ENCODER,
@@ -173,13 +174,13 @@ def test_real_tiny_checkpoint(tmp_path):
         fcn8vgg16.predictions(logits)
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
-            tf1.train.Saver().save(session, os.path.join(model_dir, 'model.ckpt'), global_step=0)
-    helper.write_json(os.path.join(model_dir, inference.CONFIG_FILE), {
+            tf1.train.Saver().save(session, os.path.join(folder, 'model.ckpt'), global_step=0)
+    helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), {
         'label_set': 'cityscapes', 'num_classes': LABEL_SET.num_classes,
         'image_shape': [64, 128], 'encoder': TINY_ENCODER, 'fc_channels': 16,
         'input_tensor': fcn8vgg16.INPUT_TENSOR, 'output_tensor': fcn8vgg16.OUTPUT_TENSOR,
         'saved_model_tag': fcn8vgg16.SAVED_MODEL_TAG})
-    model = inference.Model(model_dir)
+    model = loader.Model(folder)
     try:
         video_in = make_video(tmp_path / 'in.mp4', frames=12, fps=6)
         result = video.segment_video(model, video_in, str(tmp_path / 'out.mp4'), batch_size=4)

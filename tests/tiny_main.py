@@ -5,14 +5,11 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]  # the tool, and synthetic.py beside this file
 
-import fcn8vgg16  # noqa: E402
 import main  # noqa: E402
-
-TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
+from synthetic import TINY_NETWORK  # noqa: E402
 
 if __name__ == '__main__':
-    fcn8vgg16.VGG16 = TINY_VGG16
-    fcn8vgg16.FC_CHANNELS = 16
-    sys.exit(main.main())
+    sys.exit(main.main(network=TINY_NETWORK))

@@ -93,8 +93,8 @@ def compute_metrics(confusion, label_set):
     names = list(label_set.class_names)
     metrics = {
         'num_pixels': total,
-        'pixel_accuracy': float(true_positives.sum()) / total,
-        'mean_iou': _mean(iou),
+        'pixel_accuracy': helper.pixel_accuracy(confusion),
+        'mean_iou': helper.mean_iou(confusion),
         'mean_class_accuracy': _mean(accuracy),
         # A class with undefined IoU has no ground-truth pixel, so it weighs 0 anyway.
         'frequency_weighted_iou': float(sum(
@@ -175,17 +175,6 @@ def format_table(metrics):
     return '\n'.join(lines)
 
 
-def _write_atomically(path, write):
-    """Calls write(temporary name), then renames it to path; never leaves the temporary."""
-    tmp = path + '.tmp'
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_report(run_dir, metrics, confusion, label_set):
     """metrics.json, confusion_matrix.csv, iou_per_class.png and confusion_matrix.png in run_dir.
 
@@ -207,10 +196,10 @@ def write_report(run_dir, metrics, confusion, label_set):
             writer.writerow(['truth \\ prediction'] + names)
             writer.writerows([name] + [int(count) for count in row]
                              for name, row in zip(names, confusion))
-    _write_atomically(paths[1], write_csv)
+    helper.write_atomically(paths[1], write_csv)
     for path, image in zip(paths[2:], (_draw_iou_bars(metrics, label_set),
                                        _draw_confusion(confusion, label_set))):
-        _write_atomically(path, lambda tmp: image.save(tmp, format='PNG'))
+        helper.write_atomically(path, lambda tmp: image.save(tmp, format='PNG'))
 
 
 def _font(size):

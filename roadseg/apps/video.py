@@ -9,14 +9,14 @@ Assumes a constant frame rate.
 """
 import math
 import os
-import tempfile
 import time
 
 import imageio_ffmpeg
 from moviepy import VideoFileClip
 from tqdm import tqdm
 
-from roadseg.deploy import inference
+import helper
+from roadseg.apps import predict
 from helper import UserError, overlay
 
 QUALITY = 6  # imageio-ffmpeg's 0-10 scale; 6 is libx264 -crf 20
@@ -102,7 +102,7 @@ def _write_overlays(clip, model, path, indices, keep_size, batch_size, alpha, la
             for batch_start in range(0, len(indices), batch_size):
                 batch = indices[batch_start:batch_start + batch_size]
                 images = [clip.get_frame(index / clip.fps) for index in batch]
-                class_ids = inference.predict_batch(model, images, keep_size)
+                class_ids = predict.predict_batch(model, images, keep_size)
                 for image, ids in zip(images, class_ids):
                     writer.send(overlay(image, ids, model.label_set.colors, alpha))
                 bar.update(len(batch))
@@ -113,13 +113,9 @@ def _write_overlays(clip, model, path, indices, keep_size, batch_size, alpha, la
 def _write_in_place(video_out, overwrite, frames, write):
     """Calls write(path) on a hidden file beside video_out with the same extension (ffmpeg picks
     the container by it), checks that it holds `frames` frames, and renames it into place."""
-    out_dir = os.path.dirname(os.path.abspath(video_out))
-    os.makedirs(out_dir, exist_ok=True)
-    stem, extension = os.path.splitext(os.path.basename(video_out))
-    handle, partial = tempfile.mkstemp(prefix='.%s.partial-' % stem, suffix=extension,
-                                       dir=out_dir)
-    os.close(handle)
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(video_out)), exist_ok=True)
+
+    def write_and_count(partial):
         write(partial)
         # imageio-ffmpeg ignores ffmpeg's exit status: count what reached the file instead.
         try:
@@ -129,13 +125,11 @@ def _write_in_place(video_out, overwrite, frames, write):
         if written != frames:
             raise UserError('ffmpeg wrote %d of %d frames to %s' % (written, frames, video_out))
         _refuse_existing(video_out, overwrite)  # it may have appeared while we worked
-        os.replace(partial, video_out)
+
+    try:
+        helper.write_atomically(video_out, write_and_count)
     except OSError as error:  # ffmpeg gone (broken pipe), disk full
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError('could not write %s: %s' % (video_out, reason)) from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        raise UserError('could not write %s: %s' % (video_out, helper.first_line(error))) from None
 
 
 def segment_video(model, video_in, video_out, start=None, end=None, keep_size=False,
@@ -143,7 +137,7 @@ def segment_video(model, video_in, video_out, start=None, end=None, keep_size=Fa
     """Writes video_out: every frame of video_in (or of its [start, end) seconds) overlaid with
     the model's classes, at the input's frame rate and size, without audio.
 
-    model: an inference.Model (or anything with .predict, .image_shape, .label_set). Returns
+    model: a loader.Model (or anything with .predict, .image_shape, .label_set). Returns
     {'frames', 'fps', 'size': (width, height), 'seconds': wall-clock time}.
     """
     _check_paths(video_in, video_out, overwrite)

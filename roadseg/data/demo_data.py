@@ -21,6 +21,7 @@ from PIL import Image
 
 import cityscape_labels
 import helper
+import mapillary_labels
 
 DEFAULT_DEMO_ROOT = os.path.join(helper.TOOL_DIR, 'data', 'demo')
 SPLIT_SIZES = {'train': 160, 'val': 32, 'test': 16}
@@ -443,7 +444,6 @@ _LANE_MARKING = 250  # drawn into the Cityscapes-id labels, where no label has t
 
 def _mapillary_tables():
     """(uint8 [256] Cityscapes demo id -> Vistas v1.2 index, flat 768-entry palette)."""
-    import mapillary_labels
     index = {label.name: i for i, label in enumerate(mapillary_labels.LABELS_V12)}
     table = np.full(256, index[mapillary_labels.UNLABELED], np.uint8)
     for name, vistas_name in MAPILLARY_CLASSES.items():
@@ -456,7 +456,6 @@ def _mapillary_tables():
 
 def _mapillary_config():
     """config.json as the dataset ships it (minus the per-label 'instances' flag)."""
-    import mapillary_labels
     return {'version': '1.2', 'mapping': 'public',
             'folder_structure': '{split}/{content}/{key:.{22}}.{ext}',
             'labels': [{'name': label.name, 'readable': label.readable, 'color': list(label.color),

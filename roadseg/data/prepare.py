@@ -80,11 +80,10 @@ def _output_path(path, source_root, output_root, new_name=None):
 
 
 def _save(write, path):
-    """write(temporary path), then rename into place: no half-written file has the final name."""
+    """write(path + PARTIAL_SUFFIX), then rename into place: no half-written file has the final
+    name, and a rerun writes over what a killed run left."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = path + PARTIAL_SUFFIX
-    write(partial)
-    os.replace(partial, path)
+    helper.write_atomically(path, write, path + PARTIAL_SUFFIX)
 
 
 def _image_size(path):
@@ -92,7 +91,7 @@ def _image_size(path):
         with Image.open(path) as image:
             return image.size[1], image.size[0]
     except (OSError, ValueError) as error:
-        raise UserError('cannot read image %s: %s' % (path, error)) from None
+        raise UserError('cannot read image %s: %s' % (path, helper.first_line(error))) from None
 
 
 def _prepare_one(job):

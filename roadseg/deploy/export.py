@@ -8,19 +8,16 @@ into place; an existing folder is replaced only if this tool wrote it.
 """
 import os
 
-import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 import data_loader
 import helper
-from roadseg.deploy import inference
-from roadseg.training import trainer
+from roadseg import model_dir
+from roadseg.deploy import graph_surgery
+from roadseg.deploy import tflite_model
 
 tf1 = tf.compat.v1
-
-OUTPUT_NODES = inference.OUTPUT_NODES
-# Smaller float constants stay float: biases and score layers weigh nothing and quantize badly.
-MIN_QUANTIZED_ELEMENTS = 1024
 
 
 def _bytes(paths):
@@ -32,7 +29,6 @@ def _weights_and_graph(source_dir):
     checkpoint folder or of the SavedModel that train writes."""
     saved_model = os.path.join(source_dir, 'saved_model.pb')
     if os.path.exists(saved_model):
-        from tensorflow.core.protobuf import saved_model_pb2
         proto = saved_model_pb2.SavedModel()
         with open(saved_model, 'rb') as f:
             proto.ParseFromString(f.read())
@@ -58,116 +54,58 @@ def freeze(source_dir, frozen_dir, session_config=None, image_shape=None):
     image_shape (H, W), when given, replaces the training size as the size the exported model
     resizes images to (and the int8 model's fixed input): the network is fully convolutional.
     """
-    helper.check_output_dir(frozen_dir)
-    config = inference.read_model_config(source_dir)
+    model_dir.check_output_dir(frozen_dir)
+    config = model_dir.read_model_config(source_dir)
     if image_shape is not None:
         config['image_shape'] = list(data_loader.check_image_shape(image_shape))
     prefix, source_graph, source_bytes = _weights_and_graph(source_dir)
-    frozen, variables = inference.frozen_graph_def(config, prefix, session_config)
+    frozen, variables = graph_surgery.frozen_graph_def(config, prefix, session_config)
     config = dict(config, model_format='frozen', source_model=os.path.abspath(source_dir))
 
     def _write(folder):
         with tf.Graph().as_default(), tf1.Session() as frozen_session:
             tf.graph_util.import_graph_def(frozen, name='')
-            trainer.write_saved_model(frozen_session, folder)
+            model_dir.write_saved_model(frozen_session, folder)
         _write_graph(frozen, folder, config)
 
-    helper.write_model_dir(frozen_dir, _write)
+    model_dir.write_model_dir(frozen_dir, _write)
     return dict(source_ops=len(source_graph.node), ops=len(frozen.node),
                 variables=variables, source_bytes=source_bytes,
-                bytes=os.path.getsize(os.path.join(frozen_dir, inference.GRAPH_FILE)))
+                bytes=os.path.getsize(os.path.join(frozen_dir, model_dir.GRAPH_FILE)))
 
 
 def _write_graph(graph_def, folder, config):
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, inference.GRAPH_FILE), 'wb') as f:
+    with open(os.path.join(folder, model_dir.GRAPH_FILE), 'wb') as f:
         f.write(graph_def.SerializeToString())
-    helper.write_json(os.path.join(folder, helper.MODEL_CONFIG), config)
-
-
-def quantize_weights(graph_def, min_elements=MIN_QUANTIZED_ELEMENTS):
-    """Every float constant of min_elements or more -> 8 bits plus its range, dequantized in
-    the graph (what TensorFlow 1's quantize_weights graph transform did).
-
-    Returns (graph_def, number of quantized constants). The Dequantize node takes the
-    constant's name, so its consumers are unchanged; inference.dequantize_constants() turns it
-    back into a float constant once, when the graph loads.
-    """
-    output = tf1.GraphDef()
-    output.versions.CopyFrom(graph_def.versions)
-    count = 0
-    for node in graph_def.node:
-        value = node.attr['value'].tensor if node.op == 'Const' else None
-        if value is None or value.dtype != tf.float32.as_datatype_enum or (
-                np.prod([d.size for d in value.tensor_shape.dim]) < min_elements):
-            output.node.add().CopyFrom(node)
-            continue
-        weights = tf.make_ndarray(value)
-        low, high = float(weights.min()), float(weights.max())
-        scale = (high - low) / 255.0 or 1.0
-        quantized = np.round((weights - low) / scale).astype(np.uint8)
-        _add_const(output, node.name + '/quantized', quantized, tf.quint8)
-        _add_const(output, node.name + '/min', np.float32(low), tf.float32)
-        _add_const(output, node.name + '/max', np.float32(high), tf.float32)
-        dequantize = output.node.add()
-        dequantize.name, dequantize.op = node.name, 'Dequantize'
-        dequantize.input.extend([node.name + '/quantized', node.name + '/min',
-                                 node.name + '/max'])
-        dequantize.attr['T'].type = tf.quint8.as_datatype_enum
-        dequantize.attr['mode'].s = b'MIN_COMBINED'
-        if node.device:
-            dequantize.device = node.device
-        count += 1
-    return output, count
-
-
-def _add_const(graph_def, name, value, dtype):
-    node = graph_def.node.add()
-    node.name, node.op = name, 'Const'
-    node.attr['dtype'].type = dtype.as_datatype_enum
-    node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
+    helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), config)
 
 
 def optimise(frozen_dir, optimised_dir, calibration_paths=None):
     """Prunes and folds the frozen graph, stores its weights in 8 bits, and converts it to a
     full-integer TFLite model calibrated on calibration_paths (when given)."""
-    helper.check_output_dir(optimised_dir)
-    config = inference.read_model_config(frozen_dir)
-    graph_path = os.path.join(frozen_dir, inference.GRAPH_FILE)
+    model_dir.check_output_dir(optimised_dir)
+    config = model_dir.read_model_config(frozen_dir)
+    graph_path = os.path.join(frozen_dir, model_dir.GRAPH_FILE)
     if not os.path.exists(graph_path):
         raise helper.UserError('%s holds no %s: freeze the model first (python main.py freeze)'
-                               % (frozen_dir, inference.GRAPH_FILE))
-    frozen = inference.read_graph_def(graph_path)
-    pruned = fold_constants(tf1.graph_util.extract_sub_graph(frozen, OUTPUT_NODES))
-    quantized, count = quantize_weights(pruned)
+                               % (frozen_dir, model_dir.GRAPH_FILE))
+    frozen = model_dir.read_graph_def(graph_path)
+    pruned = graph_surgery.fold_constants(tf1.graph_util.extract_sub_graph(
+        frozen, graph_surgery.OUTPUT_NODES))
+    quantized, count = graph_surgery.quantize_weights(pruned)
     config = dict(config, model_format='optimised', source_model=os.path.abspath(frozen_dir))
 
     def _write(folder):
         _write_graph(quantized, folder, config)
         if calibration_paths:
-            from roadseg.deploy import tflite_model
             tflite_model.convert_int8(pruned, os.path.join(folder, tflite_model.TFLITE_FILE),
                                       config['image_shape'], calibration_paths)
 
-    helper.write_model_dir(optimised_dir, _write)
+    model_dir.write_model_dir(optimised_dir, _write)
     return dict(source_ops=len(frozen.node), ops=len(quantized.node), quantized=count,
                 source_bytes=os.path.getsize(graph_path),
-                bytes=os.path.getsize(os.path.join(optimised_dir, inference.GRAPH_FILE)))
-
-
-def fold_constants(graph_def):
-    """Grappler's constant folding and pruning, run once, offline, on the frozen graph."""
-    from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
-    from tensorflow.python.grappler import tf_optimizer
-    meta = meta_graph_pb2.MetaGraphDef(graph_def=graph_def)
-    fetch = meta.collection_def['train_op'].node_list.value
-    fetch.extend(OUTPUT_NODES)
-    rewriter = rewriter_config_pb2.RewriterConfig(
-        optimizers=['pruning', 'constfold', 'dependency'],
-        meta_optimizer_iterations=rewriter_config_pb2.RewriterConfig.ONE)
-    config = config_pb2.ConfigProto()
-    config.graph_options.rewrite_options.CopyFrom(rewriter)
-    return tf_optimizer.OptimizeGraph(config, meta)
+                bytes=os.path.getsize(os.path.join(optimised_dir, model_dir.GRAPH_FILE)))
 
 
 def calibration_images(config, count=100):

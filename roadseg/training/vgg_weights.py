@@ -228,3 +228,15 @@ def _download(url, path):
                 bar.update(len(chunk))
         if size is not None and out.tell() != size:
             raise ValueError('got %d of %d bytes' % (out.tell(), size))
+
+
+def load_pretrained(session, source):
+    """Loads the --vgg_weights source into an initialised model: a file or folder, 'none' to
+    train from scratch, or None to download Udacity's weights once into DEFAULT_VGG_DIR."""
+    if source is not None and source.lower() == 'none':
+        print('training from scratch: --vgg_weights none')
+        return
+    path = source or maybe_download_vgg(DEFAULT_VGG_DIR, UDACITY_VGG_URL)
+    loaded, missing = load_vgg_weights(session, read_vgg_weights(path))
+    print('loaded %d VGG16 tensors from %s' % (len(loaded), path)
+          + ('; %s not in the file: initialised randomly' % ', '.join(missing) if missing else ''))

@@ -1,0 +1,34 @@
+"""The evaluate action: one confusion matrix of a model's predictions over a labelled split,
+which metrics turns into the report."""
+import numpy as np
+from tqdm import tqdm
+
+import data_loader
+from roadseg.apps import metrics
+from roadseg.apps import predict
+from helper import UserError
+
+
+def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=1):
+    """One confusion matrix over a labelled split, at each label image's own resolution."""
+    label_set = model.label_set
+    # (None, None) for the files whose stored values decide them, as they are read
+    tables = {path: data_loader.label_tables(path, label_set) for path in label_paths}
+    labels_of = dict(zip(image_paths, label_paths))
+    confusion = np.zeros((label_set.num_classes, label_set.num_classes), np.int64)
+    loaded = predict.read_ahead(image_paths, data_loader.read_image, 2 * batch_size)
+    with tqdm(total=len(image_paths), desc='Evaluate', unit='img') as bar:
+        for batch in predict.same_size_batches(loaded, batch_size, lambda item: item[1].shape):
+            outputs = predict.predict_batch(model, [image for _, image in batch], keep_size)
+            for (path, image), class_ids in zip(batch, outputs):
+                label_path = labels_of[path]
+                label = data_loader.to_train_ids(data_loader.read_label(label_path), label_path,
+                                                 label_set, *tables[label_path])
+                if label.shape != class_ids.shape:
+                    raise UserError('label %s is %dx%d but its image %s is %dx%d' % (
+                        label_path, label.shape[1], label.shape[0], path, image.shape[1],
+                        image.shape[0]))
+                metrics.accumulate(confusion, label, class_ids, label_set.num_classes,
+                                   label_set.ignore_id)
+            bar.update(len(batch))
+    return confusion

@@ -1,0 +1,222 @@
+"""The model loader for every action: a model folder in, a Model that predicts class ids out.
+
+A model folder is anything this tool writes: the SavedModel of `train` (saved_model.pb), a
+checkpoint folder (checkpoint + model.ckpt-N), a frozen or optimised folder (graph.pb), each
+with the fcn8s_config.json that says its label set, image shape and tensor names.
+network_input() is the loader's other half: an image as the model takes it.
+"""
+import ctypes
+import os
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf.message import DecodeError
+from tensorflow.core.protobuf import rewriter_config_pb2
+from PIL import Image
+
+import data_loader
+import fcn8vgg16
+import helper
+from roadseg import model_dir
+from roadseg.deploy import graph_surgery
+from helper import UserError
+
+tf1 = tf.compat.v1
+
+# What loading a damaged or foreign graph, SavedModel or checkpoint raises.
+LOAD_ERRORS = (OSError, RuntimeError, ValueError, DecodeError, tf.errors.OpError)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
+
+
+class Model:
+    """A loaded model in its own graph and session: uint8 RGB batches in, class ids out."""
+
+    def __init__(self, folder, session_config=None):
+        self.model_dir = folder
+        self.config = model_dir.read_model_config(folder)
+        model_dir.check_config(self.config, folder)
+        self.label_set = data_loader.get_label_set(self.config['label_set'])
+        self.image_shape = tuple(self.config['image_shape'])
+        self.graph = tf.Graph()
+        self.session_config = _constant_graph_config(session_config)
+        # The optimised model is the lean one (see _import_graph).
+        self._weights_in_variables = (self.config.get('model_format') == 'optimised'
+                                      and not _mixed_precision(self.session_config))
+        if self._weights_in_variables:
+            _lean_session_options(self.session_config)
+            _return_large_frees_to_the_system()
+        self.session = tf1.Session(graph=self.graph, config=self.session_config)
+        try:
+            with self.graph.as_default():
+                self.kind = self._load()
+                self.input = self._tensor('input_tensor')
+                self.output = self._tensor('output_tensor')
+        except BaseException:
+            self.session.close()
+            raise
+        self.graph.finalize()
+
+    def _load(self):
+        """Loads whichever model the folder holds; returns what it was."""
+        try:
+            return self._load_any()
+        except KeyError as error:  # a configuration of another format's model
+            raise UserError('%s has no %s for the model in %s' % (
+                model_dir.CONFIG_FILE, error, self.model_dir)) from None
+        except LOAD_ERRORS as error:
+            raise UserError('cannot load the model in %s: %s' % (
+                self.model_dir, helper.first_line(error))) from None
+
+    def _load_any(self):
+        """A trained model (SavedModel, checkpoint) is frozen in memory first: as constants,
+        oneDNN lays the convolution filters out once instead of at every run (2x at batch 1)."""
+        graph_path = os.path.join(self.model_dir, model_dir.GRAPH_FILE)
+        if os.path.exists(graph_path):
+            self._import_graph(model_dir.read_graph_def(graph_path))
+            return self.config.get('model_format', 'frozen') + ' graph'
+        if os.path.exists(os.path.join(self.model_dir, 'saved_model.pb')):
+            prefix, kind = os.path.join(self.model_dir, 'variables', 'variables'), 'SavedModel'
+        else:
+            prefix = tf.train.latest_checkpoint(self.model_dir)
+            if not prefix:
+                raise UserError('%s holds neither a SavedModel nor a checkpoint'
+                                % self.model_dir)
+            kind = 'checkpoint %s' % os.path.basename(prefix)
+        self._import_graph(graph_surgery.frozen_graph_def(self.config, prefix,
+                                                         self.session_config)[0])
+        return kind
+
+    def _import_graph(self, graph_def):
+        """Imports a constant graph; for an optimised model, the weights of its matrix
+        products (fc6, fc7: 478 of VGG16's 538 MB) go into variables, unless a mixed precision
+        rewrite is on (constant folding then casts them once).
+
+        A constant is copied several times by the import, the session's copy of the graph,
+        its executor and oneDNN's cache of weights in its own layout; a variable holds one
+        copy. Convolution filters stay constants: as variables oneDNN would lay them out
+        again at every run, 1.3-1.6x the time per image.
+
+        The session dequantizes each 8-bit weight into the buffer its variable keeps, fed the
+        8-bit values without a copy (see graph_surgery.split_matmul_weights): no float copy
+        of fc6 (411 MB) exists beside its variable. With _lean_session_options and
+        _return_large_frees_to_the_system, `predict` of 2048x1024 images with the full model
+        at 256x512 peaks at 1.48 GB, where the frozen graph peaks at 4.7.
+        """
+        weights = {}
+        if self._weights_in_variables:
+            graph_def, weights = graph_surgery.split_matmul_weights(graph_def)
+        graph_def = graph_surgery.dequantize_constants(graph_def)
+        variables, feeds = {}, {}
+        with tf1.variable_scope('matmul_weights'):
+            for index, (name, weight) in enumerate(sorted(weights.items())):
+                stored, initial = _initial_value(weight)
+                feeds[stored] = weight.values
+                variables[name] = tf1.Variable(initial, name='w%d' % index, trainable=False,
+                                               use_resource=True, collections=[])
+        del weights
+        tf.graph_util.import_graph_def(graph_def, name='', input_map={
+            name + ':0': variable.read_value() for name, variable in variables.items()})
+        del graph_def
+        if variables:  # in one run: the session builds an executor for every set of fetches
+            self.session.run([variable.initializer for variable in variables.values()], feeds)
+
+    def _tensor(self, key):
+        """The tensor the configuration names under key, e.g. input_tensor: image_input:0."""
+        name = self.config[key]
+        try:
+            return self.graph.get_tensor_by_name(name)
+        except (KeyError, ValueError):
+            raise UserError('the %s in %s has no tensor %s (the %s of its %s): not a model of '
+                            'this tool' % (self.kind, self.model_dir, name, key,
+                                           model_dir.CONFIG_FILE)) from None
+
+    def predict(self, images):
+        """uint8 [batch, h, w, 3] with h, w multiples of 32 -> uint8 class ids [batch, h, w]."""
+        return self.session.run(self.output, {self.input: images})
+
+    def close(self):
+        self.session.close()
+
+
+def _constant_graph_config(session_config):
+    """The session config for a graph whose weights are constants (frozen, optimised).
+
+    Grappler's default passes copy the whole graph several times, weights included, to fold
+    constants that export already folded: on the full model the first run peaked at 7.6 GB and
+    took 23 s. Only the remapper, which fuses convolution, bias and ReLU for oneDNN, speeds up
+    such a graph (peak 4.7 GB, 8 s). Under a mixed precision rewrite everything stays on:
+    constant folding casts the weights to 16 bits once instead of at every run. The optimised
+    model runs without grappler (see _lean_session_options).
+    """
+    config = tf1.ConfigProto()
+    if session_config is not None:
+        config.CopyFrom(session_config)
+    if not _mixed_precision(config):
+        config.graph_options.rewrite_options.optimizers.append('remap')
+    return config
+
+
+def _mixed_precision(config):
+    options = config.graph_options.rewrite_options
+    on = rewriter_config_pb2.RewriterConfig.ON
+    return on in (options.auto_mixed_precision, options.auto_mixed_precision_onednn_bfloat16)
+
+
+def _lean_session_options(config):
+    """Session options for a graph whose matrix products read variables (the optimised model).
+
+    Without grappler the session places only the subgraphs it runs, so it keeps one copy of
+    the graph instead of two, each with every convolution filter (60 MB in VGG16); nor does it
+    keep a copy of each executor's graph for RunOptions.output_partition_graphs. The remapper
+    is not missed: oneDNN still fuses each convolution with its bias, its filter constant,
+    and its plain matrix product does not lay fc6's variable weights out again at every run
+    as the remapper's fused one does; that pays for the ReLUs run apart.
+    """
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    config.graph_options.place_pruned_graph = True
+    config.experimental.disable_output_partition_graphs = True
+
+
+def _return_large_frees_to_the_system():
+    """Fixes glibc's mmap threshold at 256 KB: every block that large is mapped on its own and
+    returned to the system when freed.
+
+    glibc raises the threshold, up to 32 MB, whenever it frees a block above it; later blocks
+    below it then come from its heap, which it returns to the system only from the top. The
+    load frees several copies of the graph and prediction allocates images of a few MB: for
+    the full model the heap kept 0.15 GB of freed memory. Other C libraries have no mallopt.
+    """
+    try:
+        mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
+    except (OSError, TypeError):  # no C library to load by the name None (Windows)
+        return
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+
+
+def _initial_value(weight):
+    """(placeholder for weight.values, the float32 weights computed from it in the session).
+
+    An 8-bit weight is dequantized with the float32 operations of
+    graph_surgery.dequantize_constants, so to the same numbers. Its variable takes over the
+    output buffer of the last operation, where a fed float array would be copied into it.
+    """
+    stored = tf1.placeholder(tf.as_dtype(weight.values.dtype), weight.values.shape)
+    if weight.scale is None:
+        return stored, stored
+    return stored, tf.cast(stored, tf.float32) * weight.scale + weight.low
+
+
+def network_input(image, image_shape, keep_size):
+    """The array to feed for one image: resized to the model's shape, or with keep_size padded
+    at the bottom and right to multiples of 32 (the padding is cut off the prediction)."""
+    height, width = image.shape[:2]
+    if not keep_size:
+        if (height, width) == tuple(image_shape):
+            return image
+        return np.asarray(Image.fromarray(image).resize(image_shape[::-1], Image.BILINEAR))
+    padded_height = -(-height // fcn8vgg16.STRIDE) * fcn8vgg16.STRIDE
+    padded_width = -(-width // fcn8vgg16.STRIDE) * fcn8vgg16.STRIDE
+    # Edge padding keeps the border statistics of the image, unlike black.
+    return np.pad(image, ((0, padded_height - height), (0, padded_width - width), (0, 0)),
+                  mode='edge')

@@ -1,0 +1,112 @@
+"""Model folders: the files in them, reading their configuration, writing them safely.
+
+Every run, checkpoint and model folder the tool writes holds CONFIG_FILE, the model's
+configuration (label set, image shape, tensor names, training arguments), which every action
+reads instead of asking again. `train` writes a SavedModel, `freeze` a SavedModel and GRAPH_FILE
+of the same constant graph, `optimise` GRAPH_FILE with 8-bit weights and model.tflite. A model
+folder is written to a temporary folder beside its place and renamed into it; an existing folder
+is replaced only if this tool wrote it. Training and deployment both read and write model
+folders through this module, and neither through the other.
+"""
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+from google.protobuf.message import DecodeError
+
+import fcn8vgg16
+import helper
+from helper import UserError
+
+tf1 = tf.compat.v1
+
+CONFIG_FILE = 'fcn8s_config.json'  # in every run, checkpoint and model folder the tool writes
+GRAPH_FILE = 'graph.pb'  # the constant graph of a frozen or optimised model
+# What every model configuration the tool writes holds, whatever the model's format.
+CONFIG_KEYS = ('label_set', 'image_shape', 'input_tensor', 'output_tensor')
+
+
+def read_model_config(folder):
+    """The configuration of the model in folder; a UserError unless this tool wrote one."""
+    if not os.path.isdir(folder):
+        raise UserError('model folder %s does not exist' % folder
+                        if not os.path.exists(folder) else
+                        '%s is a file, not a model folder' % folder)
+    path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise UserError('%s holds no %s: not a model written by this tool' % (folder,
+                                                                                CONFIG_FILE))
+    return helper.read_json(path)
+
+
+def check_config(config, folder):
+    """A configuration read from folder holds CONFIG_KEYS, or a UserError names the missing."""
+    missing = [key for key in CONFIG_KEYS if not isinstance(config, dict) or key not in config]
+    if missing:
+        raise UserError('%s in %s has no %s: not a model configuration written by this tool'
+                        % (CONFIG_FILE, folder, ', '.join(missing)))
+
+
+def read_graph_def(path):
+    """The GraphDef stored at path (a folder's GRAPH_FILE); a UserError if it is not one."""
+    graph_def = tf1.GraphDef()
+    try:
+        with open(path, 'rb') as f:
+            graph_def.ParseFromString(f.read())
+    except (OSError, ValueError, DecodeError) as error:
+        raise UserError('cannot read the graph %s: %s' % (path, helper.first_line(error))) from None
+    return graph_def
+
+
+def check_output_dir(path):
+    """An output folder may be replaced only if it holds a model this tool wrote."""
+    if os.path.exists(path) and not os.path.exists(os.path.join(path, CONFIG_FILE)):
+        raise UserError('%s exists and does not hold a model written by this tool: '
+                        'choose another folder' % path)
+
+
+def temp_dir_beside(path):
+    """A new empty folder next to path, to be renamed into place by move_into_place()."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix='.%s.tmp-' % os.path.basename(os.path.abspath(path)),
+                            dir=parent)
+
+
+def move_into_place(tmp_dir, destination):
+    """Renames tmp_dir to destination; an older model of ours there is replaced."""
+    check_output_dir(destination)
+    if os.path.exists(destination):
+        old = tempfile.mkdtemp(prefix='.%s.old-' % os.path.basename(destination),
+                               dir=os.path.dirname(os.path.abspath(destination)))
+        os.rename(destination, os.path.join(old, 'model'))
+        os.rename(tmp_dir, destination)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp_dir, destination)
+
+
+def write_model_dir(destination, write):
+    """Calls write(folder) on a new temporary folder (which write creates) beside destination,
+    then renames it into place; nothing is left behind if write fails."""
+    check_output_dir(destination)
+    tmp_dir = temp_dir_beside(destination)
+    try:
+        write(os.path.join(tmp_dir, 'model'))
+        move_into_place(os.path.join(tmp_dir, 'model'), destination)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def write_saved_model(session, folder):
+    """A SavedModel of the session's graph with the tool's serving signature."""
+    graph = session.graph
+    inputs = {'images': graph.get_tensor_by_name(fcn8vgg16.INPUT_TENSOR)}
+    outputs = {'predictions': graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR),
+               'logits': graph.get_tensor_by_name(fcn8vgg16.LOGITS_TENSOR)}
+    builder = tf1.saved_model.Builder(folder)
+    builder.add_meta_graph_and_variables(
+        session, [fcn8vgg16.SAVED_MODEL_TAG], signature_def_map={
+            fcn8vgg16.SIGNATURE_KEY: tf1.saved_model.predict_signature_def(inputs, outputs)})
+    builder.save()

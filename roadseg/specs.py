@@ -1,0 +1,87 @@
+"""What a run is made of, as small frozen records: main.py makes them from the flags once, and
+nothing below it sees the flags.
+
+- Network: the shape of FCN-8s/VGG16 (the encoder table, fc6/fc7's channels).
+- Recipe: how to train (epochs, batch, optimiser, regularisation, input pipeline, start).
+- Logbook: where and how often training writes checkpoints and summaries.
+- DevicePlan: the devices a session runs on and in what arithmetic.
+
+A model folder's configuration (model_dir.CONFIG_FILE) is the JSON of these plus the flags of
+the run; Network.from_config reads the network back from any folder the tool ever wrote.
+"""
+import dataclasses
+
+from tensorflow.core.protobuf import rewriter_config_pb2
+
+import fcn8vgg16
+import helper
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """FCN-8s with a VGG16-shaped encoder: ((block, filters, convs), ...) and fc6/fc7's width."""
+    encoder: tuple = fcn8vgg16.VGG16
+    fc_channels: int = fcn8vgg16.FC_CHANNELS
+    train_upsampling: bool = False  # learn the transposed convolutions instead of bilinear
+
+    def __post_init__(self):  # lists from JSON become the hashable table
+        object.__setattr__(self, 'encoder', tuple(tuple(block) for block in self.encoder))
+
+    def config(self):
+        """The keys a model configuration stores for the network."""
+        return dict(encoder=[list(block) for block in self.encoder],
+                    fc_channels=self.fc_channels, train_upsampling=self.train_upsampling)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config['encoder'], config['fc_channels'],
+                   bool(config.get('train_upsampling', False)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to train: steps of batch_size images for epochs epochs, Adam at learning_rate."""
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    keep_prob: float = 1.0
+    weight_decay: float = 5e-4
+    class_weights: str = 'none'        # none, inverse_freq or median_freq
+    pipeline: str = 'tfdata'           # tfdata or generator
+    vgg_weights: str = None            # a file or folder, 'none', or None: download
+    precision: str = 'fp32'            # fp16 adds loss scaling
+
+
+@dataclasses.dataclass(frozen=True)
+class Logbook:
+    """Where training keeps its checkpoints and TensorBoard summaries, and how often."""
+    ckpt_dir: str
+    summary_dir: str
+    ckpt_every: int = 500
+    keep_checkpoints: int = 3
+    summary_every: int = 10
+    image_summary_every: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicePlan:
+    """The session's devices and arithmetic: --gpu, --gpu_mem, --xla, --precision and, to try
+    the multi-device path without a GPU, --cpu_replicas virtual CPUs."""
+    gpu: int = 1
+    gpu_mem: float = 0.9
+    xla: int = 0
+    precision: str = 'fp32'
+    cpu_replicas: int = 1
+
+    def session_config(self, spread=False):
+        """The session's ConfigProto; spread: the graph spans several devices or a cluster.
+        Made before anything lists the devices, which reads XLA's flags (--xla)."""
+        config = helper.session_config(self.gpu, self.gpu_mem, self.xla, self.precision)
+        if self.cpu_replicas > 1:
+            config.device_count['CPU'] = self.cpu_replicas
+        if spread and not config.device_count['GPU']:
+            # Grappler's memory optimiser moves GPU memory to the host; without a GPU it only
+            # logs a cost-estimation warning per op of a graph spread over several devices.
+            config.graph_options.rewrite_options.memory_optimization = (
+                rewriter_config_pb2.RewriterConfig.NO_MEM_OPT)
+        return config

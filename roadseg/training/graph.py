@@ -1,0 +1,188 @@
+"""The training graph, one builder for one device or several: one device is one replica.
+
+Every global batch, fed or from tf.data, is cut in the graph into one slice per replica; each
+replica computes its slice's share of the global batch's loss, and the optimizer sums the
+replicas' gradients into one Adam step. On several devices of one machine the replicas run
+under tf.compat.v1.distribute.MirroredStrategy (the v1 optimizers all-reduce through
+merge_call), on one under the default strategy. Variable names are the same either way, so
+checkpoints move between one device and several.
+"""
+import numpy as np
+import tensorflow as tf
+
+import fcn8vgg16
+import helper
+
+tf1 = tf.compat.v1
+
+LABELS_NAME = 'labels'  # the fed or iterated label batch
+
+
+def confusion_matrix(labels, predictions, num_classes, ignore_id):
+    """int64 [classes, classes] confusion (rows: truth, columns: prediction), ignored pixels out."""
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    predictions = tf.reshape(tf.cast(predictions, tf.int32), [-1])
+    valid = tf.not_equal(labels, ignore_id)
+    return tf.math.confusion_matrix(tf.boolean_mask(labels, valid),
+                                    tf.boolean_mask(predictions, valid),
+                                    num_classes=num_classes, dtype=tf.int64)
+
+
+def image_summary(images, predictions, labels, colors, max_outputs=2):
+    """Input, coloured prediction and coloured ground truth side by side."""
+    table = tf.constant(helper.colorize(np.arange(256, dtype=np.uint8), colors))
+    side_by_side = tf.concat(
+        [images, tf.gather(table, tf.cast(predictions, tf.int32)),
+         tf.gather(table, tf.cast(labels, tf.int32))], axis=2)
+    return tf1.summary.image('input_prediction_truth', side_by_side, max_outputs=max_outputs)
+
+
+def scalar_summaries(loss, xent, learning_rate, confusion):
+    """The merged scalar summaries of a training step."""
+    return tf1.summary.merge([
+        tf1.summary.scalar('loss', loss),
+        tf1.summary.scalar('cross_entropy', xent),
+        tf1.summary.scalar('learning_rate', learning_rate),
+        tf1.summary.scalar('batch_mean_iou', tf.numpy_function(
+            lambda c: np.float32(helper.mean_iou(c)), [confusion], tf.float32))])
+
+
+def loss_scaled(optimizer):
+    """optimizer with dynamic loss scaling, for --precision fp16.
+
+    float16 gradients underflow: the loss is scaled up, the gradients back down, and steps whose
+    scaled gradients overflow are skipped (Micikevicius et al., arXiv 1710.03740). The scale's
+    state is made a local variable, kept out of checkpoints, so that checkpoints are alike in
+    every precision; a resumed run starts again from the initial scale, which adapts in a few
+    steps.
+    """
+    global_variables = tf1.get_collection_ref(tf1.GraphKeys.GLOBAL_VARIABLES)
+    count = len(global_variables)
+    scaled = tf1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, 'dynamic')
+    for variable in global_variables[count:]:  # the scale and its count of good steps
+        tf1.add_to_collection(tf1.GraphKeys.LOCAL_VARIABLES, variable)
+    del global_variables[count:]
+    return scaled
+
+
+def replica_devices(plan):
+    """The devices of a DevicePlan to replicate the model on, or [] for the session's one.
+
+    cpu_replicas N > 1: N virtual CPU devices (plan.session_config() creates them). gpu N > 1:
+    as many of N GPUs as exist (helper.session_config warns when there are fewer).
+    """
+    if plan.cpu_replicas > 1:
+        return ['/cpu:%d' % index for index in range(plan.cpu_replicas)]
+    gpus = min(plan.gpu, len(tf.config.list_physical_devices('GPU')))
+    return ['/gpu:%d' % index for index in range(gpus)] if gpus > 1 else []
+
+
+def _split_sizes(batch_size, parts):
+    """Sizes of `parts` consecutive slices of a batch: equal, or (an epoch's short last batch)
+    the first ones one image larger."""
+    base, extra = batch_size // parts, batch_size % parts
+    return base + tf.cast(tf.range(parts) < extra, tf.int32)
+
+
+def _pad_empty(images, labels, ignore_id):
+    """An empty slice (a batch shorter than the replicas) as one black image whose pixels are
+    all ignored: it adds nothing to the loss or the gradients, and the network never sees an
+    empty batch, which CPU kernels reject."""
+    missing = tf.maximum(1 - tf.shape(images)[0], 0)
+    return (tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0]]),
+            tf.pad(labels, [[0, missing], [0, 0], [0, 0]], constant_values=ignore_id))
+
+
+def pixel_weight(labels, ignore_id, class_weights):
+    """The sum of the loss weights of a batch's pixels: segmentation_loss's denominator."""
+    labels = tf.cast(labels, tf.int32)
+    valid = tf.not_equal(labels, ignore_id)
+    weights = tf.cast(valid, tf.float32)
+    if class_weights is not None:
+        weights *= tf.gather(tf.constant(class_weights, tf.float32),
+                             tf.where(valid, labels, tf.zeros_like(labels)))
+    return tf.reduce_sum(weights)
+
+
+def _replica_loss(images, labels, keep_prob, total_weight, first, network, recipe, label_set,
+                  class_weights):
+    """One replica's network on its slice; returns (xent share, loss share, predictions).
+
+    The shares add up over the replicas to exactly the loss of the whole batch: the slice's
+    weighted cross-entropy sum over the whole batch's weight, and the weight decay on the first
+    replica only (the others' copies of the kernels are named .../replica_N).
+    """
+    logits, _ = fcn8vgg16.fcn8s(images, label_set.num_classes, keep_prob,
+                                encoder=network.encoder, fc_channels=network.fc_channels,
+                                train_upsampling=network.train_upsampling, row_bands=True)
+    local_weight = pixel_weight(labels, label_set.ignore_id, class_weights)
+    xent = fcn8vgg16.segmentation_loss(logits, labels, label_set.ignore_id,
+                                       class_weights) * local_weight / total_weight
+    loss = xent + fcn8vgg16.weight_decay_loss(recipe.weight_decay) if first else xent
+    return xent, loss, fcn8vgg16.predictions(logits)
+
+
+def _optimizer(recipe, wrap_optimizer):
+    learning_rate = tf.constant(recipe.learning_rate, tf.float32)
+    optimizer = tf1.train.AdamOptimizer(learning_rate)
+    if recipe.precision == 'fp16':
+        optimizer = loss_scaled(optimizer)
+    return learning_rate, wrap_optimizer(optimizer) if wrap_optimizer else optimizer
+
+
+def build_train_graph(images, labels, network, recipe, label_set, class_weights=None,
+                      devices=(), wrap_optimizer=None):
+    """The training graph on the batch `images`, `labels` (fed instead when a feed names
+    them); returns a dict of the tensors the step loop runs.
+
+    devices: replicate over these (replica_devices), else one replica on the session's device.
+    wrap_optimizer(adam) returns the optimizer to use instead (a cluster's synchronous one).
+    """
+    strategy = (tf1.distribute.MirroredStrategy(devices=list(devices)) if devices
+                else tf.distribute.get_strategy())
+    parts = max(len(devices), 1)
+    with strategy.scope():
+        images = tf1.placeholder_with_default(images, [None, None, None, 3],
+                                              name=fcn8vgg16.INPUT_NAME)
+        labels = tf1.placeholder_with_default(labels, [None, None, None], name=LABELS_NAME)
+        keep_prob = tf1.placeholder_with_default(1.0, [], name=fcn8vgg16.KEEP_PROB_NAME)
+        global_step = tf1.train.get_or_create_global_step()
+        learning_rate, optimizer = _optimizer(recipe, wrap_optimizer)
+        sizes = _split_sizes(tf.shape(images)[0], parts)
+        image_slices = tf.split(images, sizes, num=parts)
+        label_slices = tf.split(labels, sizes, num=parts)
+        total_weight = tf.maximum(pixel_weight(labels, label_set.ignore_id, class_weights), 1e-6)
+
+        def replica_step():
+            index = tf.get_static_value(
+                tf.distribute.get_replica_context().replica_id_in_sync_group)
+            images, labels = _pad_empty(image_slices[index], label_slices[index],
+                                        label_set.ignore_id)
+            xent, loss, predictions = _replica_loss(images, labels, keep_prob, total_weight,
+                                                    index == 0, network, recipe, label_set,
+                                                    class_weights)
+            return dict(xent=xent, loss=loss,
+                        predictions=predictions[:tf.shape(image_slices[index])[0]],
+                        train_op=optimizer.minimize(loss, global_step),
+                        confusion=confusion_matrix(labels, predictions, label_set.num_classes,
+                                                   label_set.ignore_id))
+
+        replicas = strategy.extended.call_for_each_replica(replica_step)
+        xent, loss, confusion = (strategy.reduce(tf.distribute.ReduceOp.SUM, replicas[key],
+                                                 axis=None)
+                                 for key in ('xent', 'loss', 'confusion'))
+        predictions = tf.concat(strategy.experimental_local_results(replicas['predictions']), 0)
+        train_op = strategy.group(replicas['train_op'])
+    return dict(images=images, labels=labels, keep_prob=keep_prob, loss=loss,
+                batch_size=tf.shape(images)[0], train_op=train_op, global_step=global_step,
+                confusion=confusion, optimizer=optimizer,
+                scalars=scalar_summaries(loss, xent, learning_rate, confusion),
+                image_summary=image_summary(images, predictions, labels, label_set.colors),
+                weights_finite=all_finite(tf1.global_variables()))
+
+
+def all_finite(variables):
+    """A bool tensor: every float variable (the weights and Adam's moments) is finite."""
+    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(variable))
+                                   for variable in variables
+                                   if variable.dtype.base_dtype.is_floating]))
