@@ -1,4 +1,7 @@
-"""benchmark.py: its pure parts, and its sections end to end on a tiny network (no timings)."""
+"""The benchmark/ folder: its pure parts, and its sections end to end on a tiny network (no
+timings)."""
+import ast
+import glob
 import json
 import os
 import re
@@ -9,10 +12,15 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import step_stats_pb2
 
-import benchmark
-from roadseg.data import demo_data
+import data_loader
 import fcn8vgg16
+import helper
 from helper import UserError
+from roadseg.data import demo_data
+from benchmark import (config, measure, models, report, sections_inference, sections_peak,
+                       sections_training, targets)
+from benchmark import __main__ as cli
+from benchmark.run import Run
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
 
 tf1 = tf.compat.v1
@@ -32,81 +40,120 @@ def _conv_flops(encoder, fc_channels, num_classes, height, width):
 
 
 def test_model_flops_counts_every_convolution_and_scales_with_pixels():
-    flops = benchmark.model_flops(5, (64, 128), TINY_VGG16, TINY_FC_CHANNELS)
+    flops = measure.model_flops(5, (64, 128), TINY_VGG16, TINY_FC_CHANNELS)
     convs = _conv_flops(TINY_VGG16, TINY_FC_CHANNELS, 5, 64, 128)
     # The rest: bias, pooling, the transposed convolutions (large next to tiny convolutions).
     assert convs <= flops < 2 * convs
     # Twice the pixels, twice the work, but for a few FLOPs of fc6 and fc7's shape arithmetic.
-    assert abs(benchmark.model_flops(5, (64, 256), TINY_VGG16, TINY_FC_CHANNELS) - 2 * flops) < 100
+    assert abs(measure.model_flops(5, (64, 256), TINY_VGG16, TINY_FC_CHANNELS) - 2 * flops) < 100
     # The real network at 256x512: VGG16's convolutions and fc6/fc7 are nearly all of it.
-    real = benchmark.model_flops(19, (256, 512), fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
+    real = measure.model_flops(19, (256, 512), fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
     assert _conv_flops(fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS, 19, 256, 512) <= real < 112e9
 
 
 def test_target_status_gives_the_gap_in_the_targets_unit():
-    share = benchmark.Target('share', '>=', 0.9, '%', '')
-    assert benchmark.target_status(0.45, share) == '**missed** by 45.0 points'
-    assert benchmark.target_status(0.95, share) == 'met (5.0 points to spare)'
-    memory = benchmark.Target('rss', '<=', 5.5, 'GB', '')
-    assert benchmark.target_status(6.0, memory) == '**missed** by 0.50 GB'
-    assert benchmark.target_status(5.5, memory).startswith('met')
-    assert benchmark.target_status(None, memory) == 'not measured'
-    speed = benchmark.Target('speed', '>=', 3.0, 'x', '')
-    assert benchmark.target_met(3.2, speed) and not benchmark.target_met(2.9, speed)
+    share = targets.Target('share', '>=', 0.9, '%')
+    assert targets.target_status(0.45, share) == '**missed** by 45.0 points'
+    assert targets.target_status(0.95, share) == 'met (5.0 points to spare)'
+    memory = targets.Target('rss', '<=', 5.5, 'GB')
+    assert targets.target_status(6.0, memory) == '**missed** by 0.50 GB'
+    assert targets.target_status(5.5, memory).startswith('met')
+    assert targets.target_status(None, memory) == 'not measured'
+    speed = targets.Target('speed', '>=', 3.0, 'x')
+    assert targets.target_met(3.2, speed) and not targets.target_met(2.9, speed)
 
 
 def _results(others=0.01, errors=()):
-    rows = [benchmark.table_row(['float32', 1, '600'], 0.5, 'inference_fp32', 'fp32, batch 1'),
-            benchmark.table_row(['bf16', 1, '300'], 2.0, 'inference_bf16'),
-            benchmark.table_row(['frozen', 1, '700'])]
-    table = benchmark.Table('Inference', ['model', 'batch', 'ms'], rows, ['A note.'])
+    rows = [report.table_row(['float32', 1, '600'], 0.5, 'inference_fp32', 'fp32, batch 1'),
+            report.table_row(['bf16', 1, '300'], 2.0, 'inference_bf16'),
+            report.table_row(['frozen', 1, '700'])]
+    table = report.Table('Inference', ['model', 'batch', 'ms'], rows, ['A note.'])
     machine = dict(cpu='Test CPU', cores=2, ram_bytes=2 ** 34, tensorflow='2.x',
                    date='2026-01-01 00:00 UTC', load=[0.5, 2.0], others_cpu_share=others)
-    return dict(machine=machine, command='python benchmark.py --quick', settings='quick',
-                tables=[table], profile={}, errors=list(errors))
+    return dict(machine=machine, command='python -m benchmark --quick', settings='quick',
+                network='256x512 images, real VGG16 widths, 19 Cityscapes classes',
+                tables=[table], profile={}, errors=list(errors), raw={})
 
 
-def test_report_has_machine_targets_and_next_steps_for_what_was_missed():
-    report = benchmark.format_report(_results())
-    assert report.startswith(benchmark.REPORT_MARK)
-    assert '| CPU | Test CPU |' in report and '`python benchmark.py --quick`' in report
-    assert '| fp32, batch 1 | 50.0% | >= 90.0% | **missed** by 40.0 points |' in report
-    assert '| bf16 inference, speed-up over float32 | 2.00x | >= 1.50x | met' in report
-    assert '| frozen | 1 | 700 |  |  |' in report  # rows without a target keep the columns
-    steps = report.split('## Missed targets')[1]
-    assert benchmark.TARGETS['inference_fp32'].next_steps in steps
-    assert benchmark.TARGETS['inference_bf16'].next_steps not in steps
-    assert 'Preliminary' not in report and 'Failed measurements' not in report
+def test_report_has_machine_targets_and_a_reading_of_what_was_missed():
+    text = report.format_report(_results())
+    assert text.startswith(report.REPORT_MARK)
+    assert '| CPU | Test CPU |' in text and '`python -m benchmark --quick`' in text
+    assert 'Numbers of one `python -m benchmark` run' in text
+    assert '| fp32, batch 1 | 50.0% | >= 90.0% | **missed** by 40.0 points |' in text
+    assert '| bf16 inference, speed-up over float32 | 2.00x | >= 1.50x | met' in text
+    assert '| frozen | 1 | 700 |  |  |' in text  # rows without a target keep the columns
+    reading = text.split('## Reading the targets')[1]
+    assert '- **fp32, batch 1**: 50.0% against >= 90.0%, **missed** by 40.0 points' in reading
+    assert 'bf16 inference' not in reading  # met, and nothing more to say about it
+    assert 'Preliminary' not in text and 'Failed measurements' not in text
 
 
 def test_report_says_when_the_machine_was_busy_and_what_failed():
-    report = benchmark.format_report(_results(others=0.6, errors=[('training bf16', 'E: x')]))
-    assert '**Preliminary**: other processes used 60% of the machine' in report
-    assert '- training bf16: `E: x`' in report
+    text = report.format_report(_results(others=0.6, errors=[('training bf16', 'E: x')]))
+    assert '**Preliminary**: other processes used 60% of the machine' in text
+    assert '- training bf16: `E: x`' in text
+
+
+def test_the_reading_of_the_targets_comes_from_the_run_s_own_numbers():
+    rows = [report.table_row(['float32', 1], 0.8, 'inference_fp32', gflops=380.0,
+                             beside_peak=400.0, rewrites={}, trace='inference step'),
+            report.table_row(['float32'], 0.7, 'training_fp32', gflops=280.0,
+                             beside_peak=400.0, rewrites={}, trace='train step'),
+            report.table_row(['--precision bf16'], 1.2, 'training_bf16', gflops=300.0,
+                             precision='bf16', rewrites=dict(xla=False, bf16=False)),
+            report.table_row(['tf.data'], 1.1, 'tfdata_step'),
+            report.table_row(['train'], 4.0, 'train_rss')]
+    results = dict(_results(), tables=[report.Table('Rows', ['row'], rows, [])], raw=dict(
+        peak_gflops={'fp32': 475.0, 'bf16': 1000.0},
+        pipeline_images_per_second={'tf.data': 20.0}, pipeline_step_ms={'in memory': 1000.0}))
+    results['profile'] = {
+        'inference step': dict(wall_ms=300.0, path='i.json', ops=[
+            ('_MklNativeFusedConv2D', 200.0, 0.6), ('_MklNativeFusedMatMul', 100.0, 0.35),
+            ('MaxPool', 5.0, 0.05)]),
+        'train step': dict(wall_ms=400.0, path='t.json', ops=[], parts=[
+            ('forward: convolutions', 100.0, 36.0),
+            ('backward: convolutions, filter gradients', 200.0, 48.0),
+            ('Adam updates', 100.0, 0.0)])}
+    reading = report.format_report(results).split('## Reading the targets')[1]
+    assert ('- **float32 inference, share of the float32 matmul peak**: 80.0% against >= 90.0%, '
+            '**missed** by 10.0 points; against the run\'s best float32 matmul rate, 475 '
+            'GFLOP/s; 95.0% of the rate measured beside it (400 GFLOP/s), against which the '
+            'target would be met (5.0 points to spare); in its traced step (300 ms), '
+            'convolutions and matrix products took 95.0% of the op time.') in reading
+    # The profiled step: 84 GFLOP in 300 ms of products, 280 GFLOP/s, 58.9% of 475.
+    assert ('in the profiled step the matrix products together ran at 58.9% of the peak and '
+            'took 75.0% of its op time, the other ops 25.0%; the product part furthest below '
+            'the peak: backward: convolutions, filter gradients, at 50.5%.') in reading
+    assert ('- **bf16 training step, speed-up over float32**: 1.20x against >= 1.50x, **missed** '
+            'by 0.30x; no bf16 rewrite ran in its traced step') in reading
+    assert ('tf.data alone makes 20.0 images/s, 10.0x the 2.00 images/s a step in memory takes '
+            'in, so a slower step comes from the cores its decoding takes') in reading
+    assert 'peak RSS' not in reading  # met, and nothing more to say about it
 
 
 def test_others_cpu_share_leaves_out_this_process():
-    start = benchmark.cpu_seconds()
+    start = measure.cpu_seconds()
     sum(i * i for i in range(3 * 10 ** 6))  # busy in this process only
-    end = benchmark.cpu_seconds()
+    end = measure.cpu_seconds()
     assert end[1] > start[1]
     # Two cores for ten seconds, of which other processes used 4 CPU seconds besides ours.
-    assert benchmark.others_cpu_share((0.0, 0.0), (6.0, 2.0), 10.0) == pytest.approx(
+    assert measure.others_cpu_share((0.0, 0.0), (6.0, 2.0), 10.0) == pytest.approx(
         4.0 / (10.0 * os.cpu_count()))
-    assert benchmark.others_cpu_share((0.0, 0.0), (1.0, 2.0), 10.0) == 0.0
+    assert measure.others_cpu_share((0.0, 0.0), (1.0, 2.0), 10.0) == 0.0
 
 
 def test_shares_are_taken_against_the_best_peak_of_the_run(tmp_path):
-    run = benchmark.Run(benchmark.QUICK, str(tmp_path))
+    run = Run(config.QUICK, str(tmp_path))
     run.raw['peaks_gflops'] = {'fp32': [150.0, 200.0, 180.0], 'bf16': [400.0]}
-    columns = ['variant', benchmark.SHARE_COLUMN]
-    rows = [benchmark.table_row(['float32', 'n/a'], None, 'training_fp32', gflops=160.0),
-            benchmark.table_row(['bf16', 'n/a'], 1.6, 'training_bf16', gflops=300.0,
-                                precision='bf16'),
-            benchmark.table_row(['failed', ''])]
-    run.tables += [benchmark.Table('Model and machine peaks', ['measurement', 'value'], [], []),
-                   benchmark.Table('Training', columns, rows, [])]
-    benchmark.finish_peaks(run)
+    columns = ['variant', report.SHARE_COLUMN]
+    rows = [report.table_row(['float32', 'n/a'], None, 'training_fp32', gflops=160.0),
+            report.table_row(['bf16', 'n/a'], 1.6, 'training_bf16', gflops=300.0,
+                             precision='bf16'),
+            report.table_row(['failed', ''])]
+    run.tables += [report.Table('Model and machine peaks', ['measurement', 'value'], [], []),
+                   report.Table('Training', columns, rows, [])]
+    sections_peak.finish_peaks(run)
     assert [row['cells'] for row in rows] == [['float32', '80.0%'], ['bf16', '75.0%'],
                                               ['failed', '']]
     assert rows[0]['value'] == 0.8 and rows[1]['value'] == 1.6  # a speed-up stays
@@ -116,20 +163,20 @@ def test_shares_are_taken_against_the_best_peak_of_the_run(tmp_path):
 
 
 def test_rows_note_their_share_of_the_peak_measured_beside_them(tmp_path, monkeypatch):
-    run = benchmark.Run(benchmark.QUICK, str(tmp_path))
+    run = Run(config.QUICK, str(tmp_path))
     run.raw['peaks_gflops'] = {'fp32': [200.0]}
     rates = iter([150.0, 120.0])
-    monkeypatch.setattr(benchmark, 'matmul_rate', lambda *args: next(rates))
+    monkeypatch.setattr(measure, 'matmul_rate', lambda *args: next(rates))
     # Before the first row the run's start (200), after it 150; then 150 and 120.
-    assert benchmark._sample_peak(run, 'fp32') == 200.0
-    assert benchmark._sample_peak(run, 'fp32') == 150.0
+    assert sections_peak.sample_peak(run, 'fp32') == 200.0
+    assert sections_peak.sample_peak(run, 'fp32') == 150.0
     assert run.raw['peaks_gflops']['fp32'] == [200.0, 150.0, 120.0]
-    columns = ['variant', benchmark.SHARE_COLUMN, 'notes']
-    rows = [benchmark.table_row(['float32', 'n/a', ''], None, 'training_fp32', gflops=120.0),
-            benchmark.table_row(['--xla 2', 'n/a', 'XLA'], gflops=90.0)]
+    columns = ['variant', report.SHARE_COLUMN, 'notes']
+    rows = [report.table_row(['float32', 'n/a', ''], None, 'training_fp32', gflops=120.0),
+            report.table_row(['--xla 2', 'n/a', 'XLA'], gflops=90.0)]
     rows[0]['beside_peak'], rows[1]['beside_peak'] = 200.0, 150.0
-    run.tables.append(benchmark.Table('Training', columns, rows, []))
-    benchmark.finish_peaks(run)
+    run.tables.append(report.Table('Training', columns, rows, []))
+    sections_peak.finish_peaks(run)
     assert [row['cells'] for row in rows] == [
         ['float32', '60.0%', '60.0% of the peak beside it (200 GFLOP/s)'],
         ['--xla 2', '45.0%', 'XLA; 60.0% of the peak beside it (150 GFLOP/s)']]
@@ -138,25 +185,25 @@ def test_rows_note_their_share_of_the_peak_measured_beside_them(tmp_path, monkey
 
 def test_each_inference_model_is_timed_at_every_batch_size_by_one_process(tmp_path,
                                                                         monkeypatch):
-    settings = benchmark.QUICK._replace(batches=(1, 4))
-    run = benchmark.Run(settings, str(tmp_path))
+    settings = config.QUICK._replace(batches=(1, 4))
+    run = Run(settings, str(tmp_path))
     run.raw.update(flops_per_image=100e9, peaks_gflops={'fp32': [200.0], 'bf16': [400.0]})
     calls, rates = [], iter(range(100, 1000, 10))
-    monkeypatch.setattr(benchmark.Models, 'folder', lambda self, kind: 'models/' + kind)
-    monkeypatch.setattr(benchmark, 'matmul_rate', lambda *args: float(next(rates)))
+    monkeypatch.setattr(models.Models, 'folder', lambda self, kind: 'models/' + kind)
+    monkeypatch.setattr(measure, 'matmul_rate', lambda *args: float(next(rates)))
 
     def child(run, function, folder, kind, xla, precision, name, score):
         calls.append((function, folder, name))
         assert score is None  # no export comparison in this run
         return dict(batches=[[1.0 + len(calls), {}], [0.5 + len(calls), {}]], score=None)
-    monkeypatch.setattr(benchmark, 'in_child', child)
-    benchmark.inference_section(run)
-    assert calls == [(benchmark._time_inference, 'models/' + kind, name)
-                     for name, kind, _, _ in benchmark.INFERENCE_VARIANTS]
+    monkeypatch.setattr(Run, 'in_child', child)
+    sections_inference.inference_section(run)
+    assert calls == [(sections_inference.time_inference, 'models/' + kind, name)
+                     for name, kind, _, _ in sections_inference.INFERENCE_VARIANTS]
     (table,) = run.tables
     assert [(row['cells'][0], row['cells'][1], row['cells'][2]) for row in table.rows] == [
         (name, str(batch), '%.0f' % (1000 * (base + index)))
-        for index, (name, _, _, _) in enumerate(benchmark.INFERENCE_VARIANTS, 1)
+        for index, (name, _, _, _) in enumerate(sections_inference.INFERENCE_VARIANTS, 1)
         for batch, base in ((1, 1.0), (4, 0.5))]
     # One peak after each process: both of its rows are beside it.
     besides = [row['beside_peak'] for row in table.rows]
@@ -167,14 +214,14 @@ def test_each_inference_model_is_timed_at_every_batch_size_by_one_process(tmp_pa
 
 
 def test_the_processes_that_time_the_exported_models_score_them(tmp_path, monkeypatch):
-    run = benchmark.Run(benchmark.QUICK, str(tmp_path), model_dir='trained')
+    run = Run(config.QUICK, str(tmp_path), model_dir='trained')
     run.score_split = (['a.png', 'b.png'], ['a_labels.png', 'b_labels.png'])
-    monkeypatch.setattr(benchmark.Models, 'folder', lambda self, kind: 'models/' + kind)
-    monkeypatch.setattr(benchmark, 'matmul_rate', lambda *args: 100.0)
+    monkeypatch.setattr(models.Models, 'folder', lambda self, kind: 'models/' + kind)
+    monkeypatch.setattr(measure, 'matmul_rate', lambda *args: 100.0)
     scored = []
 
     def child(run, function, folder, kind, xla, precision, name, score):
-        assert function is benchmark._time_inference  # no process of its own to score
+        assert function is sections_inference.time_inference  # no process of its own to score
         if score:
             assert score[:2] == list(run.score_split)
             scored.append(kind)
@@ -182,10 +229,10 @@ def test_the_processes_that_time_the_exported_models_score_them(tmp_path, monkey
             np.savez(score[2], np.full((2, 3), class_id), np.full((2, 3), class_id))
             return dict(batches=[[1.0, {}]], score=[[[12, 0], [0, 0]], 10.0])
         return dict(batches=[[1.0, {}]], score=None)
-    monkeypatch.setattr(benchmark, 'in_child', child)
-    benchmark.inference_section(run)
+    monkeypatch.setattr(Run, 'in_child', child)
+    sections_inference.inference_section(run)
     assert scored == ['frozen', 'optimised', 'tflite']
-    benchmark.export_section(run)
+    sections_inference.export_section(run)
     rows = {(row['cells'][0], row['target']): row['value'] for row in run.tables[-1].rows}
     assert rows[('optimised', 'optimised_agreement')] == 1.0
     assert rows[('int8 TFLite', 'tflite_agreement')] == 0.0
@@ -194,7 +241,7 @@ def test_the_processes_that_time_the_exported_models_score_them(tmp_path, monkey
 
 def test_calls_timed_in_turn_share_the_machine_s_changes(monkeypatch):
     order, clock = [], iter(range(1000))
-    monkeypatch.setattr(benchmark.time, 'perf_counter', lambda: float(next(clock)))
+    monkeypatch.setattr(measure.time, 'perf_counter', lambda: float(next(clock)))
 
     def call(name, ticks):
         def run():
@@ -202,7 +249,7 @@ def test_calls_timed_in_turn_share_the_machine_s_changes(monkeypatch):
             for _ in range(ticks):  # each tick: one second of the fake clock
                 next(clock)
         return run
-    medians = benchmark.time_in_turn({'a': call('a', 0), 'b': call('b', 2)}, 1, 3)
+    medians = measure.time_in_turn({'a': call('a', 0), 'b': call('b', 2)}, 1, 3)
     assert order == ['a', 'b'] * 4
     assert medians == {'a': 1.0, 'b': 3.0}
 
@@ -219,19 +266,19 @@ def _step_stats(nodes):
 def test_top_ops_sums_by_op_type_and_rewrites_are_recognised():
     stats = _step_stats([('conv1', '_MklNativeFusedConv2D', 3000),
                          ('conv2', '_MklNativeFusedConv2D', 5000), ('pool1', 'MaxPool', 2000)])
-    assert benchmark.top_ops(stats) == [('_MklNativeFusedConv2D', 8.0, 0.8),
-                                        ('MaxPool', 2.0, 0.2)]
-    assert benchmark.rewrites_seen(stats) == dict(xla=False, bf16=False)
+    assert measure.top_ops(stats) == [('_MklNativeFusedConv2D', 8.0, 0.8),
+                                      ('MaxPool', 2.0, 0.2)]
+    assert measure.rewrites_seen(stats) == dict(xla=False, bf16=False)
     stats = _step_stats([('cluster_0', '_XlaRun', 10),
                          ('conv1-0-CastToBf16-AutoMixedPrecision', 'Cast', 1)])
-    assert benchmark.rewrites_seen(stats) == dict(xla=True, bf16=True)
+    assert measure.rewrites_seen(stats) == dict(xla=True, bf16=True)
 
 
 def test_layer_flops_are_the_model_flops_but_bias_pooling_and_argmax():
-    flops = benchmark.layer_flops(5, (64, 128), TINY_VGG16, TINY_FC_CHANNELS)
+    flops = measure.layer_flops(5, (64, 128), TINY_VGG16, TINY_FC_CHANNELS)
     assert {'conv1_1', 'conv5_1', 'fc6', 'fc7', 'score_fr', 'upscore8'} <= set(flops)
     assert 'pool1' not in flops and 'ArgMax' not in flops
-    total = benchmark.model_flops(5, (64, 128), TINY_VGG16, TINY_FC_CHANNELS)
+    total = measure.model_flops(5, (64, 128), TINY_VGG16, TINY_FC_CHANNELS)
     assert 0.9 * total < sum(flops.values()) < total
 
 
@@ -248,8 +295,8 @@ def test_step_parts_sort_a_training_step_by_what_each_op_computes():
                          ('Adam/update_fc6/weights/ResourceApplyAdam', 'ResourceApplyAdam', 400),
                          ('gradients/conv1_2/Relu_grad/ReluGrad', 'ReluGrad', 100),
                          ('pool1', '_MklNativeMaxPool', 50)])
-    parts = benchmark.step_parts(stats, flops, batch=2)
-    assert [name for name, _, _ in parts] == list(benchmark.STEP_PARTS)
+    parts = measure.step_parts(stats, flops, batch=2)
+    assert [name for name, _, _ in parts] == list(measure.STEP_PARTS)
     assert [ms for _, ms, _ in parts] == pytest.approx([1.0, 0.5, 2.0, 3.0, 1.5, 0.4, 0.15])
     assert [gflop for _, _, gflop in parts] == [8.0, 2.0, 8.0, 8.0, 4.0, 0.0, 0.0]
     # fc6 in row bands: several products per pass, the layer's FLOPs counted once.
@@ -257,15 +304,15 @@ def test_step_parts_sort_a_training_step_by_what_each_op_computes():
                          ('gradients/fc6/IdentityN_grad/MatMul', '_MklMatMul', 200),
                          ('gradients/fc6/IdentityN_grad/MatMul_1', '_MklMatMul', 300),
                          ('gradients/fc6/IdentityN_grad/MatMul_2', '_MklMatMul', 600)])
-    parts = benchmark.step_parts(stats, flops, batch=2)
+    parts = measure.step_parts(stats, flops, batch=2)
     assert [ms for _, ms, _ in parts] == pytest.approx([0, 0.5, 0, 0, 1.1, 0, 0])
     assert [gflop for _, _, gflop in parts] == [0.0, 2.0, 0.0, 0.0, 4.0, 0.0, 0.0]
 
 
 def test_step_parts_table_sums_the_products_and_the_whole_step():
-    parts = list(zip(benchmark.STEP_PARTS, [100, 50, 100, 200, 100, 40, 60],
+    parts = list(zip(measure.STEP_PARTS, [100, 50, 100, 200, 100, 40, 60],
                      [30, 15, 30, 30, 30, 0, 0]))
-    table = benchmark._step_parts_table(parts)
+    table = sections_training.step_parts_table(parts)
     products, step = table.rows[-2:]
     assert products['cells'][:5] == ['all the products above together', '550', '84.6%', '135.0',
                                      '245']
@@ -275,7 +322,7 @@ def test_step_parts_table_sums_the_products_and_the_whole_step():
     assert table.rows[5]['gflops'] is None  # Adam: no FLOPs, no share of the peak
 
 
-def _overlapping_products(config):
+def _overlapping_products(session_config):
     """How many of a traced run's matrix products started before the previous one ended, in
     a graph of four independent chains of them."""
     with tf.Graph().as_default() as graph:
@@ -285,9 +332,9 @@ def _overlapping_products(config):
             for _ in range(3):
                 product = tf.matmul(product, product) * 1e-3
             chains.append(product)
-    with tf1.Session(graph=graph, config=config) as session:
+    with tf1.Session(graph=graph, config=session_config) as session:
         session.run(chains)
-        stats, _ = benchmark.traced_run(session, chains, None)
+        stats, _ = measure.traced_run(session, chains, None)
     spans = sorted((node.all_start_micros, node.all_start_micros + node.all_end_rel_micros)
                    for device in stats.dev_stats for node in device.node_stats
                    if node.node_name.startswith('MatMul'))
@@ -300,47 +347,56 @@ def test_a_serial_session_runs_one_op_at_a_time_after_a_parallel_one():
         one = tf.constant(1.0)
     with tf1.Session(graph=graph) as session:
         session.run(one)  # the process's shared inter-op pool exists from here on
-    assert _overlapping_products(benchmark.serial_ops(tf1.ConfigProto())) == 0
+    assert _overlapping_products(measure.serial_ops(tf1.ConfigProto())) == 0
 
 
 def test_sections_are_chosen_by_name_and_peak_comes_with_the_shares():
-    assert benchmark.select_sections(None) == list(benchmark.SECTIONS)
-    assert benchmark.select_sections('training, memory') == ['peak', 'training', 'memory']
-    assert benchmark.select_sections('pipeline') == ['pipeline']
+    assert cli.select_sections(None) == list(cli.SECTIONS)
+    assert cli.select_sections('training, memory') == ['peak', 'training', 'memory']
+    assert cli.select_sections('pipeline') == ['pipeline']
     with pytest.raises(UserError, match='unknown section speed'):
-        benchmark.select_sections('inference,speed')
+        cli.select_sections('inference,speed')
 
 
 def test_outputs_of_someone_else_are_never_replaced(tmp_path):
-    report, json_path, profile = (str(tmp_path / name) for name in ('r.md', 'r.json', 'p'))
-    benchmark.check_outputs(report, json_path, profile)  # nothing there yet
-    with open(report, 'w') as f:
+    markdown, json_path, profile = (str(tmp_path / name) for name in ('r.md', 'r.json', 'p'))
+    report.check_outputs(markdown, json_path, profile)  # nothing there yet
+    with open(markdown, 'w') as f:
         f.write('# My notes\n')
-    with pytest.raises(UserError, match='r.md exists and was not written by benchmark.py'):
-        benchmark.check_outputs(report, json_path, profile)
-    with open(report, 'w') as f:
-        f.write(benchmark.format_report(_results()))
+    with pytest.raises(UserError, match='r.md exists and was not written by python -m benchmark'):
+        report.check_outputs(markdown, json_path, profile)
+    with open(markdown, 'w') as f:
+        f.write(report.format_report(_results()))
     with open(json_path, 'w') as f:
         json.dump({'results': 1}, f)
     with pytest.raises(UserError, match='r.json exists'):
-        benchmark.check_outputs(report, json_path, profile)
+        report.check_outputs(markdown, json_path, profile)
     with open(json_path, 'w') as f:
-        json.dump({'written_by': 'benchmark.py'}, f)
+        json.dump({'written_by': 'python -m benchmark'}, f)
     os.makedirs(profile)
     open(os.path.join(profile, 'train_step.json'), 'w').close()
-    benchmark.check_outputs(report, json_path, profile)
+    report.check_outputs(markdown, json_path, profile)
     open(os.path.join(profile, 'mine.txt'), 'w').close()
-    with pytest.raises(UserError, match='holds files not written by benchmark.py'):
-        benchmark.check_outputs(report, json_path, profile)
+    with pytest.raises(UserError, match='holds files not written by python -m benchmark'):
+        report.check_outputs(markdown, json_path, profile)
+
+
+def test_the_files_of_the_single_file_benchmark_before_it_may_be_replaced(tmp_path):
+    markdown, json_path = str(tmp_path / 'BENCHMARKS.md'), str(tmp_path / 'BENCHMARKS.json')
+    with open(markdown, 'w') as f:
+        f.write('<!-- written by benchmark.py; a new run replaces this file -->\n\n# Benchmarks\n')
+    with open(json_path, 'w') as f:
+        json.dump({'written_by': 'benchmark.py'}, f)
+    report.check_outputs(markdown, json_path, None)
 
 
 def test_peak_rss_is_that_of_the_one_child(tmp_path):
     log = str(tmp_path / 'log')
-    big = benchmark.peak_rss([sys.executable, '-c', 'x = bytearray(300 * 10 ** 6)'], log)
-    small = benchmark.peak_rss([sys.executable, '-c', 'pass'], log)
+    big = measure.peak_rss([sys.executable, '-c', 'x = bytearray(300 * 10 ** 6)'], log)
+    small = measure.peak_rss([sys.executable, '-c', 'pass'], log)
     assert big > 300e6 and small < 200e6
     with pytest.raises(RuntimeError, match='exited with 3: oops'):
-        benchmark.peak_rss([sys.executable, '-c', 'import sys; print("oops"); sys.exit(3)'],
+        measure.peak_rss([sys.executable, '-c', 'import sys; print("oops"); sys.exit(3)'],
                            log)
 
 
@@ -356,34 +412,34 @@ class _ConstantModel:
 
 @pytest.fixture
 def demo_split(tmp_path_factory, monkeypatch):
-    """benchmark.demo_split on a tiny demo dataset, drawn once for the module."""
+    """models.demo_split on a tiny demo dataset, drawn once for the module."""
     root = str(tmp_path_factory.getbasetemp() / 'benchmark_demo')
     if not os.path.exists(root):
         demo_data.ensure_demo_dataset(root, split_sizes={'train': 3, 'val': 2, 'test': 1},
                                       video_frames=2)
-    monkeypatch.setattr(benchmark, 'demo_split',
+    monkeypatch.setattr(models, 'demo_split',
                         lambda split: demo_data.demo_paths(split, root))
 
 
 def test_scores_and_agreement_of_exported_models(demo_split):
-    image_paths, label_paths = benchmark._val_pairs(5)
+    image_paths, label_paths = sections_inference.val_pairs(5)
     assert len(image_paths) == 2
-    label_set = benchmark.data_loader.get_label_set('cityscapes')
-    road = benchmark.score_model(_ConstantModel(label_set, 0), image_paths, label_paths)
-    sky = benchmark.score_model(_ConstantModel(label_set, 10), image_paths, label_paths)
+    label_set = data_loader.get_label_set('cityscapes')
+    road = sections_inference.score_model(_ConstantModel(label_set, 0), image_paths, label_paths)
+    sky = sections_inference.score_model(_ConstantModel(label_set, 10), image_paths, label_paths)
     predictions, confusion, _ = road
     assert confusion.sum() == confusion[:, 0].sum() > 0  # every labelled pixel called road
-    assert benchmark.agreement(predictions, predictions) == 1.0
-    assert benchmark.agreement(sky[0], predictions) == 0.0
-    rows = benchmark._export_quality_rows('int8 TFLite', sky, road, 'tflite')
-    targets = {row['target']: row['value'] for row in rows}
-    assert targets['tflite_agreement'] == 0.0
-    assert targets['tflite_miou'] == pytest.approx(
-        100 * abs(benchmark.helper.mean_iou(sky[1]) - benchmark.helper.mean_iou(road[1])))
-    assert set(targets) == {'tflite_agreement', 'tflite_miou', 'tflite_speed'}
+    assert sections_inference.agreement(predictions, predictions) == 1.0
+    assert sections_inference.agreement(sky[0], predictions) == 0.0
+    rows = sections_inference.export_quality_rows('int8 TFLite', sky, road, 'tflite')
+    by_target = {row['target']: row['value'] for row in rows}
+    assert by_target['tflite_agreement'] == 0.0
+    assert by_target['tflite_miou'] == pytest.approx(
+        100 * abs(helper.mean_iou(sky[1]) - helper.mean_iou(road[1])))
+    assert set(by_target) == {'tflite_agreement', 'tflite_miou', 'tflite_speed'}
 
 
-TINY_QUICK = benchmark.QUICK._replace(
+TINY_QUICK = config.QUICK._replace(
     warmup=1, repeats=1, matmul_size=128, sources=2, source_shape=(128, 256),
     pipeline_batches=1, calibration_images=2)
 
@@ -391,21 +447,21 @@ TINY_QUICK = benchmark.QUICK._replace(
 def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeypatch):
     monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
     monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', TINY_FC_CHANNELS)
-    monkeypatch.setattr(benchmark, 'QUICK', TINY_QUICK)
-    report = str(tmp_path / 'BENCH.md')
-    assert benchmark.main(['--quick', '--only', 'inference,training,pipeline',
-                           '--report', report, '--profile', str(tmp_path / 'profile')]) == 0
-    with open(report) as f:
+    monkeypatch.setattr(config, 'QUICK', TINY_QUICK)
+    markdown = str(tmp_path / 'BENCH.md')
+    assert cli.main(['--quick', '--only', 'inference,training,pipeline',
+                     '--report', markdown, '--profile', str(tmp_path / 'profile')]) == 0
+    with open(markdown) as f:
         text = f.read()
     with open(str(tmp_path / 'BENCH.json')) as f:
         raw = json.load(f)
     results = raw['results']
-    assert raw['written_by'] == 'benchmark.py' and raw['errors'] == []
+    assert raw['written_by'] == 'python -m benchmark' and raw['errors'] == []
     assert re.search(r'sections peak \(\d+\.\d min\), inference \(\d+\.\d min\), '
                      r'training \(\d+\.\d min\), pipeline \(\d+\.\d min\); \d+\.\d minutes$',
                      raw['settings'])
     assert set(results['inference_ms_per_image']) == {
-        '%s, batch 1' % variant[0] for variant in benchmark.INFERENCE_VARIANTS}
+        '%s, batch 1' % variant[0] for variant in sections_inference.INFERENCE_VARIANTS}
     assert set(results['training_ms_per_image']) == {'float32', '--xla 2', '--precision bf16'}
     assert set(results['pipeline_step_ms']) == {'in memory', 'tf.data', 'generator'}
     assert set(results['pipeline_images_per_second']) == {'generator', 'tf.data'}
@@ -417,9 +473,10 @@ def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeyp
     assert len(results['peaks_gflops']['bf16']) == 1 + 1 + 1
     for title in ('## Inference at 256x512', '## Training at 256x512, batch 2',
                   '## Input pipelines', '## Profile', '## Targets',
-                  "## Where a float32 training step's time goes"):
+                  "## Where a float32 training step's time goes", '## Reading the targets'):
         assert title in text
     assert 'float32 training step, share of the peak' in text
+    assert 'in the profiled step the matrix products together ran at' in text
 
 
 def test_a_row_runs_in_another_process_and_its_trace_comes_back(tmp_path, monkeypatch):
@@ -427,9 +484,9 @@ def test_a_row_runs_in_another_process_and_its_trace_comes_back(tmp_path, monkey
     monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', TINY_FC_CHANNELS)
     profile = tmp_path / 'profile'
     profile.mkdir()
-    run = benchmark.Run(TINY_QUICK, str(tmp_path), profile_dir=str(profile))
-    spec = run.row_spec(benchmark._time_training, ['float32', 0, 'fp32'])
-    reply = benchmark.child_reply(json.loads(json.dumps(spec)))  # plain values only
+    run = Run(TINY_QUICK, str(tmp_path), profile_dir=str(profile))
+    spec = run.row_spec(sections_training.time_training, ['float32', 0, 'fp32'])
+    reply = measure.child_reply(json.loads(json.dumps(spec)))  # plain values only
     assert reply['pid'] != os.getpid()
     step, rewrites = reply['result']
     assert step > 0 and rewrites == dict(xla=False, bf16=False)
@@ -441,9 +498,9 @@ def test_a_row_runs_in_another_process_and_its_trace_comes_back(tmp_path, monkey
     parts = {name: (ms, gflop) for name, ms, gflop in trace['parts']}
     assert sum(ms for ms, _ in parts.values()) <= 1.2 * trace['wall_ms']
     forward, fc_forward, inputs, filters, fc_backward, adam, rest = (
-        parts[name] for name in benchmark.STEP_PARTS)
-    flops = benchmark.model_flops(19, benchmark.IMAGE_SHAPE, TINY_VGG16, TINY_FC_CHANNELS)
-    assert 0.9 < (forward[1] + fc_forward[1]) * 1e9 / (benchmark.TRAIN_BATCH * flops) < 1
+        parts[name] for name in measure.STEP_PARTS)
+    flops = measure.model_flops(19, config.IMAGE_SHAPE, TINY_VGG16, TINY_FC_CHANNELS)
+    assert 0.9 < (forward[1] + fc_forward[1]) * 1e9 / (config.TRAIN_BATCH * flops) < 1
     assert fc_backward[1] == pytest.approx(2 * fc_forward[1])  # input and weight gradients
     assert 0 < filters[1] < forward[1] and 0 < inputs[1] < forward[1]
     assert adam[0] > 0 and adam[1] == 0 and rest[1] == 0
@@ -454,28 +511,81 @@ def test_a_failing_row_process_is_one_recorded_line(tmp_path, monkeypatch, capsy
     # its own module's VGG16, and fail.
     monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16[:2])
     monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', TINY_FC_CHANNELS)
-    run = benchmark.Run(TINY_QUICK, str(tmp_path), debug=True)
-    assert run.attempt('training float32', benchmark.in_child, run, benchmark._time_training,
+    run = Run(TINY_QUICK, str(tmp_path), debug=True)
+    assert run.attempt('training float32', run.in_child, sections_training.time_training,
                        'float32', 0, 'fp32') is None
     assert run.errors == [('training float32', "KeyError: 'pool3'")]
     err = capsys.readouterr().err
     assert "training float32 failed: KeyError: 'pool3'" in err
-    assert 'Traceback' in err and '_time_training' in err  # --debug: the row's whole stderr
+    assert 'Traceback' in err and 'time_training' in err  # --debug: the row's whole stderr
     # Dying before its own error handling, it leaves Python's traceback: the last line counts.
-    with pytest.raises(benchmark.RowFailed, match='^TypeError: .*must be a mapping'):
-        benchmark.child_reply(dict(run.row_spec(benchmark._time_training, []), settings=None))
+    with pytest.raises(measure.RowFailed, match='^TypeError: .*must be a mapping'):
+        measure.child_reply(dict(run.row_spec(sections_training.time_training, []), settings=None))
 
 
 def test_export_section_is_skipped_without_a_trained_model(tmp_path):
-    run = benchmark.Run(TINY_QUICK, str(tmp_path))
-    benchmark.export_section(run)
+    run = Run(TINY_QUICK, str(tmp_path))
+    sections_inference.export_section(run)
     (table,) = run.tables
-    assert 'Skipped: no trained --model_dir given' in benchmark._table_markdown(table)
+    assert 'Skipped: no trained --model_dir given' in report.table_markdown(table)
 
 
 def test_bad_flags_end_with_one_line(tmp_path, capsys):
-    assert benchmark.main(['--only', 'speed', '--report', str(tmp_path / 'r.md')]) == 2
+    assert cli.main(['--only', 'speed', '--report', str(tmp_path / 'r.md')]) == 2
     assert capsys.readouterr().err.strip().startswith('error: --only speed: unknown section')
-    assert benchmark.main(['--model_dir', str(tmp_path / 'none'),
-                           '--report', str(tmp_path / 'r.md')]) == 2
+    assert cli.main(['--model_dir', str(tmp_path / 'none'),
+                     '--report', str(tmp_path / 'r.md')]) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+BENCHMARK_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             'benchmark')
+
+
+def _benchmark_imports(tree, modules):
+    """({benchmark module this one imports}, [private names of them it uses]) of a module."""
+    imported, private, aliases = set(), [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or '').startswith('benchmark'):
+            inner = node.module.partition('.')[2]
+            for alias in node.names:
+                if not inner and alias.name in modules:  # from benchmark import measure
+                    imported.add(alias.name)
+                    aliases[alias.asname or alias.name] = alias.name
+                elif inner:  # from benchmark.report import table_row
+                    imported.add(inner)
+                    private += [alias.name] if alias.name.startswith('_') else []
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.partition('.')[2] for alias in node.names
+                            if alias.name.startswith('benchmark.'))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                node.value.id in aliases and node.attr.startswith('_'):
+            private.append('%s.%s' % (node.value.id, node.attr))
+    return imported, private
+
+
+def test_the_benchmark_s_modules_stay_small_and_import_one_way():
+    """No module over 600 lines and no function over 80; no module uses another's private
+    names, and their imports have no cycle."""
+    paths = sorted(glob.glob(os.path.join(BENCHMARK_DIR, '*.py')))
+    modules = {os.path.basename(path)[:-3]: path for path in paths}
+    too_long, imports, private = [], {}, []
+    for name, path in modules.items():
+        with open(path) as f:
+            source = f.read()
+        tree = ast.parse(source)
+        lines = len(source.splitlines())
+        too_long += ['%s: %d lines' % (name, lines)] if lines > 600 else []
+        too_long += ['%s.%s: %d lines' % (name, node.name, node.end_lineno - node.lineno + 1)
+                     for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                     and node.end_lineno - node.lineno + 1 > 80]
+        imports[name], used = _benchmark_imports(tree, modules)
+        private += ['%s uses %s' % (name, used_name) for used_name in used]
+    assert {'__main__', 'measure', 'report'} <= set(modules)
+    assert too_long == [] and private == []
+
+    def reaches(start, goal, seen=()):
+        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen + (nxt,)))
+                   for nxt in imports.get(start, ()))
+    assert [name for name in modules if reaches(name, name)] == []

@@ -1,0 +1,56 @@
+"""The benchmark's targets, one line each, and how a measured value stands against one."""
+import collections
+
+import numpy as np
+
+# A target: the measured value must be op ('>=' or '<=') threshold, shown in unit.
+Target = collections.namedtuple('Target', ['label', 'op', 'threshold', 'unit'])
+TARGETS = {key: Target(*line) for key, line in {
+    'inference_fp32': ('float32 inference, share of the float32 matmul peak', '>=', 0.90, '%'),
+    'inference_bf16': ('bf16 inference, speed-up over float32', '>=', 1.5, 'x'),
+    'training_fp32': ('float32 training step, share of the peak', '>=', 0.80, '%'),
+    'training_bf16': ('bf16 training step, speed-up over float32', '>=', 1.5, 'x'),
+    'tfdata_step': ('training step with tf.data / in memory', '<=', 1.05, 'x'),
+    'train_rss': ('peak RSS of float32 training at batch 2', '<=', 5.5, 'GB'),
+    'predict_rss': ('peak RSS of predict with the optimised model', '<=', 1.5, 'GB'),
+    'optimised_size': ('optimised graph size / frozen graph size', '<=', 0.27, '%'),
+    'optimised_agreement': ('optimised: pixels agreeing with the frozen model', '>=', 0.99, '%'),
+    'optimised_miou': ('optimised: |mean IoU - frozen mean IoU|', '<=', 0.5, 'points'),
+    'optimised_time': ('optimised time / frozen time', '<=', 1.10, 'x'),
+    'tflite_speed': ('int8 TFLite speed-up over the frozen float model', '>=', 3.0, 'x'),
+    'tflite_agreement': ('int8 TFLite: pixels agreeing with the frozen model', '>=', 0.97, '%'),
+    'tflite_miou': ('int8 TFLite: |mean IoU - frozen mean IoU|', '<=', 1.5, 'points'),
+}.items()}
+
+
+def format_value(value, unit):
+    if value is None:
+        return 'n/a'
+    if unit == '%':
+        return '%.1f%%' % (100 * value)
+    if unit == 'x':
+        return '%.2fx' % value
+    return '%.2f %s' % (value, unit)
+
+
+def format_goal(target):
+    """'>= 90.0%': the target as the report shows it."""
+    return '%s %s' % (target.op, format_value(target.threshold, target.unit))
+
+
+def _format_gap(gap, unit):
+    return '%.1f points' % (100 * gap) if unit == '%' else format_value(gap, unit)
+
+
+def target_status(value, target):
+    """'met (... to spare)' or '**missed** by ...', the gap in the target's unit."""
+    if value is None or not np.isfinite(value):
+        return 'not measured'
+    gap = value - target.threshold if target.op == '>=' else target.threshold - value
+    if gap >= 0:
+        return 'met (%s to spare)' % _format_gap(gap, target.unit)
+    return '**missed** by %s' % _format_gap(-gap, target.unit)
+
+
+def target_met(value, target):
+    return value is not None and target_status(value, target).startswith('met')
