@@ -11,9 +11,10 @@ import tensorflow as tf
 from PIL import Image
 
 import fcn8vgg16
+import helper
 import main
 import synthetic
-from roadseg.training import trainer
+from roadseg import model_dir
 from roadseg.training import vgg_weights
 
 tf1 = tf.compat.v1
@@ -41,7 +42,7 @@ def test_train_resume_and_export(demo_root, tmp_path, tiny_model, capsys):
     ckpt = str(tmp_path / 'ckpt')
     assert tf.train.latest_checkpoint(ckpt).endswith('-2')  # 6 images at batch 4: 2 steps
     (run_dir,) = glob.glob(str(tmp_path / 'runs' / '*'))
-    config = trainer.helper.read_json(os.path.join(run_dir, 'model', trainer.CONFIG_FILE))
+    config = helper.read_json(os.path.join(run_dir, 'model', model_dir.CONFIG_FILE))
     assert config['num_classes'] == 19 and config['image_shape'] == [64, 128]
     assert config['input_tensor'] == fcn8vgg16.INPUT_TENSOR
 

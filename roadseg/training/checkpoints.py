@@ -13,7 +13,6 @@ from roadseg import model_dir
 tf1 = tf.compat.v1
 
 CKPT_NAME = 'model.ckpt'
-CONFIG_FILE = model_dir.CONFIG_FILE
 # What a checkpoint folder must agree on with the run that resumes it.
 RESUME_KEYS = ('dataset', 'label_set', 'num_classes', 'encoder', 'fc_channels',
                'train_upsampling')
@@ -26,7 +25,7 @@ def checkpoint_step(path):
 
 def check_resumable(ckpt_dir, config):
     """A checkpoint folder written for another label set or model cannot be resumed."""
-    path = os.path.join(ckpt_dir, CONFIG_FILE)
+    path = os.path.join(ckpt_dir, model_dir.CONFIG_FILE)
     if not os.path.exists(path):
         return
     saved = helper.read_json(path)
@@ -71,7 +70,7 @@ def remove_partial_saves(ckpt_dir):
     oldest one the `checkpoint` file keeps, which the Saver had dropped from it and was
     deleting. Only names our Saver gives, and only in a folder with our configuration:
     another tool's files are never touched."""
-    if not os.path.exists(os.path.join(ckpt_dir, CONFIG_FILE)):
+    if not os.path.exists(os.path.join(ckpt_dir, model_dir.CONFIG_FILE)):
         return
     names = os.listdir(ckpt_dir)
     indexed = {name[:-len('.index')] for name in names if name.endswith('.index')}
@@ -108,7 +107,7 @@ def export_saved_model(checkpoint, folder, config, network):
         with tf1.Session(graph=graph) as session:
             saver.restore(session, checkpoint)
             model_dir.write_saved_model(session, destination)
-        helper.write_json(os.path.join(destination, CONFIG_FILE), config)
+        helper.write_json(os.path.join(destination, model_dir.CONFIG_FILE), config)
 
     model_dir.write_model_dir(folder, _write)
 

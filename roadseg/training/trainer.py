@@ -13,7 +13,6 @@ from roadseg.training import checkpoints, cluster, graph as train_graph, loop, v
 
 tf1 = tf.compat.v1
 
-CONFIG_FILE = model_dir.CONFIG_FILE
 
 
 def class_weights(dataset, method):
@@ -66,7 +65,7 @@ def train(run, run_dir, folder):
     their run folder's configuration."""
     if run.task is not None and not run.task.is_chief:
         run.config['class_weights'] = class_weights(run.train_set, run.recipe.class_weights)
-        helper.write_json(os.path.join(run_dir, CONFIG_FILE), run.config)
+        helper.write_json(os.path.join(run_dir, model_dir.CONFIG_FILE), run.config)
         cluster.train_on_cluster(run)
         return
     ckpt_dir = run.logbook.ckpt_dir
@@ -76,12 +75,12 @@ def train(run, run_dir, folder):
     resume_from = tf.train.latest_checkpoint(ckpt_dir)
     seed = run.config['seed']  # every worker's: --seed, or else one computed from the cluster
     if resume_from:  # the same seed and class weights, so the epoch orders and loss go on
-        saved = helper.read_json(os.path.join(ckpt_dir, CONFIG_FILE))
+        saved = helper.read_json(os.path.join(ckpt_dir, model_dir.CONFIG_FILE))
         run.config.update(seed=saved['seed'], class_weights=saved['class_weights'])
     else:
         run.config['class_weights'] = class_weights(run.train_set, run.recipe.class_weights)
-        helper.write_json(os.path.join(ckpt_dir, CONFIG_FILE), run.config)
-    helper.write_json(os.path.join(run_dir, CONFIG_FILE), run.config)
+        helper.write_json(os.path.join(ckpt_dir, model_dir.CONFIG_FILE), run.config)
+    helper.write_json(os.path.join(run_dir, model_dir.CONFIG_FILE), run.config)
     start_step = checkpoints.checkpoint_step(resume_from)
     if run.task is not None:  # the chief, even with nothing left to train: the others wait
         cluster.check_chief_seed(run, seed)
