@@ -167,15 +167,22 @@ def segmentation_loss(logits, labels, ignore_id, class_weights=None):
     class_weights: optional float [classes]; the mean is then weighted by the pixels' class
     weights. Computed in float32 whatever the logits' precision.
     """
-    labels = tf.cast(labels, tf.int32)
-    valid = tf.not_equal(labels, ignore_id)
-    safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
+    safe_labels, weights = pixel_weights(labels, ignore_id, class_weights)
     xent = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=safe_labels, logits=tf.cast(logits, tf.float32))
+    return tf.reduce_sum(xent * weights) / tf.maximum(tf.reduce_sum(weights), 1e-6)
+
+
+def pixel_weights(labels, ignore_id, class_weights=None):
+    """(labels with ignore_id made 0, float32 weight of each pixel in the loss): 0 where the
+    label is ignore_id, else 1 or its class's weight."""
+    labels = tf.cast(labels, tf.int32)
+    valid = tf.not_equal(labels, ignore_id)
     weights = tf.cast(valid, tf.float32)
+    safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
     if class_weights is not None:
         weights *= tf.gather(tf.constant(class_weights, tf.float32), safe_labels)
-    return tf.reduce_sum(xent * weights) / tf.maximum(tf.reduce_sum(weights), 1e-6)
+    return safe_labels, weights
 
 
 def weight_decay_loss(weight_decay):

@@ -32,8 +32,7 @@ def _import_tensorflow_lean():
                 del sys.modules[name]
 
 
-_import_tensorflow_lean()
-from helper import PRECISIONS, UserError  # noqa: E402  (after the setting and the import above)
+from helper import PRECISIONS, UserError  # noqa: E402  (after the setting above)
 
 DATASETS = ('cityscapes', 'mapillary', 'demo')
 PIPELINES = ('tfdata', 'generator')
@@ -97,8 +96,9 @@ def _data_flags(parser):
     add('--label_set', help='cityscapes (19 classes) or cityscapes35 (all labels); mapillary '
                             '(Vistas v1.2, 65 classes) or mapillary_v2 (v2.0, 123 classes)')
     add('--image_shape', type=int, nargs=2, metavar=('H', 'W'),
-        help='network input size, multiples of 32 (demo 128 256, else 256 512); freeze: the '
-             'size the exported models run at (default: the training size)')
+        help='network input size, multiples of 32 (cityscapes 256 512, mapillary 384 512, '
+             'demo 128 256); freeze: the size the exported models run at (default: the '
+             'training size)')
     add('--split', help='dataset split for predict (test) and evaluate (val)')
     add('--val_images_paths', help='glob of validation images (default: the val split)')
     add('--val_labels_paths', help='glob or folder of validation labels')
@@ -110,7 +110,7 @@ def _training_flags(parser):
     group = parser.add_argument_group('training', 'train: the recipe')
     add = group.add_argument
     add('-ep', '--epochs', type=int, help='epochs to train to (demo 3, else 10)')
-    add('-bs', '--batch_size', type=int, help='images per step (demo 8, else 5)')
+    add('-bs', '--batch_size', type=int, help='images per step (cityscapes 5, mapillary 4, demo 8)')
     add('-lr', '--learning_rate', type=float, help='Adam learning rate (1e-4)')
     add('-kp', '--keep_prob', type=float, help='dropout keep probability (demo 1.0, else 0.5)')
     add('--pipeline', choices=PIPELINES, default='tfdata', help='input pipeline')
@@ -137,8 +137,9 @@ def _folder_flags(parser):
     group = parser.add_argument_group('folders', 'where runs, checkpoints, summaries and models go')
     add = group.add_argument
     add('-rd', '--runs_dir', default='runs', help='run folders go here')
-    add('-cd', '--ckpt_dir', help='checkpoints (ckpt; ckpt_demo for the demo)')
-    add('-sd', '--summary_dir', help='TensorBoard logs (summaries; summaries_demo)')
+    add('-cd', '--ckpt_dir', help='checkpoints (ckpt, ckpt_mapillary, ckpt_demo)')
+    add('-sd', '--summary_dir',
+        help='TensorBoard logs (summaries, summaries_mapillary, summaries_demo)')
     add('-md', '--model_dir', help='train: SavedModel output (default runs/<timestamp>/model); '
                                    'predict, evaluate, video: the model (default: the newest '
                                    'under runs/)')
@@ -147,7 +148,8 @@ def _folder_flags(parser):
         help='optimised model folder')
     add('--ckpt_every', type=int, default=500, help='steps between checkpoints')
     add('--keep_checkpoints', type=int, default=3,
-        help='checkpoints kept (each about 1.6 GB with Adam\'s moments)')
+        help='checkpoints kept (each holds the weights and Adam\'s two moments: three times '
+             'the model\'s size)')
     add('--summary_every', type=int, default=10, help='steps between scalar summaries')
     add('--image_summary_every', type=int, default=200, help='steps between image summaries')
 
@@ -163,14 +165,16 @@ def _cluster_flags(parser):
 
 
 def _output_flags(parser):
-    group = parser.add_argument_group('predict, video, prepare, optimise', 'what the other actions write')
+    group = parser.add_argument_group('predict, video, prepare, optimise',
+                                      'what the other actions write')
     add = group.add_argument
     add('--keep_size', action='store_true',
         help='predict at native resolution (padded to a multiple of 32) instead of resizing')
     add('--save_labels', action='store_true',
         help='predict: also write trainIds (and Cityscapes labelIds) PNGs')
     add('-vi', '--video_file_in', help='video to segment (demo: the demo video)')
-    add('-vo', '--video_file_out', help='output video (default runs/<timestamp>/<name>.mp4)')
+    add('-vo', '--video_file_out',
+        help='output video (default runs/<timestamp>/<name>_segmented.mp4)')
     add('-vs', '--video_start_second', type=float, help='start of the sub-clip, seconds')
     add('-ve', '--video_end_second', type=float, help='end of the sub-clip, seconds')
     add('--prepared_dir', help='prepare: output folder (default ../cityscapes_prepared, '
@@ -296,7 +300,7 @@ def _training_specs(args, network):
     from roadseg import specs
     recipe = specs.Recipe(args.epochs, args.batch_size, args.learning_rate, args.keep_prob,
                           args.weight_decay, args.class_weights, args.pipeline,
-                          args.vgg_weights, args.precision)
+                          args.vgg_weights, loss_scaling=args.precision == 'fp16')
     logbook = specs.Logbook(args.ckpt_dir, args.summary_dir, args.ckpt_every,
                             args.keep_checkpoints, args.summary_every, args.image_summary_every)
     plan = specs.DevicePlan(args.gpu, args.gpu_mem, args.xla, args.precision, args.cpu_replicas)
@@ -354,7 +358,7 @@ def train(args, network=None):
 
 def _load_model(args):
     import helper
-    from roadseg import model_dir
+    from roadseg import devices, model_dir
     from roadseg.deploy import loader
     folder = args.model_dir
     if folder is None:
@@ -372,7 +376,7 @@ def _load_model(args):
                         % args.precision)
         model = tflite_model.TFLiteModel(os.path.dirname(folder) or '.')
     else:
-        model = loader.Model(folder, helper.session_config(
+        model = loader.Model(folder, devices.session_config(
             args.gpu, args.gpu_mem, args.xla, args.precision))
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
                                                  model.label_set.num_classes, *model.image_shape))
@@ -444,13 +448,13 @@ def _megabytes(size):
 
 def freeze(args):
     """Checkpoint (or training SavedModel) -> one constant inference graph."""
+    from roadseg import devices
     from roadseg.deploy import export
-    import helper
     source = args.model_dir or args.ckpt_dir or _dataset_defaults(args)['ckpt_dir']
     # No --precision: this session only reads the weights, and the graph is float32 whatever
     # precision the frozen model later runs in.
     stats = export.freeze(source, args.frozen_model_dir,
-                          helper.session_config(args.gpu, args.gpu_mem, args.xla),
+                          devices.session_config(args.gpu, args.gpu_mem, args.xla),
                           args.image_shape)
     print('frozen %s into %s: %d ops -> %d ops, %d variables converted to constants, %s -> %s'
           % (source, args.frozen_model_dir, stats['source_ops'], stats['ops'],
@@ -532,6 +536,7 @@ def main(argv=None, network=None):
     except UserError as error:
         print('error: %s' % error, file=sys.stderr)
         return 2
+    _import_tensorflow_lean()  # not before: -h and a mistyped flag answer without it
     import tensorflow as tf
     tf.compat.v1.disable_eager_execution()  # graph mode: placeholders, sessions, Savers
     if not args.debug:  # deprecation notices of the tf.compat.v1 API the tool is built on

@@ -35,7 +35,7 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # XLA reads its flags once per process, at the first device listing, so CPU JIT is allowed from
 # the start, here and in the row processes, which run this package too. It acts only where a
-# session sets a JIT level, as helper.session_config does for --xla.
+# session sets a JIT level, as devices.session_config does for --xla.
 if '--tf_xla_cpu_global_jit' not in os.environ.get('TF_XLA_FLAGS', ''):
     os.environ['TF_XLA_FLAGS'] = (os.environ.get('TF_XLA_FLAGS', '')
                                   + ' --tf_xla_cpu_global_jit').strip()

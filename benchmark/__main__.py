@@ -12,9 +12,8 @@ import traceback
 
 import tensorflow as tf
 
-import fcn8vgg16
 from helper import UserError
-from roadseg import model_dir
+from roadseg import model_dir, specs
 from benchmark import config, measure, report
 from benchmark.run import Run
 from benchmark.sections_inference import (export_section, inference_section, score_kind,
@@ -110,7 +109,7 @@ def _run_sections(run, sections):
     return section_seconds
 
 
-def run_benchmark(args, command):
+def run_benchmark(args, command, network=None):
     """Runs the chosen sections in a temporary work folder; writes the report and the JSON."""
     settings = _settings(args)
     sections = select_sections(args.only)
@@ -123,7 +122,7 @@ def run_benchmark(args, command):
     machine, started, cpu_at_start = measure.machine_info(), time.time(), measure.cpu_seconds()
     work_dir = tempfile.mkdtemp(prefix='fcn8s-benchmark-')
     try:
-        run = Run(settings, work_dir, args.model_dir, args.profile, args.debug)
+        run = Run(settings, work_dir, args.model_dir, args.profile, args.debug, network=network)
         if 'export' in sections and args.model_dir:
             run.score_split = val_pairs(settings.val_images)
         section_seconds = _run_sections(run, sections)
@@ -146,10 +145,9 @@ def run_row(spec_json):
     """A row process: builds the parent's Run and network from the spec, runs one measurement
     and prints its reply as one JSON line. A failure ends with its one-line error on stderr."""
     spec = json.loads(spec_json)
-    fcn8vgg16.VGG16 = tuple(tuple(block) for block in spec['encoder'])
-    fcn8vgg16.FC_CHANNELS = spec['fc_channels']
     run = Run(config.Settings(**spec['settings']), spec['work_dir'], spec['model_dir'],
-              spec['profile_dir'], sources=spec['sources'])
+              spec['profile_dir'], sources=spec['sources'],
+              network=specs.Network.from_config(spec['network']))
     try:
         result = ROW_FUNCTIONS[spec['function']](run, *spec['args'])
     except Exception as error:
@@ -161,7 +159,7 @@ def run_row(spec_json):
     return 0
 
 
-def main(argv=None):
+def main(argv=None, network=None):
     args = parse_args(argv)
     tf1.disable_eager_execution()  # graph mode, as the tool
     tf.get_logger().setLevel('ERROR')
@@ -169,7 +167,7 @@ def main(argv=None):
         return run_row(args.row)
     command = 'python -m benchmark ' + ' '.join(sys.argv[1:] if argv is None else argv)
     try:
-        run_benchmark(args, command.strip())
+        run_benchmark(args, command.strip(), network)
     except UserError as error:
         print('error: %s' % error, file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorflow.python.client import timeline
 
 import fcn8vgg16
-import helper
+from roadseg import devices
 from benchmark import config
 
 tf1 = tf.compat.v1
@@ -55,7 +55,7 @@ def time_in_turn(calls, warmup, repeats):
 
 def cpu_config(xla=0, precision='fp32'):
     """The session configuration of `--gpu 0 --xla X --precision P`."""
-    return helper.session_config(gpu=0, gpu_mem=0.9, xla=xla, precision=precision)
+    return devices.session_config(gpu=0, gpu_mem=0.9, xla=xla, precision=precision)
 
 
 def serial_ops(session_config):

@@ -31,19 +31,18 @@ def random_batch(batch_size, num_classes, seed=0):
     return images, labels
 
 
-def _write_random_model(folder, label_set, calibration_glob):
+def _write_random_model(folder, network, label_set, calibration_glob):
     """A SavedModel with random weights at IMAGE_SHAPE, in the layout train writes."""
     model_config = dict(
         dataset='demo', label_set=label_set.name, image_shape=list(IMAGE_SHAPE),
         num_classes=label_set.num_classes, class_names=label_set.class_names,
-        encoder=[list(block) for block in fcn8vgg16.VGG16], fc_channels=fcn8vgg16.FC_CHANNELS,
         input_tensor=fcn8vgg16.INPUT_TENSOR, keep_prob_tensor=fcn8vgg16.KEEP_PROB_TENSOR,
         output_tensor=fcn8vgg16.OUTPUT_TENSOR, logits_tensor=fcn8vgg16.LOGITS_TENSOR,
         saved_model_tag=fcn8vgg16.SAVED_MODEL_TAG, signature_key=fcn8vgg16.SIGNATURE_KEY,
-        images_paths=calibration_glob, random_weights=True)
+        images_paths=calibration_glob, random_weights=True, **network.config())
     with tf.Graph().as_default():
         tf1.set_random_seed(0)
-        fcn8vgg16.inference_graph(label_set.num_classes, fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
+        fcn8vgg16.inference_graph(label_set.num_classes, network.encoder, network.fc_channels)
         with tf1.Session(config=measure.cpu_config()) as session:
             session.run(tf1.global_variables_initializer())
             model_dir.write_saved_model(session, folder)
@@ -56,8 +55,8 @@ class Models:
     optimised export with an int8 TFLite model at IMAGE_SHAPE. Conversion times and sizes go
     to self.stats."""
 
-    def __init__(self, work_dir, model_dir, calibration_count):
-        self.work_dir, self.model_dir = work_dir, model_dir
+    def __init__(self, work_dir, model_dir, calibration_count, network):
+        self.work_dir, self.model_dir, self.network = work_dir, model_dir, network
         self.calibration_count = calibration_count
         self.stats = {}
 
@@ -70,7 +69,7 @@ class Models:
             label_set = data_loader.get_label_set(config.LABEL_SET)
             images_glob, _ = demo_split('train')
             model_dir.write_model_dir(path, lambda folder: _write_random_model(
-                folder, label_set, images_glob))
+                folder, self.network, label_set, images_glob))
         return path
 
     def frozen_dir(self):

@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 import data_loader
-import fcn8vgg16
+from roadseg import specs
 from roadseg.data import demo_data
 from benchmark import config, measure
 from benchmark.models import Models
@@ -19,10 +19,11 @@ class Run:
     """What one benchmark run has measured so far, and what it has made to measure it."""
 
     def __init__(self, settings, work_dir, model_dir=None, profile_dir=None, debug=False,
-                 sources=None):
+                 sources=None, network=None):
         self.settings, self.work_dir, self.profile_dir = settings, work_dir, profile_dir
         self.debug = debug
-        self.models = Models(work_dir, model_dir, settings.calibration_images)
+        self.network = network or specs.Network()  # the tests time a tiny one
+        self.models = Models(work_dir, model_dir, settings.calibration_images, self.network)
         self.label_set = data_loader.get_label_set(config.LABEL_SET)
         self.raw, self.tables, self.errors, self.profile = {}, [], [], {}
         # (image paths, label paths) the export section compares the exported models on; once
@@ -54,12 +55,11 @@ class Run:
 
     def row_spec(self, function, args):
         """What a row process needs to run function(run, *args) as this run would: plain
-        values only, the network's widths included (the tests shrink them in this process)."""
+        values only, the network's shape included."""
         return dict(function=function.__name__, args=list(args),
                     settings=self.settings._asdict(), work_dir=self.work_dir,
                     model_dir=self.models.model_dir, profile_dir=self.profile_dir,
-                    sources=self._sources, encoder=fcn8vgg16.VGG16,
-                    fc_channels=fcn8vgg16.FC_CHANNELS)
+                    sources=self._sources, network=self.network.config())
 
     def in_child(self, function, *args):
         """function(self, *args) run by a fresh Python process, as a user's `main.py predict`

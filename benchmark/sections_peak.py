@@ -1,6 +1,5 @@
 """The peak section: FLOPs per image and the float32 and bfloat16 matmul rates, measured at the
 start and beside every timed row; finish_peaks sets each row's share of the run's best."""
-import fcn8vgg16
 from benchmark import measure
 from benchmark.config import IMAGE_SHAPE
 from benchmark.report import SHARE_COLUMN, Table, table_row
@@ -16,8 +15,8 @@ BESIDE_NOTE = ('The notes give the share of the peak beside the row as well: the
 def peak_section(run):
     """FLOPs per image and the float32 and bfloat16 matmul rates."""
     settings = run.settings
-    flops = measure.model_flops(run.label_set.num_classes, IMAGE_SHAPE, fcn8vgg16.VGG16,
-                                fcn8vgg16.FC_CHANNELS)
+    flops = measure.model_flops(run.label_set.num_classes, IMAGE_SHAPE, run.network.encoder,
+                                run.network.fc_channels)
     run.raw['flops_per_image'] = flops
     rows = [table_row(['FLOPs per image, forward, %dx%d' % IMAGE_SHAPE,
                        '%.1f GFLOP' % (flops / 1e9)])]

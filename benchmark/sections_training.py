@@ -6,7 +6,6 @@ import time
 import tensorflow as tf
 
 import data_loader
-import fcn8vgg16
 import main
 from roadseg import specs
 from roadseg.training import graph as train_graph
@@ -26,7 +25,7 @@ TRAINING_TRACE = 'train step'  # the profiled float32 step
 def _train_recipe(precision):
     """The recipe of `main.py train --gpu 0 --precision P` at Cityscapes' defaults."""
     return specs.Recipe(epochs=1, batch_size=TRAIN_BATCH, learning_rate=1e-4,
-                        keep_prob=KEEP_PROB, precision=precision)
+                        keep_prob=KEEP_PROB, loss_scaling=precision == 'fp16')
 
 
 def _train_session(run, precision, xla, make_inputs=None, serial=False):
@@ -41,8 +40,7 @@ def _train_session(run, precision, xla, make_inputs=None, serial=False):
         else:  # empty defaults, as with the generator pipeline
             images = tf.zeros((0,) + IMAGE_SHAPE + (3,), tf.uint8)
             labels = tf.zeros((0,) + IMAGE_SHAPE, tf.uint8)
-        network = specs.Network(fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS)
-        tensors = train_graph.build_train_graph(images, labels, network,
+        tensors = train_graph.build_train_graph(images, labels, run.network,
                                                 _train_recipe(precision), run.label_set)
         init = tf1.global_variables_initializer()
     session_config = measure.cpu_config(xla, precision)
@@ -81,7 +79,7 @@ def _profile_training(run, images, labels):
         session.run(tensors['train_op'], feed)  # warm-up: oneDNN's primitives
         run.trace(session, tensors['train_op'], feed, TRAINING_TRACE, batch=TRAIN_BATCH,
                   flops=measure.layer_flops(run.label_set.num_classes, IMAGE_SHAPE,
-                                            fcn8vgg16.VGG16, fcn8vgg16.FC_CHANNELS))
+                                            run.network.encoder, run.network.fc_channels))
     finally:
         session.close()
 

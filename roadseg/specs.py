@@ -14,7 +14,7 @@ import dataclasses
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 import fcn8vgg16
-import helper
+from roadseg import devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Recipe:
     class_weights: str = 'none'        # none, inverse_freq or median_freq
     pipeline: str = 'tfdata'           # tfdata or generator
     vgg_weights: str = None            # a file or folder, 'none', or None: download
-    precision: str = 'fp32'            # fp16 adds loss scaling
+    loss_scaling: bool = False         # dynamic loss scaling, for float16 (--precision fp16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ class DevicePlan:
     def session_config(self, spread=False):
         """The session's ConfigProto; spread: the graph spans several devices or a cluster.
         Made before anything lists the devices, which reads XLA's flags (--xla)."""
-        config = helper.session_config(self.gpu, self.gpu_mem, self.xla, self.precision)
+        config = devices.session_config(self.gpu, self.gpu_mem, self.xla, self.precision)
         if self.cpu_replicas > 1:
             config.device_count['CPU'] = self.cpu_replicas
         if spread and not config.device_count['GPU']:

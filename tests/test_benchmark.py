@@ -1,7 +1,5 @@
 """The benchmark/ folder: its pure parts, and its sections end to end on a tiny network (no
 timings)."""
-import ast
-import glob
 import json
 import os
 import re
@@ -16,6 +14,7 @@ import data_loader
 import fcn8vgg16
 import helper
 from helper import UserError
+from roadseg import specs
 from roadseg.data import demo_data
 from benchmark import (config, measure, models, report, sections_inference, sections_peak,
                        sections_training, targets)
@@ -444,13 +443,13 @@ TINY_QUICK = config.QUICK._replace(
     pipeline_batches=1, calibration_images=2)
 
 
-def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeypatch):
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', TINY_FC_CHANNELS)
+def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeypatch,
+                                                    tiny_model):
     monkeypatch.setattr(config, 'QUICK', TINY_QUICK)
     markdown = str(tmp_path / 'BENCH.md')
     assert cli.main(['--quick', '--only', 'inference,training,pipeline',
-                     '--report', markdown, '--profile', str(tmp_path / 'profile')]) == 0
+                     '--report', markdown, '--profile', str(tmp_path / 'profile')],
+                    network=tiny_model) == 0
     with open(markdown) as f:
         text = f.read()
     with open(str(tmp_path / 'BENCH.json')) as f:
@@ -479,12 +478,10 @@ def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeyp
     assert 'in the profiled step the matrix products together ran at' in text
 
 
-def test_a_row_runs_in_another_process_and_its_trace_comes_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16)
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', TINY_FC_CHANNELS)
+def test_a_row_runs_in_another_process_and_its_trace_comes_back(tmp_path, tiny_model):
     profile = tmp_path / 'profile'
     profile.mkdir()
-    run = Run(TINY_QUICK, str(tmp_path), profile_dir=str(profile))
+    run = Run(TINY_QUICK, str(tmp_path), profile_dir=str(profile), network=tiny_model)
     spec = run.row_spec(sections_training.time_training, ['float32', 0, 'fp32'])
     reply = measure.child_reply(json.loads(json.dumps(spec)))  # plain values only
     assert reply['pid'] != os.getpid()
@@ -506,12 +503,11 @@ def test_a_row_runs_in_another_process_and_its_trace_comes_back(tmp_path, monkey
     assert adam[0] > 0 and adam[1] == 0 and rest[1] == 0
 
 
-def test_a_failing_row_process_is_one_recorded_line(tmp_path, monkeypatch, capsys):
+def test_a_failing_row_process_is_one_recorded_line(tmp_path, capsys):
     # Two blocks have no pool3 for the skips: the row process must build this network, not
-    # its own module's VGG16, and fail.
-    monkeypatch.setattr(fcn8vgg16, 'VGG16', TINY_VGG16[:2])
-    monkeypatch.setattr(fcn8vgg16, 'FC_CHANNELS', TINY_FC_CHANNELS)
-    run = Run(TINY_QUICK, str(tmp_path), debug=True)
+    # the default VGG16, and fail.
+    run = Run(TINY_QUICK, str(tmp_path), debug=True,
+              network=specs.Network(TINY_VGG16[:2], TINY_FC_CHANNELS))
     assert run.attempt('training float32', run.in_child, sections_training.time_training,
                        'float32', 0, 'fp32') is None
     assert run.errors == [('training float32', "KeyError: 'pool3'")]
@@ -536,56 +532,3 @@ def test_bad_flags_end_with_one_line(tmp_path, capsys):
     assert cli.main(['--model_dir', str(tmp_path / 'none'),
                      '--report', str(tmp_path / 'r.md')]) == 2
     assert 'does not exist' in capsys.readouterr().err
-
-
-BENCHMARK_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             'benchmark')
-
-
-def _benchmark_imports(tree, modules):
-    """({benchmark module this one imports}, [private names of them it uses]) of a module."""
-    imported, private, aliases = set(), [], {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or '').startswith('benchmark'):
-            inner = node.module.partition('.')[2]
-            for alias in node.names:
-                if not inner and alias.name in modules:  # from benchmark import measure
-                    imported.add(alias.name)
-                    aliases[alias.asname or alias.name] = alias.name
-                elif inner:  # from benchmark.report import table_row
-                    imported.add(inner)
-                    private += [alias.name] if alias.name.startswith('_') else []
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.partition('.')[2] for alias in node.names
-                            if alias.name.startswith('benchmark.'))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
-                node.value.id in aliases and node.attr.startswith('_'):
-            private.append('%s.%s' % (node.value.id, node.attr))
-    return imported, private
-
-
-def test_the_benchmark_s_modules_stay_small_and_import_one_way():
-    """No module over 600 lines and no function over 80; no module uses another's private
-    names, and their imports have no cycle."""
-    paths = sorted(glob.glob(os.path.join(BENCHMARK_DIR, '*.py')))
-    modules = {os.path.basename(path)[:-3]: path for path in paths}
-    too_long, imports, private = [], {}, []
-    for name, path in modules.items():
-        with open(path) as f:
-            source = f.read()
-        tree = ast.parse(source)
-        lines = len(source.splitlines())
-        too_long += ['%s: %d lines' % (name, lines)] if lines > 600 else []
-        too_long += ['%s.%s: %d lines' % (name, node.name, node.end_lineno - node.lineno + 1)
-                     for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
-                     and node.end_lineno - node.lineno + 1 > 80]
-        imports[name], used = _benchmark_imports(tree, modules)
-        private += ['%s uses %s' % (name, used_name) for used_name in used]
-    assert {'__main__', 'measure', 'report'} <= set(modules)
-    assert too_long == [] and private == []
-
-    def reaches(start, goal, seen=()):
-        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen + (nxt,)))
-                   for nxt in imports.get(start, ()))
-    assert [name for name in modules if reaches(name, name)] == []

@@ -14,7 +14,7 @@ import helper
 from roadseg.deploy import loader
 from roadseg.apps import predict
 import main
-from roadseg import model_dir, specs
+from roadseg import devices, model_dir, specs
 
 tf1 = tf.compat.v1
 # Narrow, but with weights large enough that the 8-bit size ratio means what it does at 4096.
@@ -102,7 +102,7 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
         with tf.Graph().as_default(), tf1.Session() as session:
             tf.graph_util.import_graph_def(graph_def, name='')
             expected = session.run(fcn8vgg16.OUTPUT_TENSOR, {fcn8vgg16.INPUT_TENSOR: images})
-        model = loader.Model(path, helper.session_config(0, 0.9, 0, 'fp32'))
+        model = loader.Model(path, devices.session_config(0, 0.9, 0, 'fp32'))
         variables = [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
         sizes = [np.prod([dim.size for dim in op.get_attr('shape').dim]) for op in variables]
         lean = 'optimised' in path
@@ -123,7 +123,7 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
             np.testing.assert_array_equal(predictions, expected)
         model.close()
         # Under bf16 the weights stay constants: constant folding casts them once.
-        model = loader.Model(path, helper.session_config(0, 0.9, 0, 'bf16'))
+        model = loader.Model(path, devices.session_config(0, 0.9, 0, 'bf16'))
         assert not [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
         model.close()
 
@@ -146,7 +146,7 @@ def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(wor
     for weight in weights.values():
         assert weight.values.dtype == np.uint8 and weight.values.ctypes.data % 64 == 0
 
-    model = loader.Model(folder + '_optimised', helper.session_config(0, 0.9, 0, 'fp32'))
+    model = loader.Model(folder + '_optimised', devices.session_config(0, 0.9, 0, 'fp32'))
     operations = model.graph.get_operations()
     reads = {op.inputs[0].op.name: op.outputs[0] for op in operations
              if op.type == 'ReadVariableOp'}

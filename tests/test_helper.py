@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import data_loader
 import helper
+from roadseg import devices
 import synthetic
 from helper import UserError
 
@@ -32,7 +33,7 @@ def _train_graph():
 # ------------------------------------------------------------------------------ session config
 
 def test_session_config_applies_the_flags():
-    config = helper.session_config(gpu=0, gpu_mem=0.5, xla=0)
+    config = devices.session_config(gpu=0, gpu_mem=0.5, xla=0)
     assert isinstance(config, tf1.ConfigProto)
     assert config.device_count['GPU'] == 0
     assert config.gpu_options.per_process_gpu_memory_fraction == pytest.approx(0.5)
@@ -44,7 +45,7 @@ def test_session_config_applies_the_flags():
 
 @pytest.mark.parametrize('xla, level', [(1, 'ON_1'), (2, 'ON_2')])
 def test_session_config_sets_the_xla_jit_level(xla, level):
-    config = helper.session_config(gpu=0, gpu_mem=1.0, xla=xla)
+    config = devices.session_config(gpu=0, gpu_mem=1.0, xla=xla)
     assert (config.graph_options.optimizer_options.global_jit_level
             == getattr(tf1.OptimizerOptions, level))
     assert config.gpu_options.per_process_gpu_memory_fraction == 1.0
@@ -52,7 +53,7 @@ def test_session_config_sets_the_xla_jit_level(xla, level):
 
 def test_session_config_warns_when_asked_for_missing_gpus(capsys):
     available = len(tf.config.list_physical_devices('GPU'))
-    config = helper.session_config(gpu=available + 1)
+    config = devices.session_config(gpu=available + 1)
     assert config.device_count['GPU'] == available
     assert 'warning' in capsys.readouterr().err
 
@@ -62,7 +63,7 @@ def test_session_config_warns_when_asked_for_missing_gpus(capsys):
     (dict(xla=3), '3'), (dict(xla=-1), '-1'), (dict(gpu=-1), '-1')])
 def test_session_config_rejects_bad_flags(kwargs, shown):
     with pytest.raises(UserError) as error:
-        helper.session_config(**kwargs)
+        devices.session_config(**kwargs)
     message = str(error.value)
     assert list(kwargs)[0] in message and shown in message
 
@@ -258,8 +259,8 @@ import sys
 import tensorflow as tf
 tf1 = tf.compat.v1
 tf1.disable_eager_execution()
-import helper
-config = helper.session_config(gpu=0, xla=int(sys.argv[1]))
+from roadseg import devices
+config = devices.session_config(gpu=0, xla=int(sys.argv[1]))
 graph = tf.Graph()
 with graph.as_default():
     x = tf1.placeholder(tf.float32, [8, 8])
@@ -293,6 +294,8 @@ KERAS_PROBE = """
 import sys
 if sys.argv[1] == 'main':
     import main
+    assert 'tensorflow' not in sys.modules, 'main.py -h would load TensorFlow'
+    main.main(['predict', '--epochs', '0'])  # a flag's error, found after TensorFlow's import
 import tensorflow as tf
 print('keras.src.optimizers' in sys.modules)
 print(tf.keras.optimizers.Adam.__name__)
@@ -301,7 +304,8 @@ print(tf.keras.optimizers.Adam.__name__)
 
 @pytest.mark.parametrize('first_import', ['main', 'tensorflow'])
 def test_main_skips_the_eager_keras_import_and_leaves_keras_importable(first_import):
-    """Started from main.py, TensorFlow loads without Keras' optimisers (68 MB); tf.keras
+    """Importing main.py loads no TensorFlow (-h answers at once); started from it, TensorFlow
+    loads without Keras' optimisers (68 MB); tf.keras
     still imports them when asked. In a subprocess: only a process's first TensorFlow
     import loads them."""
     import subprocess

@@ -17,6 +17,7 @@ LAYERS = (
     ('roadseg.apps',),
     ('roadseg.training', 'roadseg.deploy', 'roadseg.data'),
     ('roadseg.specs', 'roadseg.model_dir'),
+    ('roadseg.devices',),
     ('data_loader',),
     ('fcn8vgg16',),
     ('roadseg.fc_products',),

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import data_loader
+from roadseg import devices
 from roadseg.data import demo_data
-import helper
 from roadseg.deploy import loader
 from roadseg.apps import predict
 import main
@@ -137,12 +137,12 @@ def test_model_errors_are_one_line(trained, tmp_path, capsys):
 
 
 def test_constant_graphs_run_only_the_remapper_unless_in_mixed_precision():
-    fp32 = helper.session_config(0, 0.9, 0)
+    fp32 = devices.session_config(0, 0.9, 0)
     lean = loader._constant_graph_config(fp32)
     assert list(lean.graph_options.rewrite_options.optimizers) == ['remap']
     assert list(fp32.graph_options.rewrite_options.optimizers) == []  # the caller's is kept
     assert lean.device_count['GPU'] == fp32.device_count['GPU']
-    bf16 = loader._constant_graph_config(helper.session_config(0, 0.9, 0, 'bf16'))
+    bf16 = loader._constant_graph_config(devices.session_config(0, 0.9, 0, 'bf16'))
     assert list(bf16.graph_options.rewrite_options.optimizers) == []
     assert list(loader._constant_graph_config(None).graph_options.rewrite_options
                 .optimizers) == ['remap']

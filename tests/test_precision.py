@@ -10,22 +10,21 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 import data_loader
 from roadseg.data import demo_data
 from roadseg.deploy import export
-import helper
 from roadseg.deploy import loader
 import main
 import synthetic
-from roadseg import specs
+from roadseg import devices, specs
 from roadseg.training import graph as train_graph
 from helper import UserError
 
 tf1 = tf.compat.v1
 IMAGE_SHAPE = (64, 128)
 ON = rewriter_config_pb2.RewriterConfig.ON
-_flags = helper.cpu_flags()
+_flags = devices.cpu_flags()
 needs_bf16_rewrite = pytest.mark.skipif(
-    _flags is not None and not _flags & set(helper.BF16_REWRITE_CPU_FLAGS),
+    _flags is not None and not _flags & set(devices.BF16_REWRITE_CPU_FLAGS),
     reason='TensorFlow rewrites to bfloat16 only on CPUs with %s'
-           % ' or '.join(helper.BF16_REWRITE_CPU_FLAGS))
+           % ' or '.join(devices.BF16_REWRITE_CPU_FLAGS))
 
 
 @pytest.fixture(scope='module')
@@ -75,7 +74,7 @@ def _bf16_convolutions(nodes):
 
 def _predict(model_dir, images, precision):
     """(class ids, float32 logits, the nodes run) of a model loaded with --precision."""
-    model = loader.Model(model_dir, helper.session_config(gpu=0, precision=precision))
+    model = loader.Model(model_dir, devices.session_config(gpu=0, precision=precision))
     logits = model.graph.get_tensor_by_name(model.config['logits_tensor'])
     (predictions, logits), nodes = _traced_run(model.session, (model.output, logits),
                                                {model.input: images})
@@ -108,7 +107,8 @@ def test_bf16_predictions_agree_with_fp32(trained, tmp_path, kind):
 
 def _train_graph(precision):
     """The tool's training graph on a fed batch of the tiny model."""
-    recipe = specs.Recipe(epochs=1, batch_size=4, learning_rate=1e-3, precision=precision)
+    recipe = specs.Recipe(epochs=1, batch_size=4, learning_rate=1e-3,
+                          loss_scaling=precision == 'fp16')
     label_set = data_loader.get_label_set('cityscapes')
     tf1.set_random_seed(1)
     return train_graph.build_train_graph(tf.zeros((0,) + IMAGE_SHAPE + (3,), tf.uint8),
@@ -119,7 +119,7 @@ def _train_graph(precision):
 def _train_losses(graph, tensors, batches, precision, steps=12):
     """Losses of `steps` Adam steps from the same initial weights; the nodes of the last."""
     losses = []
-    with tf1.Session(graph=graph, config=helper.session_config(gpu=0, precision=precision)) \
+    with tf1.Session(graph=graph, config=devices.session_config(gpu=0, precision=precision)) \
             as session:
         session.run([tf1.global_variables_initializer(), tf1.local_variables_initializer()])
         for step in range(steps):
@@ -169,15 +169,15 @@ def test_fp16_loss_scale_stays_out_of_checkpoints(tmp_path):
 
 
 def test_session_config_sets_the_rewrite():
-    options = helper.session_config(gpu=0, precision='bf16').graph_options.rewrite_options
+    options = devices.session_config(gpu=0, precision='bf16').graph_options.rewrite_options
     assert options.auto_mixed_precision_onednn_bfloat16 == ON
-    options = helper.session_config(gpu=0).graph_options.rewrite_options
+    options = devices.session_config(gpu=0).graph_options.rewrite_options
     assert options.auto_mixed_precision_onednn_bfloat16 != ON
     assert options.auto_mixed_precision != ON
 
 
 def test_fp16_without_a_gpu_warns_and_runs_float32(capsys):
-    options = helper.session_config(gpu=0, precision='fp16').graph_options.rewrite_options
+    options = devices.session_config(gpu=0, precision='fp16').graph_options.rewrite_options
     assert options.auto_mixed_precision != ON
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'fp16 needs a GPU' in err[0]
@@ -189,21 +189,21 @@ def test_fp16_without_a_gpu_warns_and_runs_float32(capsys):
                       'bfloat16 here, --precision bf16 runs in float32'),
     ({'avx512f', 'amx_bf16'}, None), ({'avx512f', 'avx512_bf16'}, None), (None, None)])
 def test_bf16_warns_on_a_cpu_without_bf16(monkeypatch, capsys, flags, warning):
-    monkeypatch.setattr(helper, 'cpu_flags', lambda: flags)
-    helper.session_config(gpu=0, precision='bf16')
+    monkeypatch.setattr(devices, 'cpu_flags', lambda: flags)
+    devices.session_config(gpu=0, precision='bf16')
     err = capsys.readouterr().err.strip().splitlines()
     assert err == (['warning: this CPU has ' + warning + (
         ', about half as fast as fp32' if 'emulated' in warning else '')] if warning else [])
 
 
 def test_cpu_flags_reads_this_machine():
-    flags = helper.cpu_flags()
+    flags = devices.cpu_flags()
     assert flags is None or (isinstance(flags, set) and flags)
 
 
 def test_bad_precision_is_a_one_line_error(capsys):
     with pytest.raises(UserError) as error:
-        helper.session_config(gpu=0, precision='fp8')
+        devices.session_config(gpu=0, precision='fp8')
     assert str(error.value) == '--precision fp8 is not fp32, bf16 or fp16'
     assert main.main(['predict', '--precision', 'bfloat16']) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
@@ -212,15 +212,15 @@ def test_bad_precision_is_a_one_line_error(capsys):
 
 @pytest.fixture
 def recorded_configs(monkeypatch):
-    """The ConfigProtos main.py asks helper.session_config for."""
+    """The ConfigProtos main.py asks devices.session_config for."""
     configs = []
-    original = helper.session_config
+    original = devices.session_config
 
     def _record(*args, **kwargs):
         configs.append(original(*args, **kwargs))
         return configs[-1]
 
-    monkeypatch.setattr(helper, 'session_config', _record)
+    monkeypatch.setattr(devices, 'session_config', _record)
     return configs
 
 

@@ -16,6 +16,7 @@ from tensorflow.python.grappler import tf_optimizer
 
 import fcn8vgg16
 from helper import UserError
+from roadseg import specs
 
 tf1 = tf.compat.v1
 
@@ -36,8 +37,8 @@ def frozen_graph_def(config, prefix, session_config=None):
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(0)  # initialisers never run; determinism mode asks for a seed
-        fcn8vgg16.inference_graph(config['num_classes'], config['encoder'],
-                                  config['fc_channels'])
+        network = specs.Network.from_config(config)
+        fcn8vgg16.inference_graph(config['num_classes'], network.encoder, network.fc_channels)
         saver = tf1.train.Saver()
         count = len(tf1.global_variables())
     with tf1.Session(graph=graph, config=session_config) as session:

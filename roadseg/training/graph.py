@@ -69,7 +69,7 @@ def replica_devices(plan):
     """The devices of a DevicePlan to replicate the model on, or [] for the session's one.
 
     cpu_replicas N > 1: N virtual CPU devices (plan.session_config() creates them). gpu N > 1:
-    as many of N GPUs as exist (helper.session_config warns when there are fewer).
+    as many of N GPUs as exist (devices.session_config warns when there are fewer).
     """
     if plan.cpu_replicas > 1:
         return ['/cpu:%d' % index for index in range(plan.cpu_replicas)]
@@ -95,13 +95,7 @@ def _pad_empty(images, labels, ignore_id):
 
 def pixel_weight(labels, ignore_id, class_weights):
     """The sum of the loss weights of a batch's pixels: segmentation_loss's denominator."""
-    labels = tf.cast(labels, tf.int32)
-    valid = tf.not_equal(labels, ignore_id)
-    weights = tf.cast(valid, tf.float32)
-    if class_weights is not None:
-        weights *= tf.gather(tf.constant(class_weights, tf.float32),
-                             tf.where(valid, labels, tf.zeros_like(labels)))
-    return tf.reduce_sum(weights)
+    return tf.reduce_sum(fcn8vgg16.pixel_weights(labels, ignore_id, class_weights)[1])
 
 
 def _replica_loss(images, labels, keep_prob, total_weight, first, network, recipe, label_set,
@@ -125,7 +119,7 @@ def _replica_loss(images, labels, keep_prob, total_weight, first, network, recip
 def _optimizer(recipe, wrap_optimizer):
     learning_rate = tf.constant(recipe.learning_rate, tf.float32)
     optimizer = tf1.train.AdamOptimizer(learning_rate)
-    if recipe.precision == 'fp16':
+    if recipe.loss_scaling:
         optimizer = loss_scaled(optimizer)
     return learning_rate, wrap_optimizer(optimizer) if wrap_optimizer else optimizer
 
