@@ -36,3 +36,9 @@ def demo_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('demo') / 'demo')
     return demo_data.ensure_demo_dataset(root, split_sizes={'train': 6, 'val': 2, 'test': 1},
                                          video_frames=4)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'end_to_end: runs the command line, a process or a training run; '
+        '-m "not end_to_end" leaves the fast unit suite')

@@ -136,6 +136,7 @@ def _flags(root, tmp_path, *extra):
             '-rd', str(tmp_path / 'runs'), '--gpu', '0'] + list(extra)
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('extra, expected', [
     ([], data_loader.AugmentConfig((0.75, 1.5), True, False)),  # the demo's narrower range
     (['--augment', '--scale_range', '0.5', '2', '--photometric'],
@@ -149,6 +150,7 @@ def test_only_the_training_set_is_augmented(block_samples, tmp_path, captured_se
     assert captured_sets['val'].augment is None
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('scale_range', [('2', '1'), ('0', '1')])
 def test_bad_scale_range_is_one_line(block_samples, tmp_path, capsys, scale_range):
     assert main.main(_flags(block_samples, tmp_path, '--scale_range', *scale_range)) == 2

@@ -443,6 +443,7 @@ TINY_QUICK = config.QUICK._replace(
     pipeline_batches=1, calibration_images=2)
 
 
+@pytest.mark.end_to_end
 def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeypatch,
                                                     tiny_model):
     monkeypatch.setattr(config, 'QUICK', TINY_QUICK)
@@ -478,6 +479,7 @@ def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeyp
     assert 'in the profiled step the matrix products together ran at' in text
 
 
+@pytest.mark.end_to_end
 def test_a_row_runs_in_another_process_and_its_trace_comes_back(tmp_path, tiny_model):
     profile = tmp_path / 'profile'
     profile.mkdir()
@@ -503,6 +505,7 @@ def test_a_row_runs_in_another_process_and_its_trace_comes_back(tmp_path, tiny_m
     assert adam[0] > 0 and adam[1] == 0 and rest[1] == 0
 
 
+@pytest.mark.end_to_end
 def test_a_failing_row_process_is_one_recorded_line(tmp_path, capsys):
     # Two blocks have no pool3 for the skips: the row process must build this network, not
     # the default VGG16, and fail.
@@ -526,6 +529,7 @@ def test_export_section_is_skipped_without_a_trained_model(tmp_path):
     assert 'Skipped: no trained --model_dir given' in report.table_markdown(table)
 
 
+@pytest.mark.end_to_end
 def test_bad_flags_end_with_one_line(tmp_path, capsys):
     assert cli.main(['--only', 'speed', '--report', str(tmp_path / 'r.md')]) == 2
     assert capsys.readouterr().err.strip().startswith('error: --only speed: unknown section')

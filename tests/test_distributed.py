@@ -44,6 +44,7 @@ def _summaries(summary_dir, tag):
 
 # ------------------------------------------------------------------ several devices, one machine
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('pipeline', ['tfdata', 'generator'])
 def test_two_replicas_follow_one_device(demo_root, tmp_path, tiny_model, pipeline):
     """Global batch 4 as 2 x 2 on two virtual CPUs: the same losses step by step as 4 on one
@@ -64,6 +65,7 @@ def test_two_replicas_follow_one_device(demo_root, tmp_path, tiny_model, pipelin
         np.testing.assert_allclose(runs[2][1][name], value, rtol=1e-3, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.end_to_end
 def test_checkpoints_move_between_one_and_two_devices(demo_root, tmp_path, tiny_model,
                                                       capsys):
     """2 devices, then 1, then 2 on the same checkpoints ends where 1 device all along does:
@@ -86,6 +88,7 @@ def test_checkpoints_move_between_one_and_two_devices(demo_root, tmp_path, tiny_
         assert output.shape == (1, 64, 128)
 
 
+@pytest.mark.end_to_end
 def test_four_replicas_take_a_batch_shorter_than_the_devices(demo_root, tmp_path, tiny_model):
     """6 images at batch 4 on 4 devices: the last batch of 2 leaves two replicas empty."""
     assert main.main(_flags(demo_root, tmp_path, '--cpu_replicas', 4, '--seed', 1,
@@ -121,6 +124,7 @@ def _error(capsys, flags):
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('extra, message', [
     (['--cpu_replicas', '3'], '--batch_size 4 does not divide among 3 devices'),
     (['--cpu_replicas', '0'], '--cpu_replicas 0 must be at least 1'),
@@ -141,6 +145,7 @@ def test_bad_flags_are_one_line(demo_root, tmp_path, tiny_model, capsys, extra, 
     assert not glob.glob(str(tmp_path / 'ckpt' / 'model.ckpt*'))
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('tf_config, message', [
     ('{"cluster": ', 'TF_CONFIG is not {"cluster"'),
     ('{"cluster": {"chief": ["a:1"], "ps": ["b:2"], "worker": ["c:3"]}, '
@@ -237,6 +242,7 @@ def _took(output, index):
     return int(words[3]), int(words[7]), int(words[9])
 
 
+@pytest.mark.end_to_end
 def test_ps_and_two_workers_train_in_step(demo_root, tmp_path, tiny_model, capsys):
     """6 images at global batch 4 for 3 epochs: 6 global steps; each worker computes every one
     of them (2 images each), the chief checkpoints, summarises and exports; all exit 0. One
@@ -276,6 +282,7 @@ def _wait_for_checkpoint(ckpt_dir, step, process):
     raise AssertionError('no checkpoint of step %d in %s' % (step, ckpt_dir))
 
 
+@pytest.mark.end_to_end
 def test_killed_worker_restarts_and_the_run_completes(demo_root, tmp_path):
     """Worker 1 is killed mid-training: the cluster waits for it (a synchronous step needs
     both); restarted, it joins at the current global step and training completes."""

@@ -48,6 +48,7 @@ def _val_predictions(folder, root):
     return np.stack(outputs)
 
 
+@pytest.mark.end_to_end
 def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, capsys):
     work, root = work
     monkeypatch.chdir(work)
@@ -76,6 +77,7 @@ def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, 
     assert os.path.getsize('optimised_model/model.tflite') > 0
 
 
+@pytest.mark.end_to_end
 def test_exported_models_agree_with_the_trained_one(work, monkeypatch):
     work, root = work
     monkeypatch.chdir(work)
@@ -87,6 +89,7 @@ def test_exported_models_agree_with_the_trained_one(work, monkeypatch):
     assert np.mean(_val_predictions('optimised_agree', root) == trained) >= 0.99
 
 
+@pytest.mark.end_to_end
 def test_models_load_as_constants_and_the_optimised_one_lean(work):
     """Convolution filters are constants whatever the model's format; the optimised model holds
     fc6 and fc7 once, in variables, not as constants the session copies. The predictions are
@@ -128,6 +131,7 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
         model.close()
 
 
+@pytest.mark.end_to_end
 def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(work):
     """fc6 and fc7 reach the session in 8 bits, 64-byte aligned (fed without a copy), and are
     dequantized there into their variables: exactly the numbers of dequantize_constants. No
@@ -167,6 +171,7 @@ def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(wor
     model.close()
 
 
+@pytest.mark.end_to_end
 def test_frozen_graph_is_usable_by_tensor_name(work):
     work, _ = work
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', str(work / 'by_name')]) == 0
@@ -183,6 +188,7 @@ def test_frozen_graph_is_usable_by_tensor_name(work):
         assert signature.dtype == tf.uint8
 
 
+@pytest.mark.end_to_end
 def test_predict_and_video_run_the_optimised_model(work, monkeypatch):
     work, root = work
     monkeypatch.chdir(work)
@@ -204,6 +210,7 @@ def test_predict_and_video_run_the_optimised_model(work, monkeypatch):
     assert 0 <= helper.read_json(report)['mean_iou'] <= 1
 
 
+@pytest.mark.end_to_end
 def test_refuses_to_replace_a_folder_it_did_not_write(work, tmp_path, capsys):
     work, _ = work
     mine = tmp_path / 'mine'
@@ -216,6 +223,7 @@ def test_refuses_to_replace_a_folder_it_did_not_write(work, tmp_path, capsys):
     assert os.listdir(tmp_path) == ['mine']  # no temporary folder left beside it
 
 
+@pytest.mark.end_to_end
 def test_replaces_its_own_model_folder(work, tmp_path):
     work, _ = work
     target = str(tmp_path / 'frozen')
@@ -246,6 +254,7 @@ def test_quantize_weights_round_trips_within_one_step(tmp_path):
     assert len(folded.node) == 2  # the 8-bit constants and their ranges are gone
 
 
+@pytest.mark.end_to_end
 def test_optimise_without_a_frozen_graph_is_one_line(tmp_path, capsys):
     helper.write_json(str(tmp_path / model_dir.CONFIG_FILE), {'images_paths': None})
     code = main.main(['optimise', '-fd', str(tmp_path), '-od', str(tmp_path / 'out'),
@@ -254,6 +263,7 @@ def test_optimise_without_a_frozen_graph_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith('error: no images match')
 
 
+@pytest.mark.end_to_end
 def test_freeze_at_another_image_shape(work, capsys):
     """The network is fully convolutional: a model trained at 64x128 deploys at 128x256."""
     work, root = work

@@ -80,6 +80,7 @@ def _predicted_ids(root, model_dir, runs_dir):
     return np.stack([np.asarray(Image.open(path)) for path in paths])
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('stage', STAGES)
 def test_every_format_predicts_what_the_frozen_model_predicts(stage, checkpoints, demo_root,
                                                               tmp_path):

@@ -274,6 +274,7 @@ print(sorted({node.op for partition in metadata.partition_graphs for node in par
 """
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('xla', [0, 2])
 def test_xla_compiles_on_the_cpu_only_when_asked(xla):
     """--xla on a machine without GPUs really compiles (the JIT level alone does not there).
@@ -302,6 +303,7 @@ print(tf.keras.optimizers.Adam.__name__)
 """
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('first_import', ['main', 'tensorflow'])
 def test_main_skips_the_eager_keras_import_and_leaves_keras_importable(first_import):
     """Importing main.py loads no TensorFlow (-h answers at once); started from it, TensorFlow

@@ -43,6 +43,7 @@ def _new_run(work, before):
     return run_dir
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('keep_size', [False, True])
 def test_predict_writes_overlays_and_labels(trained, keep_size):
     root, work = trained
@@ -65,6 +66,7 @@ def test_predict_writes_overlays_and_labels(trained, keep_size):
         np.testing.assert_array_equal(label_ids, expected)
 
 
+@pytest.mark.end_to_end
 def test_predict_uses_the_newest_model_by_default(trained, capsys):
     root, work = trained
     assert _run('predict', '-ip', os.path.join(root, 'leftImg8bit/test/*/*.png'),
@@ -73,6 +75,7 @@ def test_predict_uses_the_newest_model_by_default(trained, capsys):
     assert 'the newest under' in out and 'loaded SavedModel' in out
 
 
+@pytest.mark.end_to_end
 def test_predict_from_a_checkpoint_folder_matches_the_saved_model(trained):
     root, work = trained
     image = np.asarray(Image.open(sorted(glob.glob(
@@ -86,6 +89,7 @@ def test_predict_from_a_checkpoint_folder_matches_the_saved_model(trained):
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
+@pytest.mark.end_to_end
 def test_evaluate_reports_metrics(trained, capsys):
     root, work = trained
     before = set(glob.glob(str(work / 'runs' / '*')))
@@ -105,6 +109,7 @@ def test_evaluate_reports_metrics(trained, capsys):
     assert run_dir in capsys.readouterr().out
 
 
+@pytest.mark.end_to_end
 def test_video_keeps_frames_rate_and_size(trained):
     root, work = trained
     import imageio_ffmpeg
@@ -123,6 +128,7 @@ def _error(capsys, *flags):
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.end_to_end
 def test_model_errors_are_one_line(trained, tmp_path, capsys):
     root, work = trained
     images = os.path.join(root, 'leftImg8bit/test/*/*.png')

@@ -152,6 +152,7 @@ def _error(capsys, flags):
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.end_to_end
 def test_train_on_the_vistas_layout_with_its_defaults(vistas_root, tmp_path, tiny_model, capsys):
     assert main.main(_train_flags(vistas_root, tmp_path), network=tiny_model) == 0
     out = capsys.readouterr().out
@@ -159,6 +160,7 @@ def test_train_on_the_vistas_layout_with_its_defaults(vistas_root, tmp_path, tin
     assert 'val mean IoU' in out and 'over 2 images' in out  # the validation split beside it
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('extra, message', [
     (['--label_set', 'mapillary_v3'], "unknown label set 'mapillary_v3'"),
     (['--label_set', 'cityscapes'], '--label_set cityscapes does not fit --dataset mapillary'),
@@ -171,6 +173,7 @@ def test_label_set_errors_are_one_line(vistas_root, tmp_path, tiny_model, capsys
     assert line.startswith('error: ') and message in line
 
 
+@pytest.mark.end_to_end
 def test_edited_config_json_stops_training(vistas_root, tmp_path, tiny_model, capsys):
     root = str(tmp_path / 'edited')
     shutil.copytree(vistas_root, root)
@@ -184,6 +187,7 @@ def test_edited_config_json_stops_training(vistas_root, tmp_path, tiny_model, ca
     assert "label 30 is 'nature--forest' there, 'nature--vegetation' in the table" in line
 
 
+@pytest.mark.end_to_end
 def test_missing_vistas_names_its_default_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = _error(capsys, ['train', '--dataset', 'mapillary', '--gpu', '0'])

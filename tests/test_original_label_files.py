@@ -211,6 +211,7 @@ def _train_flags(root, folder, *extra):
             '-rd', str(folder / 'runs'), '--gpu', '0'] + list(extra)
 
 
+@pytest.mark.end_to_end
 def test_train_on_original_files_with_cityscapes35_exits_0(tmp_path, tiny_model, capsys):
     root = tmp_path / 'data'
     write_split(root, [original_label(seed) for seed in range(2)])
@@ -224,6 +225,7 @@ def test_train_on_original_files_with_cityscapes35_exits_0(tmp_path, tiny_model,
     assert 'val mean IoU' in output
 
 
+@pytest.mark.end_to_end
 def test_train_on_official_files_with_cityscapes35_exits_2_with_one_line(tmp_path, tiny_model,
                                                                          capsys):
     root = tmp_path / 'data'

@@ -82,6 +82,7 @@ def _predict(model_dir, images, precision):
     return predictions, logits, nodes
 
 
+@pytest.mark.end_to_end
 @needs_bf16_rewrite
 @pytest.mark.parametrize('kind', ['SavedModel', 'frozen graph'])
 def test_bf16_predictions_agree_with_fp32(trained, tmp_path, kind):
@@ -131,6 +132,7 @@ def _train_losses(graph, tensors, batches, precision, steps=12):
     return losses, nodes
 
 
+@pytest.mark.end_to_end
 @needs_bf16_rewrite
 def test_bf16_training_lowers_the_loss_as_fp32_does(trained):
     root, _ = trained
@@ -201,6 +203,7 @@ def test_cpu_flags_reads_this_machine():
     assert flags is None or (isinstance(flags, set) and flags)
 
 
+@pytest.mark.end_to_end
 def test_bad_precision_is_a_one_line_error(capsys):
     with pytest.raises(UserError) as error:
         devices.session_config(gpu=0, precision='fp8')
@@ -224,6 +227,7 @@ def recorded_configs(monkeypatch):
     return configs
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('action', ['train', 'predict', 'evaluate', 'video'])
 def test_the_flag_reaches_the_session(trained, tmp_path, monkeypatch, recorded_configs,
                                       action):

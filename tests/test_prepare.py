@@ -42,6 +42,7 @@ def _mtimes(root):
     return {name: os.stat(os.path.join(str(root), name)).st_mtime_ns for name in _files(root)}
 
 
+@pytest.mark.end_to_end
 def test_cityscapes_layout_copy_with_train_ids(city_root, tmp_path, capsys):
     out = tmp_path / 'prepared'
     assert _prepare('demo', city_root, out) == 0
@@ -71,6 +72,7 @@ def test_cityscapes_layout_copy_with_train_ids(city_root, tmp_path, capsys):
                                        'source': os.path.abspath(city_root)}
 
 
+@pytest.mark.end_to_end
 def test_second_run_skips_and_interrupted_files_are_redone(city_root, tmp_path, capsys):
     out = tmp_path / 'prepared'
     assert _prepare('demo', city_root, out) == 0
@@ -95,6 +97,7 @@ def test_second_run_skips_and_interrupted_files_are_redone(city_root, tmp_path, 
         == {name: t for name, t in before.items() if name != os.path.relpath(label, out)}
 
 
+@pytest.mark.end_to_end
 def test_training_reads_the_prepared_copy(city_root, tmp_path, tiny_model, capsys):
     out = str(tmp_path / 'prepared')
     assert _prepare('demo', city_root, out) == 0
@@ -115,6 +118,7 @@ def test_training_reads_the_prepared_copy(city_root, tmp_path, tiny_model, capsy
     assert 'was prepared for --label_set cityscapes, not cityscapes35' in line
 
 
+@pytest.mark.end_to_end
 def test_vistas_copy_keeps_jpegs_and_trains(vistas_root, tmp_path, tiny_model, capsys):
     out = str(tmp_path / 'prepared')
     assert main.main(['prepare', '--dataset', 'mapillary', '--data_root', vistas_root,
@@ -142,6 +146,7 @@ def test_vistas_copy_keeps_jpegs_and_trains(vistas_root, tmp_path, tiny_model, c
     assert 'training on 4 images (mapillary, 65 classes, 64x64)' in capsys.readouterr().out
 
 
+@pytest.mark.end_to_end
 def test_small_images_are_copied_not_enlarged(vistas_root, tmp_path):
     out = str(tmp_path / 'prepared')
     assert main.main(['prepare', '--dataset', 'mapillary', '--data_root', vistas_root,
@@ -158,6 +163,7 @@ def _error(capsys, code):
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.end_to_end
 def test_unsafe_or_mismatched_output_folders_are_refused(city_root, tmp_path, capsys):
     line = _error(capsys, _prepare('demo', city_root, os.path.join(city_root, 'prepared')))
     assert 'must not contain one another' in line

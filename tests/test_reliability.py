@@ -138,6 +138,7 @@ def _reached_step(log_text):
 
 # ------------------------------------------------------------------------- faults during training
 
+@pytest.mark.end_to_end
 def test_kill_9_at_random_moments_loses_at_most_ckpt_every_steps(demo_root, tmp_path):
     """Killed four times at seeded random moments (saves, stretched, every 2 steps, deleting
     old checkpoints: most kills land in one), then run to the end."""
@@ -182,6 +183,7 @@ def test_kill_9_at_random_moments_loses_at_most_ckpt_every_steps(demo_root, tmp_
                                                             '.meta')])
 
 
+@pytest.mark.end_to_end
 def test_restart_removes_what_cut_short_saves_left(demo_root, tmp_path, tiny_model):
     assert main.main(_flags(demo_root, tmp_path), network=tiny_model) == 0
     ckpt = tmp_path / 'ckpt'
@@ -197,6 +199,7 @@ def test_restart_removes_what_cut_short_saves_left(demo_root, tmp_path, tiny_mod
     assert _latest_step(ckpt) == 8 and os.path.exists(ckpt / 'model.ckpt-4.index')
 
 
+@pytest.mark.end_to_end
 def test_sigterm_saves_the_current_step_and_exits_143(demo_root, tmp_path):
     log_path = str(tmp_path / 'term.log')
     process = _spawn(_flags(demo_root, tmp_path, '-ep', '1000', '--ckpt_every', '3'), log_path)
@@ -228,6 +231,7 @@ def _interrupt_after(monkeypatch, calls):
     monkeypatch.setattr(loop, 'train_step', _step)
 
 
+@pytest.mark.end_to_end
 def test_ctrl_c_saves_the_step_it_reached(demo_root, tmp_path, tiny_model, capsys,
                                           monkeypatch):
     handler = signal.getsignal(signal.SIGTERM)
@@ -246,6 +250,7 @@ def _nan_gradient_weight_decay(weight_decay):
     return tf.sqrt(tf.abs(total - tf.stop_gradient(total)))
 
 
+@pytest.mark.end_to_end
 def test_nan_loss_stops_naming_the_step_and_saves_nothing(demo_root, tmp_path, tiny_model,
                                                           capsys, monkeypatch):
     monkeypatch.setattr(fcn8vgg16, 'weight_decay_loss', lambda _: tf.constant(float('nan')))
@@ -254,6 +259,7 @@ def test_nan_loss_stops_naming_the_step_and_saves_nothing(demo_root, tmp_path, t
     assert not _checkpoint_files(tmp_path / 'ckpt')
 
 
+@pytest.mark.end_to_end
 def test_weights_that_turned_non_finite_are_never_saved(demo_root, tmp_path, tiny_model,
                                                         capsys, monkeypatch):
     assert main.main(_flags(demo_root, tmp_path), network=tiny_model) == 0
@@ -265,6 +271,7 @@ def test_weights_that_turned_non_finite_are_never_saved(demo_root, tmp_path, tin
     assert _latest_step(tmp_path / 'ckpt') == 4
 
 
+@pytest.mark.end_to_end
 def test_ctrl_c_after_a_step_that_broke_the_weights_saves_nothing(demo_root, tmp_path,
                                                                   tiny_model, capsys,
                                                                   monkeypatch):
@@ -275,6 +282,7 @@ def test_ctrl_c_after_a_step_that_broke_the_weights_saves_nothing(demo_root, tmp
     assert not _checkpoint_files(tmp_path / 'ckpt')
 
 
+@pytest.mark.end_to_end
 def test_failed_checkpoint_write_is_one_line_and_keeps_the_last(demo_root, tmp_path,
                                                                 tiny_model):
     """A file size limit below the checkpoint's size: the write fails as on a full disk."""
@@ -323,6 +331,7 @@ def _copy_images(demo_root, folder, broken, kind):
     return os.path.join(folder, '*_leftImg8bit.*'), broken_path
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('pipeline', ['tfdata', 'generator'])
 @pytest.mark.parametrize('kind', ['png', 'jpeg'])
 def test_truncated_image_stops_training_naming_it(demo_root, tmp_path, tiny_model, capsys,
@@ -333,6 +342,7 @@ def test_truncated_image_stops_training_naming_it(demo_root, tmp_path, tiny_mode
     assert not _checkpoint_files(tmp_path / 'ckpt')
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('pipeline', ['tfdata', 'generator'])
 def test_skip_bad_files_warns_once_and_counts(demo_root, tmp_path, tiny_model, capsys,
                                               pipeline):
@@ -364,6 +374,7 @@ def test_skipped_samples_are_blank_and_alike_in_both_pipelines(tmp_path):
     assert dataset.skipped == {1}
 
 
+@pytest.mark.end_to_end
 def test_corrupt_label_stops_training_naming_it(demo_root, tmp_path, tiny_model, capsys):
     labels = tmp_path / 'labels'
     labels.mkdir()
@@ -404,6 +415,7 @@ def test_16_bit_images_become_8_bit_rgb(tmp_path):
     np.testing.assert_array_equal(image, (rgb >> 8).astype(np.uint8))
 
 
+@pytest.mark.end_to_end
 def test_label_of_another_size_names_both_files_and_sizes(demo_root, tmp_path, tiny_model,
                                                           capsys):
     labels = tmp_path / 'labels'
@@ -441,6 +453,7 @@ def test_label_values_outside_the_set_are_ignored_with_one_warning_per_file(tmp_
     assert (labels[1, :4] == 255).all() and (labels[1, 4:] == 0).all()
 
 
+@pytest.mark.end_to_end
 def test_labels_without_images_are_counted_and_named(demo_root, tmp_path, tiny_model, capsys):
     flags = _flags(demo_root, tmp_path, images=os.path.join(
         demo_root, 'leftImg8bit/train/*/*_00000[0-2]_*.png'))
@@ -453,6 +466,7 @@ def test_labels_without_images_are_counted_and_named(demo_root, tmp_path, tiny_m
     assert '2 of 8 label images' in capsys.readouterr().err
 
 
+@pytest.mark.end_to_end
 def test_images_without_labels_are_counted_and_named(demo_root, tmp_path, tiny_model, capsys):
     images, _ = _copy_images(demo_root, str(tmp_path / 'images'), None, 'png')
     synthetic.write_png(str(tmp_path / 'images' / 'extra_000000_000019_leftImg8bit.png'),
@@ -503,6 +517,7 @@ MODEL_FOLDERS = {
 }
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('case', sorted(MODEL_FOLDERS))
 def test_model_folder_errors_are_one_line(tmp_path, capsys, case):
     build, message = MODEL_FOLDERS[case]
@@ -522,6 +537,7 @@ def _no_frames_video(path):
                     'sine=duration=1', '-c:a', 'aac', path], check=True)
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('make, message', [
     (None, 'video {} does not exist'),
     (lambda path: open(path, 'w').write('not a video\n'), '{} is not a readable video'),
@@ -539,6 +555,7 @@ def test_video_errors_come_before_any_work(tmp_path, capsys, make, message):
 
 # ------------------------------------------------------------------------------------- flags
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('flags, message', [
     (['train', '-ep', '-1'], '--epochs -1 must be at least 1'),
     (['train', '-bs', '0'], '--batch_size 0 must be at least 1'),
@@ -562,6 +579,7 @@ def test_bad_flags_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, f
     assert os.listdir(tmp_path) == []  # no run folder, no checkpoint folder, no demo
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('flags', [
     ['train', '-bs', '0'],
     ['predict', '-ip', '/nonexistent/*.png'],

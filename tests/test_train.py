@@ -37,6 +37,7 @@ def _scalars(summary_dir):
     return values
 
 
+@pytest.mark.end_to_end
 def test_train_resume_and_export(demo_root, tmp_path, tiny_model, capsys):
     assert main.main(_flags(demo_root, tmp_path), network=tiny_model) == 0
     ckpt = str(tmp_path / 'ckpt')
@@ -61,6 +62,7 @@ def test_train_resume_and_export(demo_root, tmp_path, tiny_model, capsys):
     assert len(glob.glob(str(tmp_path / 'runs' / '*'))) == 2  # every run gets its own folder
 
 
+@pytest.mark.end_to_end
 def test_summaries_show_learning(demo_root, tmp_path, tiny_model):
     flags = _flags(demo_root, tmp_path, '-ep', '12', '-lr', '1e-3', '--seed', '1',
                    '--summary_every', '1', '--image_summary_every', '3', '--ckpt_every', '100',
@@ -76,6 +78,7 @@ def test_summaries_show_learning(demo_root, tmp_path, tiny_model):
     assert np.mean(xent[-4:]) < 0.8 * xent[0]  # starts at ln(19) = 2.94 and must fall
 
 
+@pytest.mark.end_to_end
 def test_validation_is_logged(demo_root, tmp_path, tiny_model, capsys):
     assert main.main(_flags(demo_root, tmp_path), network=tiny_model) == 0
     assert 'val mean IoU' in capsys.readouterr().out
@@ -84,6 +87,7 @@ def test_validation_is_logged(demo_root, tmp_path, tiny_model, capsys):
     assert step == 2 and 0 <= value.simple_value <= 1
 
 
+@pytest.mark.end_to_end
 def test_seed_makes_runs_reproducible(demo_root, tmp_path, tiny_model):
     runs = {}
     for name, seed in (('a', '5'), ('b', '5'), ('c', '6')):
@@ -95,6 +99,7 @@ def test_seed_makes_runs_reproducible(demo_root, tmp_path, tiny_model):
     assert any(not np.array_equal(runs['a'][k], runs['c'][k]) for k in runs['a'])
 
 
+@pytest.mark.end_to_end
 def test_generator_and_tfdata_train_identically(demo_root, tmp_path, tiny_model):
     values = {}
     for pipeline in ('generator', 'tfdata'):
@@ -114,6 +119,7 @@ def _error(capsys, flags):
     return err[-1]
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('extra, message', [
     (['--image_shape', '100', '200'], 'image shape 100x200 is not a positive multiple of 32'),
     (['-bs', '0'], '--batch_size 0 must be at least 1'),
@@ -130,12 +136,14 @@ def test_bad_input_is_one_line(demo_root, tmp_path, tiny_model, capsys, extra, m
     assert not glob.glob(str(tmp_path / 'ckpt' / 'model.ckpt*'))
 
 
+@pytest.mark.end_to_end
 def test_missing_cityscapes_points_to_demo(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = _error(capsys, ['train', '--gpu', '0'])
     assert '../cityscapes/data/leftImg8bit/train' in line and '--dataset demo' in line
 
 
+@pytest.mark.end_to_end
 def test_failed_download_stops_with_advice(demo_root, tmp_path, tiny_model, capsys, monkeypatch):
     monkeypatch.setattr(vgg_weights, 'DEFAULT_VGG_DIR', str(tmp_path / 'vgg'))
     monkeypatch.setattr(vgg_weights, 'UDACITY_VGG_URL', 'http://127.0.0.1:9/vgg.zip')
@@ -146,12 +154,14 @@ def test_failed_download_stops_with_advice(demo_root, tmp_path, tiny_model, caps
     assert not glob.glob(str(tmp_path / 'ckpt' / 'model.ckpt*'))
 
 
+@pytest.mark.end_to_end
 def test_resume_refuses_another_label_set(demo_root, tmp_path, tiny_model, capsys):
     assert main.main(_flags(demo_root, tmp_path, '--no_val'), network=tiny_model) == 0
     line = _error(capsys, _flags(demo_root, tmp_path, '--label_set', 'cityscapes35'))
     assert 'label_set' in line and 'another --ckpt_dir' in line
 
 
+@pytest.mark.end_to_end
 def test_foreign_model_dir_is_refused_before_training(demo_root, tmp_path, tiny_model, capsys):
     foreign = tmp_path / 'mine'
     foreign.mkdir()
@@ -162,6 +172,7 @@ def test_foreign_model_dir_is_refused_before_training(demo_root, tmp_path, tiny_
     assert not glob.glob(str(tmp_path / 'ckpt' / 'model.ckpt*'))
 
 
+@pytest.mark.end_to_end
 def test_corrupt_image_in_tfdata_names_the_file(demo_root, tmp_path, tiny_model, capsys):
     images = tmp_path / 'images'
     images.mkdir()
@@ -175,6 +186,7 @@ def test_corrupt_image_in_tfdata_names_the_file(demo_root, tmp_path, tiny_model,
     assert line.startswith('error: cannot read image') and broken.name in line
 
 
+@pytest.mark.end_to_end
 def test_full_size_model_trains_from_the_command_line(demo_root, tmp_path):
     """The real VGG16 widths, in a subprocess as a user runs it: one step, then the export."""
     flags = _flags(demo_root, tmp_path, '-bs', '2', '--no_val')
@@ -188,6 +200,7 @@ def test_full_size_model_trains_from_the_command_line(demo_root, tmp_path):
     assert reader.get_variable_to_shape_map()['fc6/weights'] == [7, 7, 512, 4096]
 
 
+@pytest.mark.end_to_end
 def test_original_command_line_on_cityscapes_beside_the_repo(demo_root, tmp_path, tiny_model,
                                                               monkeypatch, capsys):
     """The demo is in the Cityscapes layout: copied to ../cityscapes/data it stands in for it."""

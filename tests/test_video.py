@@ -111,6 +111,7 @@ def test_overlay_matches_float_reference_on_a_large_frame():
     assert np.abs(blended - reference).max() <= 1
 
 
+@pytest.mark.end_to_end
 def test_whole_video_keeps_count_rate_size_and_drops_audio(tmp_path):
     # 3 s of audio over 2 s of video: moviepy alone would iterate 18 frames.
     video_in = make_video(tmp_path / 'drive.mp4', frames=12, fps=6, audio_seconds=3)
@@ -124,6 +125,7 @@ def test_whole_video_keeps_count_rate_size_and_drops_audio(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['drive.mp4', 'out.mp4']  # no partial file left
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('frames, fps', [(40, 30), (7, 30000 / 1001)])
 def test_exact_count_where_moviepy_rounds_the_duration(tmp_path, frames, fps):
     # The container says 1.33 s and 0.23 s: int(duration * fps) is one frame short.
@@ -134,6 +136,7 @@ def test_exact_count_where_moviepy_rounds_the_duration(tmp_path, frames, fps):
     assert written_fps == pytest.approx(fps, abs=0.01)
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('start, end, first, count', [
     (0.5, 1.5, 3, 6), (1.0, None, 6, 6), (None, 0.5, 0, 3), (0.55, 0.7, 4, 1)])
 def test_subclip_writes_the_frames_that_start_inside_it(tmp_path, start, end, first, count):
@@ -153,6 +156,7 @@ def test_subclip_writes_the_frames_that_start_inside_it(tmp_path, start, end, fi
         assert np.abs(image.astype(int) - expected).mean() < 4
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('keep_size, network_shape', [(True, (64, 96)), (False, (64, 128))])
 def test_keep_size_and_resize_both_keep_the_video_size(tmp_path, keep_size, network_shape):
     video_in = make_video(tmp_path / 'in.mp4', frames=4, fps=6, height=48, width=80)
@@ -164,6 +168,7 @@ def test_keep_size_and_resize_both_keep_the_video_size(tmp_path, keep_size, netw
     assert (frames, size, result['size']) == (4, (80, 48), (80, 48))
 
 
+@pytest.mark.end_to_end
 def test_real_tiny_checkpoint(tmp_path):
     folder = str(tmp_path / 'model')
     os.makedirs(folder)
@@ -191,6 +196,7 @@ def test_real_tiny_checkpoint(tmp_path):
     assert result['frames'] == 12
 
 
+@pytest.mark.end_to_end
 def test_missing_and_unreadable_inputs(tmp_path):
     with pytest.raises(UserError, match='missing.mp4 does not exist'):
         video.segment_video(FakeModel(), str(tmp_path / 'missing.mp4'), str(tmp_path / 'o.mp4'))
@@ -206,6 +212,7 @@ def test_missing_and_unreadable_inputs(tmp_path):
     assert not os.path.exists(tmp_path / 'o.mp4')
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize('start, end, message', [
     (-1, None, 'start -1s and end 2s'), (1.5, 0.5, 'start 1.5s and end 0.5s'),
     (0, 3, 'start 0s and end 3s: need 0 <= start < end <= 2s'), (1, 1, 'start 1s and end 1s'),
@@ -218,6 +225,7 @@ def test_bad_start_and_end(tmp_path, start, end, message):
     assert os.listdir(tmp_path) == ['in.mp4']
 
 
+@pytest.mark.end_to_end
 def test_existing_output_is_refused_unless_overwrite(tmp_path):
     video_in = make_video(tmp_path / 'in.mp4', frames=3, fps=6, height=32, width=64)
     video_out = tmp_path / 'out.mp4'
@@ -231,6 +239,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
     assert read_back(str(video_out))[0] == 3
 
 
+@pytest.mark.end_to_end
 def test_failure_midway_leaves_no_partial_file(tmp_path):
     class FailingModel(FakeModel):
         def predict(self, images):
