@@ -50,8 +50,8 @@ def _row_band_products(columns, kernel):
     """[batch, h, w, k * in] column patches -> [batch, h, w, out]: the sum over the kernel's k
     rows of one product each, over only the output rows whose input row under that kernel row
     lies in the image, so that no product multiplies SAME's zero padding: on fc6's 8 x 16 map at
-    256 x 512 they do 44 of the 56 row multiply-adds of one product over all patches, and a
-    training step takes ~2% less time.
+    256 x 512 they do 44 of the 56 row multiply-adds of one product over all patches, so a
+    training step does less work.
 
     The gradient is written out: the input's by bands as well, the kernel's as one product over
     all patches, zeros included. Per band, the kernel's gradient would be k products that each

@@ -368,8 +368,9 @@ def test_generator_and_tf_data_give_identical_batches(dataset):
     synthetic.assert_same_batches(generated, synthetic.tf_batches(dataset, 2, epochs=2, seed=7))
     # Resuming at step 4, the middle of the second epoch, continues the same sequence.
     synthetic.assert_same_batches(list(dataset.generator(2, epochs=2, seed=7, start_step=4)),
-                         generated[4:])
-    synthetic.assert_same_batches(synthetic.tf_batches(dataset, 2, epochs=2, seed=7, start_step=4), generated[4:])
+                                  generated[4:])
+    synthetic.assert_same_batches(synthetic.tf_batches(dataset, 2, epochs=2, seed=7, start_step=4),
+                                  generated[4:])
     # And the same seed gives the same batches again.
     synthetic.assert_same_batches(list(dataset.generator(2, epochs=2, seed=7)), generated)
 

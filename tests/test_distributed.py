@@ -71,7 +71,8 @@ def test_checkpoints_move_between_one_and_two_devices(demo_root, tmp_path, tiny_
     """2 devices, then 1, then 2 on the same checkpoints ends where 1 device all along does:
     restoring fills every replica's copy, not only the first."""
     common = ('--seed', 4, '--no_val', '-lr', '1e-3')
-    assert main.main(_flags(demo_root, tmp_path / 'one', '-ep', 3, *common), network=tiny_model) == 0
+    assert main.main(_flags(demo_root, tmp_path / 'one', '-ep', 3, *common),
+                     network=tiny_model) == 0
     for epochs, replicas in ((1, 2), (2, 1), (3, 2)):
         assert main.main(_flags(demo_root, tmp_path / 'moved', '-ep', epochs,
                                 '--cpu_replicas', replicas, *common), network=tiny_model) == 0

@@ -10,6 +10,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_FILE_LINES = 600
 MAX_FUNCTION_LINES = 80
+MAX_LINE_CHARS = 100
 # Layers, highest first: a module imports only from layers below its own, or its own folder.
 # deploy and training are side by side: neither imports the other.
 LAYERS = (
@@ -171,6 +172,17 @@ def test_files_and_functions_stay_short():
                 if length > MAX_FUNCTION_LINES:
                     long.append('%s:%d %s: %d lines' % (os.path.relpath(path, REPO),
                                                         node.lineno, node.name, length))
+    assert long == []
+
+
+def test_lines_of_the_tool_and_its_tests_stay_within_100_characters():
+    paths = list(MODULES.values()) + sorted(glob.glob(os.path.join(REPO, 'tests', '*.py')))
+    long = []
+    for path in paths:
+        for number, line in enumerate(open(path).read().split('\n'), 1):
+            if len(line) > MAX_LINE_CHARS:
+                long.append('%s:%d: %d characters' % (os.path.relpath(path, REPO), number,
+                                                      len(line)))
     assert long == []
 
 

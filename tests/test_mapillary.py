@@ -1,7 +1,8 @@
 """mapillary_labels.py and the Mapillary Vistas layout: tables, label sets, config.json checks,
 palette decoding, undistorted crops of varied sizes, and training through main.main().
 
-Expected values are typed from the Vistas tables (/work/shared/reference/mapillary_vistas_labels.md).
+Expected values are typed from the Vistas tables
+(/work/shared/reference/mapillary_vistas_labels.md).
 """
 import glob
 import json

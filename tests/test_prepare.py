@@ -113,7 +113,8 @@ def test_training_reads_the_prepared_copy(city_root, tmp_path, tiny_model, capsy
     assert 'training on 3 images (cityscapes, 19 classes, 64x128)' in output
     assert 'val mean IoU' in output
     # Training ids of one label set are not those of another.
-    assert main.main(flags + ['--label_set', 'cityscapes35', '-cd', str(tmp_path / 'c2')], network=tiny_model) == 2
+    assert main.main(flags + ['--label_set', 'cityscapes35', '-cd', str(tmp_path / 'c2')],
+                     network=tiny_model) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert 'was prepared for --label_set cityscapes, not cityscapes35' in line
 

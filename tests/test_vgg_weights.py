@@ -1,4 +1,5 @@
-"""vgg_weights.py on tiny files written here in the two real layouts; no network (a local http.server only)."""
+"""vgg_weights.py on tiny files written here in the two real layouts; no network (a local
+http.server only)."""
 
 import collections
 import http.server
@@ -22,12 +23,14 @@ tf1 = tf.compat.v1
 # A tiny VGG16: same layers and names, 4-8 filters, fc width 16.
 TINY_ENCODER = ((1, 4, 2), (2, 5, 2), (3, 6, 3), (4, 7, 3), (5, 8, 3))
 TINY_FC = 16
-DOWNLOAD_ERROR = ('could not download the VGG16 weights from {url} ({reason}); pass a local file with --vgg_weights '
-                  'PATH (Udacity vgg folder or Keras vgg16 .h5), or --vgg_weights none to train from scratch')
+DOWNLOAD_ERROR = ('could not download the VGG16 weights from {url} ({reason}); pass a local file '
+                  'with --vgg_weights PATH (Udacity vgg folder or Keras vgg16 .h5), or '
+                  '--vgg_weights none to train from scratch')
 
 
 def _tiny_vgg(encoder=TINY_ENCODER, fc=TINY_FC):
-    """layer -> (kernel HWIO, bias) in the VGG layout; every number distinct across the whole network."""
+    """layer -> (kernel HWIO, bias) in the VGG layout; every number distinct across the whole
+    network."""
     shapes, cin = [], 3
     for block, filters, convs in encoder:
         for i in range(1, convs + 1):
@@ -43,14 +46,17 @@ def _tiny_vgg(encoder=TINY_ENCODER, fc=TINY_FC):
 
 
 def _write_udacity(folder, weights):
-    """The Udacity vgg/ SavedModel: tag vgg16, variables conv1_1/filter, fc6/weights, ..., the ImageNet fc8."""
-    weights = collections.OrderedDict(weights, fc8=(np.ones((1, 1, TINY_FC, 10), np.float32), np.ones(10, np.float32)))
+    """The Udacity vgg/ SavedModel: tag vgg16, variables conv1_1/filter, fc6/weights, ..., the
+    ImageNet fc8."""
+    weights = collections.OrderedDict(weights, fc8=(np.ones((1, 1, TINY_FC, 10), np.float32),
+                                                    np.ones(10, np.float32)))
     with tf.Graph().as_default(), tf1.Session() as session:
         image_input = tf1.placeholder(tf.float32, [None, None, None, 3], name='image_input')
         tf1.placeholder(tf.float32, name='keep_prob')
         for layer, (kernel, bias) in weights.items():
             with tf1.variable_scope(layer):
-                tf1.get_variable('filter' if layer.startswith('conv') else 'weights', initializer=kernel)
+                tf1.get_variable('filter' if layer.startswith('conv') else 'weights',
+                                 initializer=kernel)
                 tf1.get_variable('biases', initializer=bias)
         for name in ('layer3_out', 'layer4_out', 'layer7_out'):
             tf.identity(image_input, name=name)
@@ -62,7 +68,8 @@ def _write_udacity(folder, weights):
 
 
 def _write_keras(path, weights, top=True, wrapper=False):
-    """Keras VGG16 HDF5 in the save_weights() layout (wrapper=True: model.save()'s model_weights group)."""
+    """Keras VGG16 HDF5 in the save_weights() layout (wrapper=True: model.save()'s model_weights
+    group)."""
     layers = [('input_1', [])]
     for block, _, convs in TINY_ENCODER:
         for i in range(1, convs + 1):
@@ -70,7 +77,8 @@ def _write_keras(path, weights, top=True, wrapper=False):
         layers.append(('block%d_pool' % block, []))
     if top:
         fc6, fc7 = weights['fc6'], weights['fc7']
-        # fc1 is the dense layer after Flatten(block5_pool): rows in (h, w, c) order, i.e. a C-order reshape.
+        # fc1 is the dense layer after Flatten(block5_pool): rows in (h, w, c) order, i.e. a
+        # C-order reshape.
         layers += [('flatten', []), ('fc1', (fc6[0].reshape(-1, TINY_FC), fc6[1])),
                    ('fc2', (fc7[0].reshape(TINY_FC, TINY_FC), fc7[1])),
                    ('predictions', (np.ones((TINY_FC, 10), np.float32), np.ones(10, np.float32)))]
@@ -99,7 +107,8 @@ def _model_name(layer, scope='fcn8s'):
 
 
 def _load_into_tiny_fcn8s(path):
-    """(values before loading, values after, loaded names, layers not in the file) of a fresh tiny FCN-8s."""
+    """(values before loading, values after, loaded names, layers not in the file) of a fresh tiny
+    FCN-8s."""
     weights = vgg_weights.read_vgg_weights(path)
     with tf.Graph().as_default(), tf1.Session() as session:
         _tiny_fcn8s()
@@ -115,9 +124,11 @@ def test_every_vgg_variable_holds_the_files_tensor(tmp_path, layout):
     expected = _tiny_vgg()
     if layout.startswith('udacity'):
         path = _write_udacity(tmp_path / 'vgg', expected)
-        path = str(tmp_path) if layout == 'udacity_parent' else path  # the folder vgg.zip unpacks into
+        # udacity_parent: the folder vgg.zip unpacks into.
+        path = str(tmp_path) if layout == 'udacity_parent' else path
     else:
-        path = _write_keras(tmp_path / 'vgg16.h5', expected, wrapper=layout == 'keras_model_weights')
+        path = _write_keras(tmp_path / 'vgg16.h5', expected,
+                            wrapper=layout == 'keras_model_weights')
     assert list(vgg_weights.read_vgg_weights(path)) == list(vgg_weights.VGG16_LAYERS)
 
     before, after, loaded, not_in_file = _load_into_tiny_fcn8s(path)
@@ -138,7 +149,8 @@ def test_fc1_rows_are_keras_flatten_order(tmp_path):
         fc1 = f['fc1']['fc1/kernel:0'][()]  # [7 * 7 * 8, 16] as written
     fc6 = vgg_weights.read_vgg_weights(path)['fc6'][0]
     assert fc1.shape == (392, 16) and fc6.shape == (7, 7, 8, 16)
-    # Flatten of a channels-last [7, 7, 8] map puts (h=2, w=5, c=3) at row (2 * 7 + 5) * 8 + 3 = 155.
+    # Flatten of a channels-last [7, 7, 8] map puts (h=2, w=5, c=3) at row
+    # (2 * 7 + 5) * 8 + 3 = 155.
     assert fc6[2, 5, 3, 7] == fc1[155, 7] == 10000 * 14 + 155 * 16 + 7  # fc6 is the 14th layer
     # Keras' Flatten of a channels-last map is a C-order reshape, so the 7x7 VALID fc6
     # convolution of a pool5 map equals Dense(fc1) of its flattened copy.
@@ -160,15 +172,15 @@ def test_notop_file_leaves_fc6_fc7_initialised(tmp_path):
 
 
 def test_prefixed_ref_variables_and_optimizer_slots(tmp_path):
-    # The contract without fcn8vgg16: plain get_variable under an outer scope, old-style ref variables, plus an
-    # Adam slot whose name also contains conv1_1/filter.
+    # The contract without fcn8vgg16: plain get_variable under an outer scope, old-style ref
+    # variables, plus an Adam slot whose name also contains conv1_1/filter.
     weights = _tiny_vgg()
     with tf.Graph().as_default(), tf1.Session() as session:
         with tf1.variable_scope('tower_0'):
             for layer, (kernel, bias) in weights.items():
                 with tf1.variable_scope(layer):
-                    tf1.get_variable('filter' if layer.startswith('conv') else 'weights', kernel.shape,
-                                     use_resource=False)
+                    tf1.get_variable('filter' if layer.startswith('conv') else 'weights',
+                                     kernel.shape, use_resource=False)
                     tf1.get_variable('biases', bias.shape, use_resource=False)
             slot = tf1.get_variable('conv1_1/filter/Adam', weights['conv1_1'][0].shape)
         session.run(tf1.global_variables_initializer())
@@ -183,8 +195,9 @@ def test_ambiguous_model_variables_are_an_error():
     with tf.Graph().as_default(), tf1.Session() as session:
         for replica in ('replica_0', 'replica_1'):
             tf1.get_variable(replica + '/conv1_1/filter', [3, 3, 3, 4])
-        with pytest.raises(UserError, match=r'^conv1_1: several model variables match '
-                                            r'\(replica_0/conv1_1/filter, replica_1/conv1_1/filter\)$'):
+        with pytest.raises(UserError,
+                           match=r'^conv1_1: several model variables match '
+                                 r'\(replica_0/conv1_1/filter, replica_1/conv1_1/filter\)$'):
             vgg_weights.load_vgg_weights(session, {'conv1_1': _tiny_vgg()['conv1_1']})
 
 
@@ -207,7 +220,8 @@ def test_fc_width_mismatch_from_a_keras_file(tmp_path):
     with tf.Graph().as_default(), tf1.Session() as session:
         images = tf1.placeholder(tf.uint8, [1, 32, 32, 3])
         fcn8vgg16.fcn8s(images, 3, encoder=TINY_ENCODER, fc_channels=32)
-        with pytest.raises(UserError, match=r'^fc6/weights: file has \(7, 7, 8, 16\), model has \(7, 7, 8, 32\)$'):
+        with pytest.raises(UserError, match=r'^fc6/weights: file has \(7, 7, 8, 16\), '
+                                            r'model has \(7, 7, 8, 32\)$'):
             vgg_weights.load_vgg_weights(session, weights)
 
 
@@ -220,7 +234,8 @@ def _truncated_h5(path):
 def _without_conv5_3(path):
     _write_keras(path, _tiny_vgg())
     with h5py.File(path, 'r+') as f:
-        f.attrs['layer_names'] = np.array([n for n in f.attrs['layer_names'] if n != b'block5_conv3'])
+        f.attrs['layer_names'] = np.array([n for n in f.attrs['layer_names']
+                                           if n != b'block5_conv3'])
 
 
 def _vgg19_like(path):
@@ -237,12 +252,14 @@ def _corrupt_udacity(folder):
 
 @pytest.mark.parametrize('name, make, message', [
     ('notes.txt', lambda p: p.write_text('hello'),
-     '{}: not a Udacity VGG SavedModel folder (saved_model.pb + variables/) or a Keras VGG16 .h5 file'),
+     '{}: not a Udacity VGG SavedModel folder (saved_model.pb + variables/) '
+     'or a Keras VGG16 .h5 file'),
     ('empty_folder', lambda p: p.mkdir(),
-     '{}: not a Udacity VGG SavedModel folder (saved_model.pb + variables/) or a Keras VGG16 .h5 file'),
+     '{}: not a Udacity VGG SavedModel folder (saved_model.pb + variables/) '
+     'or a Keras VGG16 .h5 file'),
     ('missing.h5', lambda p: None,
-     '{}: no such file or folder (expected a Udacity VGG SavedModel folder (saved_model.pb + variables/) '
-     'or a Keras VGG16 .h5 file)'),
+     '{}: no such file or folder (expected a Udacity VGG SavedModel folder '
+     '(saved_model.pb + variables/) or a Keras VGG16 .h5 file)'),
     ('garbage.h5', lambda p: p.write_bytes(b'\0' * 100), 'cannot read the Keras VGG16 file {} ('),
     ('truncated.h5', _truncated_h5, 'cannot read the Keras VGG16 file {} ('),
     ('no_layer_names.h5', lambda p: h5py.File(p, 'w').close(),
@@ -259,7 +276,7 @@ def test_unreadable_files_are_one_line_user_errors(tmp_path, name, make, message
     assert str(error.value).startswith(message.format(path)) and '\n' not in str(error.value)
 
 
-# --- download ------------------------------------------------------------------------------------------------------
+# --- download -------------------------------------------------------------------------------------
 
 @pytest.fixture
 def http_server():
@@ -280,7 +297,8 @@ def http_server():
             pass
 
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05},
+                              daemon=True)
     thread.start()
     yield 'http://127.0.0.1:%d' % server.server_port, files, requests
     server.shutdown()

@@ -69,7 +69,7 @@ class Model:
 
     def _load_any(self):
         """A trained model (SavedModel, checkpoint) is frozen in memory first: as constants,
-        oneDNN lays the convolution filters out once instead of at every run (2x at batch 1)."""
+        oneDNN lays the convolution filters out once instead of at every run."""
         graph_path = os.path.join(self.model_dir, model_dir.GRAPH_FILE)
         if os.path.exists(graph_path):
             self._import_graph(model_dir.read_graph_def(graph_path))
@@ -94,13 +94,13 @@ class Model:
         A constant is copied several times by the import, the session's copy of the graph,
         its executor and oneDNN's cache of weights in its own layout; a variable holds one
         copy. Convolution filters stay constants: as variables oneDNN would lay them out
-        again at every run, 1.3-1.6x the time per image.
+        again at every run, which costs time on every image.
 
         The session dequantizes each 8-bit weight into the buffer its variable keeps, fed the
         8-bit values without a copy (see graph_surgery.split_matmul_weights): no float copy
         of fc6 (411 MB) exists beside its variable. With _lean_session_options and
-        _return_large_frees_to_the_system, `predict` of 2048x1024 images with the full model
-        at 256x512 peaks at 1.48 GB, where the frozen graph peaks at 4.7.
+        _return_large_frees_to_the_system, the optimised model thus keeps a single copy of the
+        fc6 and fc7 weights in memory, where the frozen graph keeps several.
         """
         weights = {}
         if self._weights_in_variables:
@@ -142,11 +142,11 @@ def _constant_graph_config(session_config):
     """The session config for a graph whose weights are constants (frozen, optimised).
 
     Grappler's default passes copy the whole graph several times, weights included, to fold
-    constants that export already folded: on the full model the first run peaked at 7.6 GB and
-    took 23 s. Only the remapper, which fuses convolution, bias and ReLU for oneDNN, speeds up
-    such a graph (peak 4.7 GB, 8 s). Under a mixed precision rewrite everything stays on:
-    constant folding casts the weights to 16 bits once instead of at every run. The optimised
-    model runs without grappler (see _lean_session_options).
+    constants that export already folded: the first run is then slow and its memory peaks at
+    several times the size of the weights. Only the remapper, which fuses convolution, bias
+    and ReLU for oneDNN, speeds up such a graph. Under a mixed precision rewrite everything
+    stays on: constant folding casts the weights to 16 bits once instead of at every run. The
+    optimised model runs without grappler (see _lean_session_options).
     """
     config = tf1.ConfigProto()
     if session_config is not None:
@@ -183,8 +183,9 @@ def _return_large_frees_to_the_system():
 
     glibc raises the threshold, up to 32 MB, whenever it frees a block above it; later blocks
     below it then come from its heap, which it returns to the system only from the top. The
-    load frees several copies of the graph and prediction allocates images of a few MB: for
-    the full model the heap kept 0.15 GB of freed memory. Other C libraries have no mallopt.
+    load frees several copies of the graph and prediction allocates images of a few MB, so the
+    heap would go on holding freed memory the process does not use again. Other C libraries
+    have no mallopt.
     """
     try:
         mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)

@@ -23,8 +23,8 @@ tf1 = tf.compat.v1
 
 TFLITE_FILE = 'model.tflite'
 MAX_CALIBRATION_IMAGES = 100
-# AUTO applies the XNNPACK delegate, which runs the int8 convolutions several times faster
-# than TFLite's own kernels.
+# AUTO applies the XNNPACK delegate, TFLite's optimised CPU backend, which runs the int8
+# convolutions faster than TFLite's own kernels.
 _RESOLVERS = {True: tf.lite.experimental.OpResolverType.AUTO,
               False: tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 

@@ -51,7 +51,8 @@ def validate(session, graph, dataset, batch_size):
 class Duties:
     """Summaries every logbook.summary_every steps (images every image_summary_every),
     checkpoints every ckpt_every steps and at the end of every epoch (after_step), then
-    validation and the count of skipped files (end_epoch). session: one that runs the graph without a cluster's hooks."""
+    validation and the count of skipped files (end_epoch). session: one that runs the graph
+    without a cluster's hooks."""
 
     def __init__(self, session, graph, saver, logbook, steps_per_epoch, writer, batch_size,
                  train_set, val_set=None):
@@ -116,7 +117,8 @@ class EpochBars:
     """A progress bar per epoch, as one machine shows its training."""
 
     def __init__(self, epochs, steps_per_epoch):
-        self.epochs, self.steps_per_epoch, self.bar, self.epoch = epochs, steps_per_epoch, None, None
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.bar, self.epoch = None, None
 
     def update(self, step, new_step, postfix):
         epoch = step // self.steps_per_epoch
