@@ -64,7 +64,7 @@ def overlay(image, class_ids, colors, alpha=0.5):
     color_terms = color_terms.view('V6').ravel()  # one 6-byte item per class: a fast take()
     any_ignored = class_ids.max() >= len(colors)  # never in argmax predictions
     blended = np.empty(image.shape, np.uint8)
-    # Bands of ~64k pixels keep the uint16 temporaries in cache: twice as fast as whole frames.
+    # Bands of ~64k pixels keep the uint16 temporaries in cache, unlike whole frames.
     band = max(1, 2 ** 16 // image.shape[1])
     for top in range(0, image.shape[0], band):
         rows = slice(top, top + band)

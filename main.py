@@ -19,7 +19,7 @@ KERAS_EAGER_IMPORTS = ('keras.src.optimizers', 'tf_keras.src.optimizers')
 
 def _import_tensorflow_lean():
     """Imports TensorFlow without the Keras optimisers (and IPython) it loads eagerly: this
-    tool's graphs never use them, and every process is 68 MB smaller. TensorFlow ignores an
+    tool's graphs never use them, and every process is smaller. TensorFlow ignores an
     ImportError there; tf.keras and the TFLite converter still import them when asked."""
     skipped = [name for name in KERAS_EAGER_IMPORTS if name not in sys.modules]
     for name in skipped:

@@ -307,7 +307,7 @@ print(tf.keras.optimizers.Adam.__name__)
 @pytest.mark.parametrize('first_import', ['main', 'tensorflow'])
 def test_main_skips_the_eager_keras_import_and_leaves_keras_importable(first_import):
     """Importing main.py loads no TensorFlow (-h answers at once); started from it, TensorFlow
-    loads without Keras' optimisers (68 MB); tf.keras
+    loads without Keras' optimisers; tf.keras
     still imports them when asked. In a subprocess: only a process's first TensorFlow
     import loads them."""
     import subprocess

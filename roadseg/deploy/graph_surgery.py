@@ -212,8 +212,8 @@ def graph_for_tflite(graph_def):
     - Each dropout is select(uniform >= rate, x / (1 - rate), 0): TFLite has no int8 random op,
       and keep_prob is 1 at inference, so the select becomes x.
     - The RGB -> BGR ReverseV2 of the input becomes a Gather of channels [2, 1, 0]: the quantiser
-      gives REVERSE_V2 an output scale of its own while its int8 kernel copies bytes unscaled
-      (TF 2.21: 60% relative error from there on); GATHER keeps its input's scale.
+      gives REVERSE_V2 an output scale of its own while its int8 kernel copies bytes unscaled,
+      so every later layer would read wrongly scaled values; GATHER keeps its input's scale.
     - The uint8 input placeholder becomes float32 and its Cast an Identity: the converter then
       quantises the input itself (uint8 in, scale 1), so no float32 tensor is left in the model.
     - upscore8 upsamples clipped scores (_clip_scores).
@@ -265,10 +265,9 @@ def _clip_scores(graph_def):
     """Feeds upscore8 each 1/8 pixel's scores minus its best score, clipped at -SCORE_DEPTH.
 
     The bilinear upsampling gives every class the same interpolated shift, so the argmax is
-    unchanged unless a class SCORE_DEPTH below the best at one pixel wins 8 pixels away (no
-    pixel of the demo model's 32 val images changed). The int8 logits then span [-16, 0]
-    instead of every class' range (~[-50, 45]): a 4x finer step, +1 point of pixel agreement
-    with the float model.
+    unchanged unless a class SCORE_DEPTH below the best at one pixel wins 8 pixels away. The
+    int8 logits then span [-SCORE_DEPTH, 0] instead of the whole range of every class's
+    scores: a finer quantisation step where the argmax is decided.
     """
     for upscore8 in graph_def.node:
         if upscore8.op == 'Conv2DBackpropInput' and upscore8.name.startswith('upscore8/'):
