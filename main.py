@@ -151,7 +151,8 @@ def _folder_flags(parser):
         help='checkpoints kept (each holds the weights and Adam\'s two moments: three times '
              'the model\'s size)')
     add('--summary_every', type=int, default=10, help='steps between scalar summaries')
-    add('--image_summary_every', type=int, default=200, help='steps between image summaries')
+    add('--image_summary_every', type=int, default=200,
+        help='steps between image summaries (also at the first step and each epoch\'s end)')
 
 
 def _cluster_flags(parser):

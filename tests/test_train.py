@@ -1,5 +1,6 @@
 """The train action end to end through main.main(), on a tiny VGG16 and a tiny demo split."""
 import glob
+import io
 import os
 import shutil
 import subprocess
@@ -76,6 +77,31 @@ def test_summaries_show_learning(demo_root, tmp_path, tiny_model):
                                                       key=lambda pair: pair[0])]
     assert len(xent) == 24
     assert np.mean(xent[-4:]) < 0.8 * xent[0]  # starts at ln(19) = 2.94 and must fall
+
+
+@pytest.mark.end_to_end
+def test_tensorboard_shows_pictures_from_the_first_step_and_every_epoch_end(demo_root, tmp_path,
+                                                                          tiny_model):
+    """However short the run: input/prediction/truth at the first step and at each epoch's end
+    (6 images, batch 4: steps 2 and 4 end the epochs), and the same val images at every
+    validation. Read with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing import event_accumulator
+    assert main.main(_flags(demo_root, tmp_path, '-ep', '2', '--seed', '5'),
+                     network=tiny_model) == 0
+    events = event_accumulator.EventAccumulator(str(tmp_path / 'summaries'),
+                                                size_guidance={event_accumulator.IMAGES: 0})
+    events.Reload()
+    pictures = {tag: [image.step for image in events.Images(tag)]
+                for tag in events.Tags()['images']}
+    assert pictures['input_prediction_truth/image/0'] == [1, 2, 4]
+    assert pictures['val/input_prediction_truth/image/0'] == [2, 4]
+    assert pictures['val/input_prediction_truth/image/1'] == [2, 4]  # the demo has 2 val images
+    shown = [np.asarray(Image.open(io.BytesIO(image.encoded_image_string)))
+             for image in events.Images('val/input_prediction_truth/image/0')]
+    assert shown[0].shape == (64, 3 * 128, 3)  # input, prediction, truth side by side
+    width = shown[0].shape[1] // 3
+    np.testing.assert_array_equal(shown[0][:, :width], shown[1][:, :width])  # the same image
+    np.testing.assert_array_equal(shown[0][:, 2 * width:], shown[1][:, 2 * width:])
 
 
 @pytest.mark.end_to_end

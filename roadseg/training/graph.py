@@ -16,6 +16,8 @@ import helper
 tf1 = tf.compat.v1
 
 LABELS_NAME = 'labels'  # the fed or iterated label batch
+# The val images shown in TensorBoard at every validation, the same ones each time.
+VAL_PICTURES = 3
 
 
 def confusion_matrix(labels, predictions, num_classes, ignore_id):
@@ -28,13 +30,14 @@ def confusion_matrix(labels, predictions, num_classes, ignore_id):
                                     num_classes=num_classes, dtype=tf.int64)
 
 
-def image_summary(images, predictions, labels, colors, max_outputs=2):
+def image_summary(images, predictions, labels, colors, max_outputs=2,
+                  tag='input_prediction_truth'):
     """Input, coloured prediction and coloured ground truth side by side."""
     table = tf.constant(helper.colorize(np.arange(256, dtype=np.uint8), colors))
     side_by_side = tf.concat(
         [images, tf.gather(table, tf.cast(predictions, tf.int32)),
          tf.gather(table, tf.cast(labels, tf.int32))], axis=2)
-    return tf1.summary.image('input_prediction_truth', side_by_side, max_outputs=max_outputs)
+    return tf1.summary.image(tag, side_by_side, max_outputs=max_outputs)
 
 
 def scalar_summaries(loss, xent, learning_rate, confusion):
@@ -172,6 +175,8 @@ def build_train_graph(images, labels, network, recipe, label_set, class_weights=
                 confusion=confusion, optimizer=optimizer,
                 scalars=scalar_summaries(loss, xent, learning_rate, confusion),
                 image_summary=image_summary(images, predictions, labels, label_set.colors),
+                val_image_summary=image_summary(images, predictions, labels, label_set.colors,
+                                                VAL_PICTURES, 'val/input_prediction_truth'),
                 weights_finite=all_finite(tf1.global_variables()))
 
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 import helper
 from helper import UserError
 from roadseg.training import checkpoints
+from roadseg.training.graph import VAL_PICTURES
 
 tf1 = tf.compat.v1
 
@@ -49,30 +50,36 @@ def validate(session, graph, dataset, batch_size):
 
 
 class Duties:
-    """Summaries every logbook.summary_every steps (images every image_summary_every),
-    checkpoints every ckpt_every steps and at the end of every epoch (after_step), then
-    validation and the count of skipped files (end_epoch). session: one that runs the graph
-    without a cluster's hooks."""
+    """Summaries every logbook.summary_every steps, pictures (input, prediction, truth) at the
+    first step, at the end of every epoch and every image_summary_every steps, checkpoints
+    every ckpt_every steps and at the end of every epoch (after_step), then validation with
+    pictures of the same few val images each time, chosen by seed, and the count of skipped
+    files (end_epoch). session: one that runs the graph without a cluster's hooks."""
 
     def __init__(self, session, graph, saver, logbook, steps_per_epoch, writer, batch_size,
-                 train_set, val_set=None):
+                 train_set, val_set=None, seed=0):
         self.session, self.graph, self.saver, self.logbook = session, graph, saver, logbook
         self.steps_per_epoch, self.writer, self.batch_size = steps_per_epoch, writer, batch_size
         self.train_set, self.val_set = train_set, val_set
+        self.val_pictures = sorted(np.random.default_rng(seed).choice(
+            len(val_set), min(len(val_set), VAL_PICTURES), replace=False)) if val_set else []
+        self.pictured = False
 
     @classmethod
     def for_run(cls, run, session, graph, saver, writer):
         """The duties of a trainer.Run's process that keeps the checkpoints."""
         return cls(session, graph, saver, run.logbook, run.steps_per_epoch, writer,
-                   run.recipe.batch_size, run.train_set, run.val_set)
+                   run.recipe.batch_size, run.train_set, run.val_set, run.config['seed'])
 
     def fetches(self, step):
         """What the step after `step` fetches besides training."""
         fetches = {}
         if (step + 1) % self.logbook.summary_every == 0:
             fetches['scalars'] = self.graph['scalars']
-        if (step + 1) % self.logbook.image_summary_every == 0:
+        if (not self.pictured or (step + 1) % self.logbook.image_summary_every == 0
+                or (step + 1) % self.steps_per_epoch == 0):
             fetches['images'] = self.graph['image_summary']
+            self.pictured = True
         return fetches
 
     def save(self):
@@ -105,9 +112,17 @@ class Duties:
         value = helper.mean_iou(confusion)
         add_scalar(self.writer, 'val/mean_iou', value, step)
         add_scalar(self.writer, 'val/pixel_accuracy', helper.pixel_accuracy(confusion), step)
+        self.write_val_pictures(step)
         self.writer.flush()
         print('step %d: val mean IoU %.1f%% over %d images'
               % (step, 100 * value, len(self.val_set)))
+
+    def write_val_pictures(self, step):
+        """The chosen val images with the current model's predictions, side by side."""
+        images, labels = zip(*(self.val_set.sample(index) for index in self.val_pictures))
+        summary = self.session.run(self.graph['val_image_summary'], {
+            self.graph['images']: np.stack(images), self.graph['labels']: np.stack(labels)})
+        self.writer.add_summary(summary, step)
 
     def close(self):
         self.writer.close()
