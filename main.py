@@ -33,36 +33,12 @@ def _import_tensorflow_lean():
 
 
 from helper import PRECISIONS, UserError  # noqa: E402  (after the setting above)
+from roadseg.data import datasets  # noqa: E402
+from roadseg.data.datasets import DATASETS  # noqa: E402
 
-DATASETS = ('cityscapes', 'mapillary', 'demo')
+OPTIMIZERS = ('adam', 'sgd')
+SCHEDULES = ('constant', 'poly', 'cosine', 'step')
 PIPELINES = ('tfdata', 'generator')
-
-# Where each dataset's splits live and how it trains by default. {root} is --data_root or the
-# dataset's root; {split} is train, val or test, or the dataset's own name for it ('splits').
-CITYSCAPES_DEFAULTS = dict(
-    root='../cityscapes/data', prepared_dir='../cityscapes_prepared',
-    images='{root}/leftImg8bit/{split}/*/*_leftImg8bit.png', labels='{root}/gtFine/{split}/',
-    label_sets=('cityscapes', 'cityscapes35'), label_set='cityscapes', image_shape=(256, 512),
-    scale_range=(0.5, 2.0), epochs=10, batch_size=5, learning_rate=1e-4, keep_prob=0.5,
-    ckpt_dir='ckpt', summary_dir='summaries')
-# Mapillary Vistas: images of many sizes, mostly 4:3, hence a 4:3 crop of 1.5x Cityscapes' pixels.
-MAPILLARY_DEFAULTS = dict(
-    root='../mapillary', prepared_dir='../mapillary_prepared',
-    images='{root}/{split}/images/*.jpg', labels='{root}/{split}/labels/',
-    splits={'train': 'training', 'val': 'validation', 'test': 'testing'},
-    label_sets=('mapillary', 'mapillary_v2'), label_set='mapillary', image_shape=(384, 512),
-    scale_range=(0.5, 2.0), epochs=10, batch_size=4, learning_rate=1e-4, keep_prob=0.5,
-    ckpt_dir='ckpt_mapillary', summary_dir='summaries_mapillary')
-# The demo trains from scratch on 2 CPU cores in minutes: small images, no dropout, and a
-# narrower random scale, as three epochs leave little time to learn from much wilder crops.
-DEMO_DEFAULTS = dict(
-    images='{root}/leftImg8bit/{split}/*/*.png', labels='{root}/gtFine/{split}/',
-    label_sets=('cityscapes', 'cityscapes35'), label_set='cityscapes', image_shape=(128, 256),
-    scale_range=(0.75, 1.5), epochs=3, batch_size=8, learning_rate=1e-4, keep_prob=1.0,
-    ckpt_dir='ckpt_demo', summary_dir='summaries_demo', vgg_weights='none')
-DATASET_DEFAULTS = {'cityscapes': CITYSCAPES_DEFAULTS, 'mapillary': MAPILLARY_DEFAULTS,
-                    'demo': DEMO_DEFAULTS}
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors (an unknown action, dataset or choice, a value that is not a
@@ -111,7 +87,21 @@ def _training_flags(parser):
     add = group.add_argument
     add('-ep', '--epochs', type=int, help='epochs to train to (demo 3, else 10)')
     add('-bs', '--batch_size', type=int, help='images per step (cityscapes 5, mapillary 4, demo 8)')
-    add('-lr', '--learning_rate', type=float, help='Adam learning rate (1e-4)')
+    add('-lr', '--learning_rate', type=float,
+        help='learning rate (1e-4), the start of --lr_schedule')
+    add('--optimizer', choices=OPTIMIZERS, default='adam',
+        help='adam, or sgd with --momentum')
+    add('--momentum', type=float, default=0.9, help='sgd\'s momentum, in [0, 1)')
+    add('--lr_schedule', choices=SCHEDULES, default='constant',
+        help='the rate over the whole training: constant; poly: (1 - t/T)^--lr_power down to '
+             '--end_learning_rate; cosine: half a cosine down to it; step: divided by 10 at '
+             'each of --lr_step_epochs')
+    add('--lr_power', type=float, default=0.9, help='poly\'s exponent')
+    add('--end_learning_rate', type=float, default=0.0, help='where poly and cosine end')
+    add('--lr_step_epochs', type=int, nargs='+', metavar='EPOCH',
+        help='step: the epochs after which the rate is divided by 10')
+    add('--warmup_steps', type=int, default=0,
+        help='the rate rises linearly from 0 over the first N steps')
     add('-kp', '--keep_prob', type=float, help='dropout keep probability (demo 1.0, else 0.5)')
     add('--pipeline', choices=PIPELINES, default='tfdata', help='input pipeline')
     add('--augment', dest='augment', action='store_true',
@@ -130,6 +120,13 @@ def _training_flags(parser):
     add('--train_upsampling', action='store_true',
         help='learn the transposed convolutions instead of keeping them bilinear')
     add('--no_val', action='store_true', help='skip validation at the end of each epoch')
+    add('--keep_best', dest='keep_best', action='store_true',
+        help='write the best model so far, by val mean IoU, beside the model (the default: '
+             'runs/<timestamp>/best_model, or <model_dir>_best with -md)')
+    add('--no_keep_best', dest='keep_best', action='store_false', help='do not')
+    group.set_defaults(keep_best=True)
+    add('--early_stop', type=int, default=0, metavar='N',
+        help='stop after N validations without a better val mean IoU (0: never)')
     add('--seed', type=int, help='makes a CPU run reproducible')
 
 
@@ -203,10 +200,10 @@ def parse_args(argv=None):
 def _dataset_defaults(args):
     """The defaults of args.dataset, with its paths; the demo is generated on first use."""
     if args.dataset != 'demo':
-        return DATASET_DEFAULTS[args.dataset]
+        return datasets.DEFAULTS[args.dataset]
     from roadseg.data import demo_data
     root = args.data_root or demo_data.ensure_demo_dataset()
-    return dict(DEMO_DEFAULTS, root=root, prepared_dir=root.rstrip('/\\') + '_prepared',
+    return dict(datasets.DEMO, root=root, prepared_dir=root.rstrip('/\\') + '_prepared',
                 video=demo_data.demo_video_path(root))
 
 
@@ -214,9 +211,7 @@ def _split_paths(args, split, defaults):
     """(images, labels) globs: -ip/-lp when given, else the dataset's split."""
     if args.images_paths is not None:
         return args.images_paths, args.labels_paths
-    names = dict(root=args.data_root or defaults['root'],
-                 split=defaults.get('splits', {}).get(split, split))
-    return defaults['images'].format(**names), defaults['labels'].format(**names)
+    return datasets.split_paths(defaults, split, args.data_root)
 
 
 def _check_positive(args, names):
@@ -232,7 +227,7 @@ def _check_scale_range(scale_range):
 
 
 def _check_label_set_fits(args, label_set):
-    allowed = DATASET_DEFAULTS[args.dataset]['label_sets']
+    allowed = datasets.DEFAULTS[args.dataset]['label_sets']
     if label_set.name not in allowed:
         raise UserError('--label_set %s does not fit --dataset %s (use %s)'
                         % (label_set.name, args.dataset, ' or '.join(allowed)))
@@ -257,7 +252,30 @@ def _apply_train_defaults(args):
         raise UserError('--keep_prob %g is outside (0, 1]' % args.keep_prob)
     if args.learning_rate <= 0:
         raise UserError('--learning_rate %g must be positive' % args.learning_rate)
+    _check_schedule(args)
     return args
+
+
+def _check_schedule(args):
+    """The optimiser's and the schedule's flags, each a one-line error naming the value."""
+    if not 0 <= args.momentum < 1:
+        raise UserError('--momentum %g is outside [0, 1)' % args.momentum)
+    if args.lr_power <= 0:
+        raise UserError('--lr_power %g must be positive' % args.lr_power)
+    if args.end_learning_rate < 0:
+        raise UserError('--end_learning_rate %g is negative' % args.end_learning_rate)
+    if args.early_stop < 0:
+        raise UserError('--early_stop %d is negative' % args.early_stop)
+    if args.early_stop and args.no_val:
+        raise UserError('--early_stop needs the validation that --no_val skips')
+    if args.warmup_steps < 0:
+        raise UserError('--warmup_steps %d is negative' % args.warmup_steps)
+    if (args.lr_schedule == 'step') != bool(args.lr_step_epochs):
+        raise UserError('--lr_step_epochs goes with --lr_schedule step, and step needs it')
+    for epoch in args.lr_step_epochs or ():
+        if not 0 < epoch < args.epochs:
+            raise UserError('--lr_step_epochs %d is not between 0 and --epochs %d'
+                            % (epoch, args.epochs))
 
 
 def _datasets(args, label_set):
@@ -301,7 +319,12 @@ def _training_specs(args, network):
     from roadseg import specs
     recipe = specs.Recipe(args.epochs, args.batch_size, args.learning_rate, args.keep_prob,
                           args.weight_decay, args.class_weights, args.pipeline,
-                          args.vgg_weights, loss_scaling=args.precision == 'fp16')
+                          args.vgg_weights, loss_scaling=args.precision == 'fp16',
+                          optimizer=args.optimizer, momentum=args.momentum,
+                          lr_schedule=args.lr_schedule, lr_power=args.lr_power,
+                          end_learning_rate=args.end_learning_rate,
+                          lr_step_epochs=tuple(args.lr_step_epochs or ()),
+                          warmup_steps=args.warmup_steps, early_stop=args.early_stop)
     logbook = specs.Logbook(args.ckpt_dir, args.summary_dir, args.ckpt_every,
                             args.keep_checkpoints, args.summary_every, args.image_summary_every)
     plan = specs.DevicePlan(args.gpu, args.gpu_mem, args.xla, args.precision, args.cpu_replicas)
@@ -352,9 +375,20 @@ def train(args, network=None):
         signature_key=fcn8vgg16.SIGNATURE_KEY, train_images=len(train_set))
     print('training on %d images (%s, %d classes, %dx%d), run folder %s' % (
         len(train_set), label_set.name, label_set.num_classes, *train_set.image_shape, run_dir))
+    folder = args.model_dir or os.path.join(run_dir, 'model')
+    logbook = dataclasses.replace(logbook, best_dir=_best_dir(args, run_dir, folder))
     run = trainer.Run(network, recipe, logbook, plan, session_config, task, train_set, val_set,
                       config)
-    trainer.train(run, run_dir, args.model_dir or os.path.join(run_dir, 'model'))
+    trainer.train(run, run_dir, folder)
+
+
+def _best_dir(args, run_dir, folder):
+    """Where the best model goes: beside the model, or nowhere (--no_keep_best, --no_val)."""
+    if not args.keep_best or args.no_val:
+        return None
+    if args.model_dir:
+        return folder.rstrip('/\\') + '_best'
+    return os.path.join(run_dir, 'best_model')
 
 
 def _load_model(args):

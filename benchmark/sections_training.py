@@ -6,8 +6,8 @@ import time
 import tensorflow as tf
 
 import data_loader
-import main
 from roadseg import specs
+from roadseg.data import datasets
 from roadseg.training import graph as train_graph
 from benchmark import measure, models
 from benchmark.config import IMAGE_SHAPE, KEEP_PROB, TRAIN_BATCH
@@ -158,7 +158,7 @@ def step_parts_table(parts):
 def _augmenting_dataset(run):
     """The synthetic sources as training reads them: Cityscapes' augmentation, 256x512."""
     images_glob, labels_dir = run.sources()
-    augment = data_loader.AugmentConfig(tuple(main.CITYSCAPES_DEFAULTS['scale_range']), True,
+    augment = data_loader.AugmentConfig(tuple(datasets.CITYSCAPES['scale_range']), True,
                                         False)
     return data_loader.Dataset(images_glob, labels_dir, run.label_set, IMAGE_SHAPE, augment)
 

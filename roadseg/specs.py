@@ -40,7 +40,8 @@ class Network:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """How to train: steps of batch_size images for epochs epochs, Adam at learning_rate."""
+    """How to train: steps of batch_size images for epochs epochs, the optimizer's rate
+    following lr_schedule over the whole training."""
     epochs: int
     batch_size: int
     learning_rate: float
@@ -50,6 +51,14 @@ class Recipe:
     pipeline: str = 'tfdata'           # tfdata or generator
     vgg_weights: str = None            # a file or folder, 'none', or None: download
     loss_scaling: bool = False         # dynamic loss scaling, for float16 (--precision fp16)
+    optimizer: str = 'adam'            # adam or sgd (with momentum)
+    momentum: float = 0.9
+    lr_schedule: str = 'constant'      # constant, poly, cosine or step
+    lr_power: float = 0.9              # poly's exponent
+    end_learning_rate: float = 0.0     # where poly and cosine end
+    lr_step_epochs: tuple = ()         # step: the rate is divided by 10 at each of these epochs
+    warmup_steps: int = 0              # the rate rises linearly from 0 over these first steps
+    early_stop: int = 0                # stop after this many validations without improvement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,7 @@ class Logbook:
     keep_checkpoints: int = 3
     summary_every: int = 10
     image_summary_every: int = 200
+    best_dir: str = None               # the best model's SavedModel goes here (None: not kept)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,12 @@ tf1 = tf.compat.v1
 CKPT_NAME = 'model.ckpt'
 # What a checkpoint folder must agree on with the run that resumes it.
 RESUME_KEYS = ('dataset', 'label_set', 'num_classes', 'encoder', 'fc_channels',
-               'train_upsampling')
+               'train_upsampling', 'optimizer')
+# What a resumed run may change, with a warning: the rate's curve from there on.
+SCHEDULE_KEYS = ('learning_rate', 'momentum', 'lr_schedule', 'lr_power', 'end_learning_rate',
+                 'lr_step_epochs', 'warmup_steps')
+# The values of keys that folders written before them did not record.
+OLD_DEFAULTS = {'optimizer': 'adam', 'lr_schedule': 'constant'}
 
 
 def checkpoint_step(path):
@@ -24,15 +29,20 @@ def checkpoint_step(path):
 
 
 def check_resumable(ckpt_dir, config):
-    """A checkpoint folder written for another label set or model cannot be resumed."""
+    """A checkpoint folder written for another label set, model or optimiser (whose slots
+    would not match) cannot be resumed; another rate or schedule goes on with a warning."""
     path = os.path.join(ckpt_dir, model_dir.CONFIG_FILE)
     if not os.path.exists(path):
         return
-    saved = helper.read_json(path)
+    saved = dict(OLD_DEFAULTS, **helper.read_json(path))
     for key in RESUME_KEYS:
         if saved.get(key) != config.get(key):
             raise UserError('%s was written with %s=%r, this run has %s=%r: use another '
                             '--ckpt_dir' % (ckpt_dir, key, saved.get(key), key, config.get(key)))
+    changed = ['%s %r -> %r' % (key, saved[key], config.get(key)) for key in SCHEDULE_KEYS
+               if key in saved and saved[key] != config.get(key)]
+    if changed:
+        helper.warn('resuming %s with another learning rate: %s' % (ckpt_dir, ', '.join(changed)))
 
 
 def save(session, saver, graph, ckpt_dir):

@@ -209,7 +209,7 @@ def _build_cluster_graph(run):
                 run.network, run.recipe, run.train_set.label_set, run.config['class_weights'],
                 wrap_optimizer=lambda adam: tf1.train.SyncReplicasOptimizer(
                     adam, replicas_to_aggregate=task.num_workers,
-                    total_num_replicas=task.num_workers))
+                    total_num_replicas=task.num_workers), steps_per_epoch=run.steps_per_epoch)
         tensors['done'] = [_done_queue(ps, task.num_workers).enqueue(task.index)
                            for ps in range(len(task.cluster['ps']))]
         saver = tf1.train.Saver(max_to_keep=run.logbook.keep_checkpoints, sharded=True)

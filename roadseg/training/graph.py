@@ -119,21 +119,50 @@ def _replica_loss(images, labels, keep_prob, total_weight, first, network, recip
     return xent, loss, fcn8vgg16.predictions(logits)
 
 
-def _optimizer(recipe, wrap_optimizer):
-    learning_rate = tf.constant(recipe.learning_rate, tf.float32)
-    optimizer = tf1.train.AdamOptimizer(learning_rate)
+def learning_rate(recipe, global_step, steps_per_epoch):
+    """The rate at global_step: recipe.lr_schedule over the whole training (epochs x
+    steps_per_epoch steps), so that a resumed run goes on along the same curve, times a
+    linear warm-up over the first recipe.warmup_steps steps."""
+    base, end = recipe.learning_rate, recipe.end_learning_rate
+    total = float(max(recipe.epochs * steps_per_epoch, 1))
+    step = tf.cast(global_step, tf.float32)
+    done = tf.minimum(step, total) / total  # the share of training behind us
+    if recipe.lr_schedule == 'poly':
+        rate = (base - end) * (1.0 - done) ** recipe.lr_power + end
+    elif recipe.lr_schedule == 'cosine':
+        rate = end + (base - end) * 0.5 * (1.0 + tf.cos(np.pi * done))
+    elif recipe.lr_schedule == 'step':
+        # piecewise_constant changes value past a boundary: from the epoch's first step on
+        boundaries = [epoch * steps_per_epoch - 1 for epoch in sorted(recipe.lr_step_epochs)]
+        rate = tf1.train.piecewise_constant(
+            tf.cast(global_step, tf.int64), [np.int64(b) for b in boundaries],
+            [base * 0.1 ** index for index in range(len(boundaries) + 1)])
+    else:
+        rate = tf.constant(base)
+    if recipe.warmup_steps:
+        rate *= tf.minimum(1.0, (step + 1.0) / recipe.warmup_steps)
+    return tf.cast(rate, tf.float32, name='learning_rate')
+
+
+def _optimizer(recipe, wrap_optimizer, global_step, steps_per_epoch):
+    rate = learning_rate(recipe, global_step, steps_per_epoch)
+    if recipe.optimizer == 'sgd':
+        optimizer = tf1.train.MomentumOptimizer(rate, recipe.momentum)
+    else:
+        optimizer = tf1.train.AdamOptimizer(rate)
     if recipe.loss_scaling:
         optimizer = loss_scaled(optimizer)
-    return learning_rate, wrap_optimizer(optimizer) if wrap_optimizer else optimizer
+    return rate, wrap_optimizer(optimizer) if wrap_optimizer else optimizer
 
 
 def build_train_graph(images, labels, network, recipe, label_set, class_weights=None,
-                      devices=(), wrap_optimizer=None):
+                      devices=(), wrap_optimizer=None, steps_per_epoch=1):
     """The training graph on the batch `images`, `labels` (fed instead when a feed names
     them); returns a dict of the tensors the step loop runs.
 
     devices: replicate over these (replica_devices), else one replica on the session's device.
     wrap_optimizer(adam) returns the optimizer to use instead (a cluster's synchronous one).
+    steps_per_epoch: what the learning-rate schedule spreads its curve over, with the epochs.
     """
     strategy = (tf1.distribute.MirroredStrategy(devices=list(devices)) if devices
                 else tf.distribute.get_strategy())
@@ -144,7 +173,7 @@ def build_train_graph(images, labels, network, recipe, label_set, class_weights=
         labels = tf1.placeholder_with_default(labels, [None, None, None], name=LABELS_NAME)
         keep_prob = tf1.placeholder_with_default(1.0, [], name=fcn8vgg16.KEEP_PROB_NAME)
         global_step = tf1.train.get_or_create_global_step()
-        learning_rate, optimizer = _optimizer(recipe, wrap_optimizer)
+        rate, optimizer = _optimizer(recipe, wrap_optimizer, global_step, steps_per_epoch)
         sizes = _split_sizes(tf.shape(images)[0], parts)
         image_slices = tf.split(images, sizes, num=parts)
         label_slices = tf.split(labels, sizes, num=parts)
@@ -173,7 +202,7 @@ def build_train_graph(images, labels, network, recipe, label_set, class_weights=
     return dict(images=images, labels=labels, keep_prob=keep_prob, loss=loss,
                 batch_size=tf.shape(images)[0], train_op=train_op, global_step=global_step,
                 confusion=confusion, optimizer=optimizer,
-                scalars=scalar_summaries(loss, xent, learning_rate, confusion),
+                scalars=scalar_summaries(loss, xent, rate, confusion),
                 image_summary=image_summary(images, predictions, labels, label_set.colors),
                 val_image_summary=image_summary(images, predictions, labels, label_set.colors,
                                                 VAL_PICTURES, 'val/input_prediction_truth'),

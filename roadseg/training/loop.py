@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 import helper
 from helper import UserError
-from roadseg.training import checkpoints
+from roadseg.training import best, checkpoints
 from roadseg.training.graph import VAL_PICTURES
 
 tf1 = tf.compat.v1
@@ -57,19 +57,23 @@ class Duties:
     files (end_epoch). session: one that runs the graph without a cluster's hooks."""
 
     def __init__(self, session, graph, saver, logbook, steps_per_epoch, writer, batch_size,
-                 train_set, val_set=None, seed=0):
+                 train_set, val_set=None, seed=0, best=None):
         self.session, self.graph, self.saver, self.logbook = session, graph, saver, logbook
         self.steps_per_epoch, self.writer, self.batch_size = steps_per_epoch, writer, batch_size
         self.train_set, self.val_set = train_set, val_set
         self.val_pictures = sorted(np.random.default_rng(seed).choice(
             len(val_set), min(len(val_set), VAL_PICTURES), replace=False)) if val_set else []
         self.pictured = False
+        self.best, self.stop = best, False  # a best.BestModel; stop: the early stop came
 
     @classmethod
     def for_run(cls, run, session, graph, saver, writer):
         """The duties of a trainer.Run's process that keeps the checkpoints."""
+        keeper = run.val_set and best.BestModel(run.logbook.best_dir, run.logbook.ckpt_dir,
+                                                run.config, run.network, run.recipe.early_stop)
         return cls(session, graph, saver, run.logbook, run.steps_per_epoch, writer,
-                   run.recipe.batch_size, run.train_set, run.val_set, run.config['seed'])
+                   run.recipe.batch_size, run.train_set, run.val_set, run.config['seed'],
+                   keeper or None)
 
     def fetches(self, step):
         """What the step after `step` fetches besides training."""
@@ -113,9 +117,12 @@ class Duties:
         add_scalar(self.writer, 'val/mean_iou', value, step)
         add_scalar(self.writer, 'val/pixel_accuracy', helper.pixel_accuracy(confusion), step)
         self.write_val_pictures(step)
-        self.writer.flush()
         print('step %d: val mean IoU %.1f%% over %d images'
               % (step, 100 * value, len(self.val_set)))
+        if self.best:
+            self.stop = self.best.update(value, step, step // self.steps_per_epoch)
+            add_scalar(self.writer, 'val/best_mean_iou', self.best.value, step)
+        self.writer.flush()
 
     def write_val_pictures(self, step):
         """The chosen val images with the current model's predictions, side by side."""
@@ -235,6 +242,8 @@ def run(session, graph, batches, keep_prob, step, last_step, bar, duties=None, c
                 if duties and duties.epoch_ended(step, new_step):
                     duties.end_epoch(new_step)
                 step = new_step
+                if duties and duties.stop:
+                    break
     except tf.errors.OpError as error:
         raise pipeline_error(error) from None
     except KeyboardInterrupt as interrupt:

@@ -9,7 +9,8 @@ from tqdm import tqdm
 import helper
 from helper import UserError
 from roadseg import model_dir
-from roadseg.training import checkpoints, cluster, graph as train_graph, loop, vgg_weights
+from roadseg.training import (best, checkpoints, cluster, graph as train_graph, loop,
+                              vgg_weights)
 
 tf1 = tf.compat.v1
 
@@ -93,6 +94,9 @@ def train(run, run_dir, folder):
     checkpoints.export_saved_model(tf.train.latest_checkpoint(ckpt_dir), folder, run.config,
                                    run.network)
     print('model saved to %s' % folder)
+    kept = best.BestModel(None, ckpt_dir, run.config, run.network).summary()
+    if kept:
+        print(kept)
 
 
 def _input_tensors(run, start_step):
@@ -130,7 +134,8 @@ def _train_alone(run, resume_from, start_step):
         images, labels, batches = _input_tensors(run, start_step)
         tensors = train_graph.build_train_graph(
             images, labels, run.network, run.recipe, run.train_set.label_set,
-            run.config['class_weights'], train_graph.replica_devices(run.plan))
+            run.config['class_weights'], train_graph.replica_devices(run.plan),
+            steps_per_epoch=run.steps_per_epoch)
         saver = tf1.train.Saver(max_to_keep=run.logbook.keep_checkpoints)
     ckpt_dir = run.logbook.ckpt_dir
     checkpoints.remove_partial_saves(ckpt_dir)
