@@ -3,7 +3,9 @@ atomic files and JSON, mean IoU and pixel accuracy. No TensorFlow: `main.py -h` 
 import datetime
 import json
 import os
+import re
 import sys
+import threading
 import uuid
 
 import numpy as np
@@ -21,6 +23,36 @@ class UserError(Exception):
 class Terminated(KeyboardInterrupt):
     """SIGTERM while training, raised where Ctrl-C would be: the same checkpoint is saved."""
     exit_code = 143  # 128 + the signal's number, as a shell reports it (Ctrl-C: 130)
+
+
+# TensorFlow's native start-up chatter: absl's info and warning lines (CUDA probing, oneDNN
+# notices), its note on logging before absl starts, and the errors of probing for a GPU that
+# is not there. Errors and fatal lines of anything else pass.
+NATIVE_NOISE = re.compile(
+    r'(WARNING: All log messages before absl::InitializeLog\(\) is called'
+    r'|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] '
+    r'|E\d{4} [\d:.]+ +\d+ (cuda_\w+|cuda_platform|cuda_executor|cuda_diagnostics)\.cc:\d+\] )')
+
+
+def quiet_native_logs():
+    """Drops TensorFlow's native start-up chatter (NATIVE_NOISE) from the process's stderr
+    (file descriptor 2, where C++ writes), passing every other line through. Python's own
+    sys.stderr is moved to a copy of the real stderr, so the tool's messages never wait in
+    the filter and none is lost at exit."""
+    real = os.dup(2)
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(real), 'w', buffering=1, errors='backslashreplace')
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def _forward():
+        with os.fdopen(read, 'rb') as lines, os.fdopen(real, 'wb', buffering=0) as out:
+            for line in lines:
+                if not NATIVE_NOISE.match(line.decode('utf-8', 'replace')):
+                    out.write(line)
+
+    threading.Thread(target=_forward, daemon=True, name='native-log-filter').start()
 
 
 def warn(message):

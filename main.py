@@ -32,7 +32,7 @@ def _import_tensorflow_lean():
                 del sys.modules[name]
 
 
-from helper import PRECISIONS, UserError  # noqa: E402  (after the setting above)
+from helper import PRECISIONS, UserError, quiet_native_logs  # noqa: E402  (after the setting above)
 from roadseg.data import datasets  # noqa: E402
 from roadseg.data.datasets import DATASETS  # noqa: E402
 
@@ -193,7 +193,8 @@ def parse_args(argv=None):
     for add_flags in (_device_flags, _data_flags, _training_flags, _folder_flags,
                       _cluster_flags, _output_flags):
         add_flags(parser)
-    parser.add_argument('--debug', action='store_true', help='show full tracebacks')
+    parser.add_argument('--debug', action='store_true',
+                        help='show full tracebacks and TensorFlow\'s start-up logs')
     return parser.parse_args(argv)
 
 
@@ -593,4 +594,6 @@ def main(argv=None, network=None):
 
 
 if __name__ == '__main__':
+    if '--debug' not in sys.argv[1:]:  # TensorFlow's native start-up chatter stays hidden
+        quiet_native_logs()
     sys.exit(main())

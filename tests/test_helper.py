@@ -319,3 +319,33 @@ def test_main_skips_the_eager_keras_import_and_leaves_keras_importable(first_imp
     loaded_by_import, adam = result.stdout.split()[-2:]
     assert loaded_by_import == str(first_import == 'tensorflow')
     assert adam == 'Adam'
+
+
+@pytest.mark.parametrize('line, noise', [
+    ('WARNING: All log messages before absl::InitializeLog() is called are written to STDERR',
+     True),
+    ('I0000 00:00:1796473825.251048   18924 cudart_stub.cc:31] Could not find cuda drivers on '
+     'your machine, GPU will not be used.', True),
+    ('E0000 00:00:1796473839.821329   18924 cuda_platform.cc:52] failed call to cuInit: '
+     'INTERNAL: CUDA error', True),
+    ('W0000 00:00:1.5   7 cpu_feature_guard.cc:10] some notice', True),
+    ('E0000 00:00:1.5   7 some_kernel.cc:10] a real failure', False),
+    ('F0000 00:00:1.5   7 cuda_platform.cc:10] fatal', False),
+    ('error: no images match x/*.png', False),
+    ('warning: 1 GPU(s) asked for, 0 found: running on the CPU', False)])
+def test_native_noise_is_told_from_the_tool_s_own_lines(line, noise):
+    assert bool(helper.NATIVE_NOISE.match(line)) == noise
+
+
+@pytest.mark.end_to_end
+def test_the_command_line_shows_its_error_without_tensorflow_s_chatter(tmp_path):
+    """Only the tool's own line on stderr, none of TensorFlow's native start-up logs."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, os.path.join(repo, 'main.py'), 'predict', '--gpu', '0',
+               '-md', str(tmp_path / 'missing'), '-ip', str(tmp_path / '*.png')]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                            cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ['error: no images match %s' % (tmp_path / '*.png')]
