@@ -22,7 +22,7 @@ def _needs_gpus(count):
 def _losses(summary_dir):
     """[(step, loss)] in step order."""
     values = []
-    for path in glob.glob(os.path.join(str(summary_dir), 'events.*')):
+    for path in glob.glob(os.path.join(str(summary_dir), '**', 'events.*'), recursive=True):
         for event in tf1.train.summary_iterator(path):
             values += [(event.step, v.simple_value) for v in event.summary.value
                        if v.tag == 'loss']

@@ -79,7 +79,7 @@ def test_the_optimizer_s_slots_are_in_the_graph(optimizer, slots, tiny_model):
 def _scalars(summary_dir, tag, by_step=False):
     """A scalar's values in step order, or {step: value}."""
     values = {}
-    for path in glob.glob(os.path.join(str(summary_dir), 'events.*')):
+    for path in glob.glob(os.path.join(str(summary_dir), '**', 'events.*'), recursive=True):
         for event in tf1.train.summary_iterator(path):
             values.update((event.step, value.simple_value) for value in event.summary.value
                           if value.tag == tag)
@@ -123,6 +123,8 @@ def test_an_interrupted_sgd_poly_run_resumes_along_the_same_curve(demo_root, tmp
     # The interrupted step's summary was never written; every other step's rate is the same.
     cut_rates = _scalars(tmp_path / 'cut' / 'summaries', 'learning_rate', by_step=True)
     assert {1, 2, 4} <= set(cut_rates)
+    # The resumed training went on in the TensorBoard run it started.
+    assert len(glob.glob(str(tmp_path / 'cut' / 'summaries' / '*'))) == 1
     for step, rate in cut_rates.items():
         assert rate == pytest.approx(rates[step], rel=1e-6), step
     readers = [tf.train.load_checkpoint(

@@ -2,6 +2,7 @@
 import glob
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def _checkpoint_values(ckpt_dir):
 
 def _scalars(summary_dir):
     values = {}
-    for path in glob.glob(os.path.join(str(summary_dir), 'events.*')):
+    for path in glob.glob(os.path.join(str(summary_dir), '**', 'events.*'), recursive=True):
         for event in tf1.train.summary_iterator(path):
             for value in event.summary.value:
                 values.setdefault(value.tag, []).append((event.step, value))
@@ -88,9 +89,11 @@ def test_tensorboard_shows_pictures_from_the_first_step_and_every_epoch_end(demo
     from tensorboard.backend.event_processing import event_accumulator
     assert main.main(_flags(demo_root, tmp_path, '-ep', '2', '--seed', '5'),
                      network=tiny_model) == 0
-    events = event_accumulator.EventAccumulator(str(tmp_path / 'summaries'),
-                                                size_guidance={event_accumulator.IMAGES: 0})
+    (run,) = glob.glob(str(tmp_path / 'summaries' / '*'))  # one TensorBoard run per training
+    assert re.fullmatch(r'\d{8}-\d{6}_ep2_bs4_lr0.0001_kp1', os.path.basename(run))
+    events = event_accumulator.EventAccumulator(run, size_guidance={event_accumulator.IMAGES: 0})
     events.Reload()
+    assert 'config' in events.Tags()['tensors']  # the hyperparameters, in the TEXT tab
     pictures = {tag: [image.step for image in events.Images(tag)]
                 for tag in events.Tags()['images']}
     assert pictures['input_prediction_truth/image/0'] == [1, 2, 4]
@@ -242,4 +245,4 @@ def test_original_command_line_on_cityscapes_beside_the_repo(demo_root, tmp_path
     assert 'training on 6 images (cityscapes, 19 classes, 64x128)' in out
     assert 'val mean IoU' in out  # the val split beside it is found too
     assert tf.train.latest_checkpoint('ckpt').endswith('-1')
-    assert glob.glob('summaries/events.*') and glob.glob('runs/*/model/saved_model.pb')
+    assert glob.glob('summaries/*/events.*') and glob.glob('runs/*/model/saved_model.pb')

@@ -3,6 +3,7 @@ worker of a cluster. Around the steps, Duties does what a process keeps besides 
 (summaries, checkpoints, validation): a single machine and a cluster's chief have them, the
 other workers of a cluster none."""
 import contextlib
+import json
 import re
 import signal
 import threading
@@ -49,6 +50,16 @@ def validate(session, graph, dataset, batch_size):
     return total
 
 
+def config_text(config):
+    """The run's configuration as a TensorBoard text summary (the TEXT tab), as JSON."""
+    summary = tf1.Summary()
+    value = summary.value.add(tag='config')
+    value.metadata.plugin_data.plugin_name = 'text'
+    text = '\n'.join('    ' + line for line in json.dumps(config, indent=1).splitlines())
+    value.tensor.CopyFrom(tf1.make_tensor_proto(text))
+    return summary
+
+
 class Duties:
     """Summaries every logbook.summary_every steps, pictures (input, prediction, truth) at the
     first step, at the end of every epoch and every image_summary_every steps, checkpoints
@@ -69,6 +80,7 @@ class Duties:
     @classmethod
     def for_run(cls, run, session, graph, saver, writer):
         """The duties of a trainer.Run's process that keeps the checkpoints."""
+        writer.add_summary(config_text(run.config), 0)
         keeper = run.val_set and best.BestModel(run.logbook.best_dir, run.logbook.ckpt_dir,
                                                 run.config, run.network, run.recipe.early_stop)
         return cls(session, graph, saver, run.logbook, run.steps_per_epoch, writer,

@@ -1,6 +1,8 @@
 """A training run: resume or start its checkpoints, train to the recipe's epochs on one machine
 (or hand over to the cluster), export the SavedModel."""
+import dataclasses
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -77,10 +79,14 @@ def train(run, run_dir, folder):
     seed = run.config['seed']  # every worker's: --seed, or else one computed from the cluster
     if resume_from:  # the same seed and class weights, so the epoch orders and loss go on
         saved = helper.read_json(os.path.join(ckpt_dir, model_dir.CONFIG_FILE))
-        run.config.update(seed=saved['seed'], class_weights=saved['class_weights'])
+        run.config.update(seed=saved['seed'], class_weights=saved['class_weights'],
+                          summary_run=saved.get('summary_run', ''))
     else:
         run.config['class_weights'] = class_weights(run.train_set, run.recipe.class_weights)
+        run.config['summary_run'] = summary_run_name(run.recipe)
         helper.write_json(os.path.join(ckpt_dir, model_dir.CONFIG_FILE), run.config)
+    run.logbook = dataclasses.replace(run.logbook, summary_dir=os.path.join(
+        run.logbook.summary_dir, run.config['summary_run']))
     helper.write_json(os.path.join(run_dir, model_dir.CONFIG_FILE), run.config)
     start_step = checkpoints.checkpoint_step(resume_from)
     if run.task is not None:  # the chief, even with nothing left to train: the others wait
@@ -97,6 +103,17 @@ def train(run, run_dir, folder):
     kept = best.BestModel(None, ckpt_dir, run.config, run.network).summary()
     if kept:
         print(kept)
+
+
+def summary_run_name(recipe):
+    """The TensorBoard run of a training: its start time and main settings, as
+    20261205-1301_ep10_bs5_lr0.0001_kp0.5 (then the optimiser and schedule if not the
+    defaults), so that `tensorboard --logdir` of the summary folder compares runs."""
+    name = '%s_ep%d_bs%d_lr%g_kp%g' % (time.strftime('%Y%m%d-%H%M%S'), recipe.epochs,
+                                       recipe.batch_size, recipe.learning_rate,
+                                       recipe.keep_prob)
+    name += '_sgd' if recipe.optimizer == 'sgd' else ''
+    return name + ('_' + recipe.lr_schedule if recipe.lr_schedule != 'constant' else '')
 
 
 def _input_tensors(run, start_step):
