@@ -36,7 +36,7 @@ def _checkpoint(ckpt_dir):
 def _summaries(summary_dir, tag):
     """[(step, value)] of a scalar summary, in step order."""
     values = []
-    for path in glob.glob(os.path.join(str(summary_dir), 'events.*')):
+    for path in glob.glob(os.path.join(str(summary_dir), '**', 'events.*'), recursive=True):
         for event in tf1.train.summary_iterator(path):
             values += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
     return sorted(values)
