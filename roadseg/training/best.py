@@ -29,6 +29,7 @@ class BestModel:
     def update(self, value, step, epoch):
         """Records the validation of the checkpoint of `step`, the last saved; writes the best
         model when value improves. Returns True when training should stop early."""
+        value, step, epoch = float(value), int(step), int(epoch)  # a cluster's step is numpy's
         if value > self.record['val_mean_iou']:
             self.record = dict(val_mean_iou=value, step=step, epoch=epoch, validations_since=0,
                                folder=self.folder and os.path.abspath(self.folder))
