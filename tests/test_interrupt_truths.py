@@ -3,7 +3,8 @@
 A Ctrl-C at any moment (a training step, the writing of a checkpoint, validation, the export)
 leaves a checkpoint folder from which the same command resumes to the very weights, and through
 the very batches, of a run that was never stopped. An infinite loss, a checkpoint folder that
-turns into a file and a failed export each end in one line and leave nothing half-written.
+turns into a file and a failed export or freeze each end in one line and leave nothing
+half-written.
 
 The signals are real: os.kill sends SIGINT to this process from inside the function a moment
 runs, and Python's own handler raises KeyboardInterrupt in the main thread, so every signal
@@ -35,7 +36,9 @@ CKPT_FILES = ('.data-00000-of-00001', '.index', '.meta')
 
 
 def _flags(demo_root, folder, *extra):
-    """Checkpoints at steps 2, 3 (epoch end), 4 and 6, two kept: old ones get deleted."""
+    """Checkpoints at steps 2, 3 (epoch end), 4 and 6, two kept: old ones get deleted. The
+    demo's keep_prob of 1: dropout's masks come from stateful generators that start afresh in
+    every process, so with dropout a resumed run does not repeat the uninterrupted one."""
     return synthetic.train_flags(demo_root, folder, '-bs', '2', '-ep', '2', '--seed', '7',
                                  '-lr', '1e-3', '--ckpt_every', '2', '--keep_checkpoints', '2',
                                  '--summary_every', '1', *extra)
