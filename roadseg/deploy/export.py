@@ -68,10 +68,20 @@ def freeze(source_dir, frozen_dir, session_config=None, image_shape=None):
             model_dir.write_saved_model(frozen_session, folder)
         _write_graph(frozen, folder, config)
 
-    model_dir.write_model_dir(frozen_dir, _write)
+    _write_model_dir(frozen_dir, _write)
     return dict(source_ops=len(source_graph.node), ops=len(frozen.node),
                 variables=variables, source_bytes=source_bytes,
                 bytes=os.path.getsize(os.path.join(frozen_dir, model_dir.GRAPH_FILE)))
+
+
+def _write_model_dir(folder, write):
+    """model_dir.write_model_dir, a failed write (a full disk) one line naming the folder, which
+    is left as it was."""
+    try:
+        model_dir.write_model_dir(folder, write)
+    except (tf.errors.OpError, OSError) as error:
+        raise helper.UserError('cannot write the model %s (%s)'
+                               % (folder, helper.first_line(error))) from None
 
 
 def _write_graph(graph_def, folder, config):
@@ -102,7 +112,7 @@ def optimise(frozen_dir, optimised_dir, calibration_paths=None):
             tflite_model.convert_int8(pruned, os.path.join(folder, tflite_model.TFLITE_FILE),
                                       config['image_shape'], calibration_paths)
 
-    model_dir.write_model_dir(optimised_dir, _write)
+    _write_model_dir(optimised_dir, _write)
     return dict(source_ops=len(frozen.node), ops=len(quantized.node), quantized=count,
                 source_bytes=os.path.getsize(graph_path),
                 bytes=os.path.getsize(os.path.join(optimised_dir, model_dir.GRAPH_FILE)))

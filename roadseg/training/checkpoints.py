@@ -106,7 +106,7 @@ def recover_checkpoints(saver, ckpt_dir):
 
 def export_saved_model(checkpoint, folder, config, network):
     """An inference-only SavedModel (uint8 images in, class ids and logits out) of a checkpoint,
-    with the model's configuration."""
+    with the model's configuration. A failed write (a full disk) leaves folder as it was."""
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(0)  # initialisers never run, but determinism mode asks for a seed
@@ -119,5 +119,11 @@ def export_saved_model(checkpoint, folder, config, network):
             model_dir.write_saved_model(session, destination)
         helper.write_json(os.path.join(destination, model_dir.CONFIG_FILE), config)
 
-    model_dir.write_model_dir(folder, _write)
+    try:
+        model_dir.write_model_dir(folder, _write)
+    except (tf.errors.OpError, OSError) as error:
+        raise UserError('cannot write the model %s (%s); %s keeps the checkpoint of step %d: '
+                        'the same command exports it again'
+                        % (folder, helper.first_line(error), os.path.dirname(checkpoint),
+                           checkpoint_step(checkpoint))) from None
 
