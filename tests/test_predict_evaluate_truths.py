@@ -196,7 +196,7 @@ def test_evaluate_gives_the_official_evaluators_scores_of_predicts_label_files(
 def _last_validation(summary_dir):
     """{tag: value} of the val/ scalars that training logged at its last validation."""
     logged = {}
-    for path in glob.glob(os.path.join(str(summary_dir), 'events.*')):
+    for path in glob.glob(os.path.join(str(summary_dir), '**', 'events.*'), recursive=True):
         for event in tf1.train.summary_iterator(path):
             for value in event.summary.value:
                 if value.tag in ('val/mean_iou', 'val/pixel_accuracy'):
