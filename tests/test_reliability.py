@@ -5,8 +5,6 @@ limit run the tool in a subprocess through tests/tiny_main.py.
 """
 import glob
 import os
-import random
-import re
 import resource
 import signal
 import struct
@@ -34,21 +32,6 @@ tf1 = tf.compat.v1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MAIN = os.path.join(REPO, 'tests', 'tiny_main.py')
 STEPS_PER_EPOCH = 4  # 8 training images at batch size 2
-# tests/tiny_main.py with every save stretched: a pause between writing a checkpoint's files and
-# the `checkpoint` file that names it, so that random kills often land inside saves.
-SLOW_SAVES = """
-import runpy, sys, time
-from tensorflow.python.training import checkpoint_management
-update = checkpoint_management.update_checkpoint_state_internal
-
-def slow_update(*args, **kwargs):
-    time.sleep(0.1)
-    return update(*args, **kwargs)
-
-checkpoint_management.update_checkpoint_state_internal = slow_update
-sys.argv = [%r] + sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name='__main__')
-""" % TINY_MAIN
 
 
 @pytest.fixture(scope='module')
@@ -96,21 +79,35 @@ def _latest_step(ckpt_dir):
     return int(path.rsplit('-', 1)[1])
 
 
-def _spawn(args, log_path, slow_saves=False, **kwargs):
+def _spawn(args, log_path, stop_at=None, marker=None, **kwargs):
     """tests/tiny_main.py in a subprocess, output unbuffered into log_path. SIGINT is given
     its default back: a shell's background job starts with it ignored, and Python then never
-    turns it into KeyboardInterrupt."""
+    turns it into KeyboardInterrupt. stop_at, marker: where the process marks and waits
+    (tiny_main's TINY_MAIN_STOP_AT and TINY_MAIN_MARKER)."""
     def _child_setup():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         if 'file_size_limit' in kwargs:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write fails instead of killing
             resource.setrlimit(resource.RLIMIT_FSIZE, (kwargs['file_size_limit'],) * 2)
 
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    if stop_at:
+        env.update(TINY_MAIN_STOP_AT=stop_at, TINY_MAIN_MARKER=str(marker))
     with open(log_path, 'w') as log:
-        program = ['-c', SLOW_SAVES] if slow_saves else [TINY_MAIN]
-        return subprocess.Popen([sys.executable] + program + args, stdout=log,
+        return subprocess.Popen([sys.executable, TINY_MAIN] + args, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=_child_setup,
-                                env=dict(os.environ, PYTHONUNBUFFERED='1'))
+                                env=env)
+
+
+def _wait_for_marker(marker, process, log_path, limit=120):
+    """What the process wrote into the marker file once it stopped at its moment (limit: a
+    hung or failed run fails the test)."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(marker):
+        assert process.poll() is None, open(log_path).read()[-2000:]
+        assert time.monotonic() < deadline, 'the process never reached its moment'
+        time.sleep(0.05)
+    return open(marker).read()
 
 
 def _wait_for_checkpoint_after(ckpt_dir, step, process, log_path, limit=120):
@@ -127,57 +124,61 @@ def _checkpoint_step(ckpt_dir):
     return int(path.rsplit('-', 1)[1]) if path else 0
 
 
-def _reached_step(log_text):
-    """The last global step the progress bar showed, or None."""
-    bars = re.findall(r'Train Epoch +(\d+)/\d+: [^|]*\|[^|]*\| *(\d+)/(\d+) ', log_text)
-    if not bars:
-        return None
-    epoch, done, total = (int(value) for value in bars[-1])
-    return (epoch - 1) * total + done
-
-
 # ------------------------------------------------------------------------- faults during training
 
+# Where the kills land, one run after another, each resuming the last: ckpt_every 2, keep 2, 4
+# steps an epoch. (tiny_main's moment:count, the checkpoint it names, the step the run trained,
+# the latest checkpoint after the kill, files the kill leaves, files it leaves out).
+KILLS = (
+    ('save-variables:2', 'model.ckpt-4', 4, 2, ['model.ckpt-4.index'], []),
+    ('save-graph:2', 'model.ckpt-6', 6, 4, ['model.ckpt-6.meta'], ['model.ckpt-6.index']),
+    ('delete-index:1', 'model.ckpt-2', 6, 6, ['model.ckpt-2.data-00000-of-00001'],
+     ['model.ckpt-2.index']),
+    ('step:2', None, 8, 6, [], ['model.ckpt-8.meta']),  # step 8 trained, its save not begun
+)
+
+
 @pytest.mark.end_to_end
-def test_kill_9_at_random_moments_loses_at_most_ckpt_every_steps(demo_root, tmp_path):
-    """Killed four times at seeded random moments (saves, stretched, every 2 steps, deleting
-    old checkpoints: most kills land in one), then run to the end."""
-    rng = random.Random(3)
-    ckpt_every = 2
+def test_kill_9_at_marked_moments_loses_at_most_ckpt_every_steps(demo_root, tmp_path, tiny_model,
+                                                                  capsys):
+    """Killed four times, each at a moment the process marks and waits at: three inside a
+    save (before the `checkpoint` file names the written variables, between the graph and the
+    variables, while deleting an old checkpoint), one after a step whose save is due. Every
+    restart resumes the last complete checkpoint, at most ckpt_every steps back; the run then
+    ends with only the kept checkpoints in the folder."""
+    ckpt_every, ckpt = 2, tmp_path / 'ckpt'
     args = _flags(demo_root, tmp_path, '--ckpt_every', str(ckpt_every), '--keep_checkpoints',
                   '2', '--summary_every', '1')
     last = 0
-    for attempt in range(4):
+    for attempt, (stop_at, named, reached, latest, left, absent) in enumerate(KILLS):
         log_path = str(tmp_path / ('kill%d.log' % attempt))
-        process = _spawn(args + ['-ep', '1000'], log_path, slow_saves=True)
+        marker = str(tmp_path / ('kill%d.marker' % attempt))
+        process = _spawn(args + ['-ep', '1000'], log_path, stop_at, marker)
         try:
-            _wait_for_checkpoint_after(tmp_path / 'ckpt', last, process, log_path)
-            time.sleep(rng.uniform(0, 1))
+            marked = _wait_for_marker(marker, process, log_path)
         finally:
             process.kill()
             process.wait()
+        assert marked == '%s %s' % (stop_at, ckpt / named if named else 'done')
         log = open(log_path).read()
         if last:
             assert 'continuing training after %d steps' % last in log
-        step = _latest_step(tmp_path / 'ckpt')
-        assert step > last
-        reached = _reached_step(log)
-        assert reached is not None and reached - step < ckpt_every, (reached, step)
-        last = step
+        assert _latest_step(ckpt) == latest and reached - latest <= ckpt_every
+        assert [name for name in left if (ckpt / name).exists()] == left
+        assert not [name for name in absent if (ckpt / name).exists()]
+        last = latest
 
     epochs = last // STEPS_PER_EPOCH + 1
-    log_path = str(tmp_path / 'final.log')
-    process = _spawn(args + ['-ep', str(epochs)], log_path)
-    assert process.wait(timeout=300) == 0, open(log_path).read()[-2000:]
-    log = open(log_path).read()
-    assert 'continuing training after %d steps' % last in log and 'model saved to' in log
-    assert _latest_step(tmp_path / 'ckpt') == epochs * STEPS_PER_EPOCH
+    assert main.main(args + ['-ep', str(epochs)], network=tiny_model) == 0
+    out = capsys.readouterr().out
+    assert 'continuing training after %d steps' % last in out and 'model saved to' in out
+    assert _latest_step(ckpt) == epochs * STEPS_PER_EPOCH
     assert glob.glob(str(tmp_path / 'runs' / '*' / 'model' / 'saved_model.pb'))
     # --keep_checkpoints held across the restarts, and nothing of a cut-short save is left.
-    state = tf.train.get_checkpoint_state(str(tmp_path / 'ckpt'))
+    state = tf.train.get_checkpoint_state(str(ckpt))
     kept = [os.path.basename(path) for path in state.all_model_checkpoint_paths]
-    assert len(kept) == 2
-    assert sorted(os.listdir(tmp_path / 'ckpt')) == sorted(
+    assert kept == ['model.ckpt-6', 'model.ckpt-8']
+    assert sorted(os.listdir(ckpt)) == sorted(
         ['checkpoint', 'fcn8s_config.json'] + [name + kind for name in kept
                                                for kind in ('.data-00000-of-00001', '.index',
                                                             '.meta')])
