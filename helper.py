@@ -111,9 +111,14 @@ def overlay(image, class_ids, colors, alpha=0.5):
     return blended
 
 
+def timestamp():
+    """Now, as run folders and TensorBoard runs are named: 20261205-130115."""
+    return datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+
+
 def new_run_dir(runs_dir):
     """A new folder runs_dir/<timestamp>, with a suffix if that name is taken."""
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    stamp = timestamp()
     for suffix in [''] + ['-%d' % i for i in range(1, 1000)]:
         path = os.path.join(runs_dir, stamp + suffix)
         try:

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from roadseg import specs
+from roadseg.training import loop
 
 # A VGG16-shaped encoder small enough for CPU tests: (block, filters, convs).
 TINY_VGG16 = ((1, 4, 1), (2, 4, 1), (3, 8, 1), (4, 8, 1), (5, 8, 1))
@@ -22,6 +23,23 @@ def unavailable(reason):
     if os.environ.get('CI'):
         pytest.fail('%s (CI must have it)' % reason)
     pytest.skip(reason)
+
+
+def interrupt_after(monkeypatch, steps):
+    """Ctrl-C as it lands during a step, once `steps` steps of this process have run: after
+    the step's session.run has returned. Returns a function that undoes it."""
+    real_step = loop.train_step
+    count = [0]
+
+    def _step(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        count[0] += 1
+        if count[0] == steps:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(loop, 'train_step', _step)
+    return lambda: monkeypatch.setattr(loop, 'train_step', real_step)
 
 
 def train_flags(demo_root, folder, *extra):

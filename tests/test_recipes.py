@@ -16,7 +16,6 @@ from roadseg import devices, model_dir, specs
 from roadseg.apps import metrics
 from roadseg.deploy import loader
 from roadseg.training import graph as train_graph
-from roadseg.training import loop
 
 tf1 = tf.compat.v1
 STEPS_PER_EPOCH = 10
@@ -86,22 +85,6 @@ def _scalars(summary_dir, tag, by_step=False):
     return values if by_step else [values[step] for step in sorted(values)]
 
 
-def _interrupt_after(monkeypatch, steps):
-    """Ctrl-C once `steps` steps of this process have run."""
-    real_step = loop.train_step
-    count = [0]
-
-    def _step(*args, **kwargs):
-        result = real_step(*args, **kwargs)
-        count[0] += 1
-        if count[0] == steps:
-            raise KeyboardInterrupt
-        return result
-
-    monkeypatch.setattr(loop, 'train_step', _step)
-    return lambda: monkeypatch.setattr(loop, 'train_step', real_step)
-
-
 @pytest.mark.end_to_end
 def test_an_interrupted_sgd_poly_run_resumes_along_the_same_curve(demo_root, tmp_path,
                                                                    tiny_model, monkeypatch):
@@ -113,7 +96,7 @@ def test_an_interrupted_sgd_poly_run_resumes_along_the_same_curve(demo_root, tmp
     whole = synthetic.train_flags(demo_root, tmp_path / 'whole', *recipe)
     assert main.main(whole, network=tiny_model) == 0
     cut = synthetic.train_flags(demo_root, tmp_path / 'cut', *recipe)
-    restore = _interrupt_after(monkeypatch, 3)
+    restore = synthetic.interrupt_after(monkeypatch, 3)
     assert main.main(cut, network=tiny_model) == 130
     restore()
     assert main.main(cut, network=tiny_model) == 0
@@ -163,7 +146,10 @@ STEP_EPOCHS = '--lr_step_epochs goes with --lr_schedule step, and step needs it'
     (['--lr_schedule', 'step', '--lr_step_epochs', '3'],
      '--lr_step_epochs 3 is not between 0 and --epochs 3'),
     (['--warmup_steps', '-1'], '--warmup_steps -1 is negative'),
-    (['--lr_power', '0'], '--lr_power 0 must be positive')])
+    (['--lr_power', '0'], '--lr_power 0 must be positive'),
+    (['--end_learning_rate=-1e-5'], '--end_learning_rate -1e-05 is negative'),
+    (['--early_stop', '-1'], '--early_stop -1 is negative'),
+    (['--early_stop', '2', '--no_val'], '--early_stop needs the validation that --no_val skips')])
 def test_bad_recipe_flags_are_one_line(flags, message):
     args = main.parse_args(['train', '--dataset', 'demo', '-ep', '3'] + flags)
     with pytest.raises(main.UserError) as error:

@@ -25,7 +25,6 @@ import helper
 import imageio_ffmpeg
 import main
 import synthetic
-from roadseg.training import loop
 from helper import UserError
 
 tf1 = tf.compat.v1
@@ -217,26 +216,11 @@ def test_sigterm_saves_the_current_step_and_exits_143(demo_root, tmp_path):
     assert step >= 3 and 'Traceback' not in log
 
 
-def _interrupt_after(monkeypatch, calls):
-    """Ctrl-C as it lands during a step: after the step's session.run has returned."""
-    real_step = loop.train_step
-    count = [0]
-
-    def _step(*args, **kwargs):
-        result = real_step(*args, **kwargs)
-        count[0] += 1
-        if count[0] == calls:
-            raise KeyboardInterrupt
-        return result
-
-    monkeypatch.setattr(loop, 'train_step', _step)
-
-
 @pytest.mark.end_to_end
 def test_ctrl_c_saves_the_step_it_reached(demo_root, tmp_path, tiny_model, capsys,
                                           monkeypatch):
     handler = signal.getsignal(signal.SIGTERM)
-    _interrupt_after(monkeypatch, 3)
+    synthetic.interrupt_after(monkeypatch, 3)
     assert main.main(_flags(demo_root, tmp_path, '-ep', '3'), network=tiny_model) == 130
     # The third step ran to its end: the checkpoint holds it, under its own number.
     assert 'interrupted: checkpoint of step 3 saved in' in capsys.readouterr().out
@@ -277,7 +261,7 @@ def test_ctrl_c_after_a_step_that_broke_the_weights_saves_nothing(demo_root, tmp
                                                                   tiny_model, capsys,
                                                                   monkeypatch):
     monkeypatch.setattr(fcn8vgg16, 'weight_decay_loss', _nan_gradient_weight_decay)
-    _interrupt_after(monkeypatch, 1)
+    synthetic.interrupt_after(monkeypatch, 1)
     line = _error(capsys, _flags(demo_root, tmp_path))
     assert 'a weight is not finite at step 1' in line and str(tmp_path / 'ckpt') in line
     assert not _checkpoint_files(tmp_path / 'ckpt')
@@ -568,6 +552,8 @@ def test_video_errors_come_before_any_work(tmp_path, capsys, make, message):
     (['train', '--label_set', 'kitti'], "unknown label set 'kitti'"),
     (['train', '-ep', 'ten'], "argument -ep/--epochs: invalid int value: 'ten'"),
     (['fly'], "argument action: invalid choice: 'fly'"),
+    (['train', '--momentum', '1'], '--momentum 1 is outside [0, 1)'),
+    (['train', '--optimizer', 'rmsprop'], "argument --optimizer: invalid choice: 'rmsprop'"),
     (['evaluate', '-ip', '/nonexistent/*.png', '-lp', '/nonexistent'],
      'no images match /nonexistent/*.png'),
 ])

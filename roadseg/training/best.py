@@ -19,8 +19,7 @@ class BestModel:
         self.folder, self.ckpt_dir, self.patience = folder, ckpt_dir, patience
         self.config, self.network = config, network
         self.record_path = os.path.join(ckpt_dir, RECORD_FILE)
-        self.record = (helper.read_json(self.record_path) if os.path.exists(self.record_path)
-                       else dict(val_mean_iou=-1.0, validations_since=0))
+        self.record = read_record(ckpt_dir)
 
     @property
     def value(self):
@@ -49,10 +48,21 @@ class BestModel:
             return True
         return False
 
-    def summary(self):
-        """One line on the best model of the training so far, or None before any validation."""
-        if 'step' not in self.record:
-            return None
-        where = self.record.get('folder') or 'not kept (--no_keep_best)'
-        return 'best model: %s (val mean IoU %.1f%% at epoch %d, step %d)' % (
-            where, 100 * self.record['val_mean_iou'], self.record['epoch'], self.record['step'])
+
+
+def read_record(ckpt_dir):
+    """The best validation recorded in a checkpoint folder, or a record that any beats."""
+    path = os.path.join(ckpt_dir, RECORD_FILE)
+    if os.path.exists(path):
+        return helper.read_json(path)
+    return dict(val_mean_iou=-1.0, validations_since=0)
+
+
+def summary_line(ckpt_dir):
+    """One line on the best model of the training so far, or None before any validation."""
+    record = read_record(ckpt_dir)
+    if 'step' not in record:
+        return None
+    where = record.get('folder') or 'not kept (--no_keep_best)'
+    return 'best model: %s (val mean IoU %.1f%% at epoch %d, step %d)' % (
+        where, 100 * record['val_mean_iou'], record['epoch'], record['step'])

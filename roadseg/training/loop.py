@@ -68,14 +68,14 @@ class Duties:
     files (end_epoch). session: one that runs the graph without a cluster's hooks."""
 
     def __init__(self, session, graph, saver, logbook, steps_per_epoch, writer, batch_size,
-                 train_set, val_set=None, seed=0, best=None):
+                 train_set, val_set=None, seed=0, keeper=None):
         self.session, self.graph, self.saver, self.logbook = session, graph, saver, logbook
         self.steps_per_epoch, self.writer, self.batch_size = steps_per_epoch, writer, batch_size
         self.train_set, self.val_set = train_set, val_set
         self.val_pictures = sorted(np.random.default_rng(seed).choice(
             len(val_set), min(len(val_set), VAL_PICTURES), replace=False)) if val_set else []
         self.pictured = False
-        self.best, self.stop = best, False  # a best.BestModel; stop: the early stop came
+        self.keeper, self.stop = keeper, False  # a best.BestModel; stop: the early stop came
 
     @classmethod
     def for_run(cls, run, session, graph, saver, writer):
@@ -93,7 +93,7 @@ class Duties:
         if (step + 1) % self.logbook.summary_every == 0:
             fetches['scalars'] = self.graph['scalars']
         if (not self.pictured or (step + 1) % self.logbook.image_summary_every == 0
-                or (step + 1) % self.steps_per_epoch == 0):
+                or self.epoch_ended(step, step + 1)):
             fetches['images'] = self.graph['image_summary']
             self.pictured = True
         return fetches
@@ -131,9 +131,9 @@ class Duties:
         self.write_val_pictures(step)
         print('step %d: val mean IoU %.1f%% over %d images'
               % (step, 100 * value, len(self.val_set)))
-        if self.best:
-            self.stop = self.best.update(value, step, step // self.steps_per_epoch)
-            add_scalar(self.writer, 'val/best_mean_iou', self.best.value, step)
+        if self.keeper:
+            self.stop = self.keeper.update(value, step, step // self.steps_per_epoch)
+            add_scalar(self.writer, 'val/best_mean_iou', self.keeper.value, step)
         self.writer.flush()
 
     def write_val_pictures(self, step):

@@ -2,7 +2,6 @@
 (or hand over to the cluster), export the SavedModel."""
 import dataclasses
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -100,16 +99,16 @@ def train(run, run_dir, folder):
     checkpoints.export_saved_model(tf.train.latest_checkpoint(ckpt_dir), folder, run.config,
                                    run.network)
     print('model saved to %s' % folder)
-    kept = best.BestModel(None, ckpt_dir, run.config, run.network).summary()
+    kept = best.summary_line(ckpt_dir)
     if kept:
         print(kept)
 
 
 def summary_run_name(recipe):
     """The TensorBoard run of a training: its start time and main settings, as
-    20261205-1301_ep10_bs5_lr0.0001_kp0.5 (then the optimiser and schedule if not the
+    20261205-130115_ep10_bs5_lr0.0001_kp0.5 (then the optimiser and schedule if not the
     defaults), so that `tensorboard --logdir` of the summary folder compares runs."""
-    name = '%s_ep%d_bs%d_lr%g_kp%g' % (time.strftime('%Y%m%d-%H%M%S'), recipe.epochs,
+    name = '%s_ep%d_bs%d_lr%g_kp%g' % (helper.timestamp(), recipe.epochs,
                                        recipe.batch_size, recipe.learning_rate,
                                        recipe.keep_prob)
     name += '_sgd' if recipe.optimizer == 'sgd' else ''
