@@ -35,6 +35,15 @@ LAST_STEP = 6  # 2 epochs of 3 steps
 CKPT_FILES = ('.data-00000-of-00001', '.index', '.meta')
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises():
+    """Python's own SIGINT handler, as in a terminal: a process that a non-interactive shell
+    starts in the background (as CI may start the tests) inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _flags(demo_root, folder, *extra):
     """Checkpoints at steps 2, 3 (epoch end), 4 and 6, two kept: old ones get deleted. The
     demo's keep_prob of 1: dropout's masks come from stateful generators that start afresh in
