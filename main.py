@@ -3,7 +3,6 @@
     python main.py train --dataset demo
     python main.py train --gpu=1 --xla=2 -ep=10 -bs=10 -lr=0.00001
 """
-import argparse
 import dataclasses
 import glob
 import importlib
@@ -32,171 +31,9 @@ def _import_tensorflow_lean():
                 del sys.modules[name]
 
 
-from helper import PRECISIONS, UserError, quiet_native_logs  # noqa: E402  (after the setting above)
+from helper import UserError, quiet_native_logs  # noqa: E402  (after the setting above)
+from roadseg import flags  # noqa: E402
 from roadseg.data import datasets  # noqa: E402
-from roadseg.data.datasets import DATASETS  # noqa: E402
-
-OPTIMIZERS = ('adam', 'sgd')
-SCHEDULES = ('constant', 'poly', 'cosine', 'step')
-PIPELINES = ('tfdata', 'generator')
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors (an unknown action, dataset or choice, a value that is not a
-    number) end as the tool's own do: one line, exit code 2, through main()."""
-
-    def error(self, message):
-        raise UserError(message)
-
-
-def _device_flags(parser):
-    group = parser.add_argument_group('devices', 'the devices and arithmetic of every action')
-    add = group.add_argument
-    add('-g', '--gpu', type=int, default=1, help='GPUs to use; 0 runs on the CPU')
-    add('-gm', '--gpu_mem', type=float, default=0.9, help='fraction of GPU memory, in (0, 1]')
-    add('-x', '--xla', type=int, default=0, choices=(0, 1, 2), help='XLA JIT level')
-    add('--precision', default='fp32', choices=PRECISIONS,
-        help='train, predict, evaluate, video: fp32, bf16 (CPU mixed precision) or fp16 (GPU '
-             'mixed precision); the TFLite model ignores it')
-    add('--cpu_replicas', type=int, default=1,
-        help='train: replicate over N virtual CPU devices as over N GPUs (no GPU, tests)')
-
-
-def _data_flags(parser):
-    group = parser.add_argument_group('data', 'images, labels and datasets')
-    add = group.add_argument
-    add('-ip', '--images_paths', help='glob of images (train: training images)')
-    add('-lp', '--labels_paths', help='glob or folder of label images')
-    add('--dataset', choices=DATASETS, default='cityscapes')
-    add('--data_root', help='folder holding the dataset\'s layout, e.g. a prepared copy '
-                            '(default ../cityscapes/data, ../mapillary; demo: data/demo)')
-    add('--label_set', help='cityscapes (19 classes) or cityscapes35 (all labels); mapillary '
-                            '(Vistas v1.2, 65 classes) or mapillary_v2 (v2.0, 123 classes)')
-    add('--image_shape', type=int, nargs=2, metavar=('H', 'W'),
-        help='network input size, multiples of 32 (cityscapes 256 512, mapillary 384 512, '
-             'demo 128 256); freeze: the size the exported models run at (default: the '
-             'training size)')
-    add('--split', help='dataset split for predict (test) and evaluate (val)')
-    add('--val_images_paths', help='glob of validation images (default: the val split)')
-    add('--val_labels_paths', help='glob or folder of validation labels')
-    add('--skip_bad_files', action='store_true',
-        help='train: skip unreadable images and labels with a warning instead of stopping')
-
-
-def _training_flags(parser):
-    group = parser.add_argument_group('training', 'train: the recipe')
-    add = group.add_argument
-    add('-ep', '--epochs', type=int, help='epochs to train to (demo 3, else 10)')
-    add('-bs', '--batch_size', type=int, help='images per step (cityscapes 5, mapillary 4, demo 8)')
-    add('-lr', '--learning_rate', type=float,
-        help='learning rate (1e-4), the start of --lr_schedule')
-    add('--optimizer', choices=OPTIMIZERS, default='adam',
-        help='adam, or sgd with --momentum')
-    add('--momentum', type=float, default=0.9, help='sgd\'s momentum, in [0, 1)')
-    add('--lr_schedule', choices=SCHEDULES, default='constant',
-        help='the rate over the whole training: constant; poly: (1 - t/T)^--lr_power down to '
-             '--end_learning_rate; cosine: half a cosine down to it; step: divided by 10 at '
-             'each of --lr_step_epochs')
-    add('--lr_power', type=float, default=0.9, help='poly\'s exponent')
-    add('--end_learning_rate', type=float, default=0.0, help='where poly and cosine end')
-    add('--lr_step_epochs', type=int, nargs='+', metavar='EPOCH',
-        help='step: the epochs after which the rate is divided by 10')
-    add('--warmup_steps', type=int, default=0,
-        help='the rate rises linearly from 0 over the first N steps')
-    add('-kp', '--keep_prob', type=float, help='dropout keep probability (demo 1.0, else 0.5)')
-    add('--pipeline', choices=PIPELINES, default='tfdata', help='input pipeline')
-    add('--augment', dest='augment', action='store_true',
-        help='train on random scales, crops and flips (the default)')
-    add('--no_augment', dest='augment', action='store_false',
-        help='train on the centre crop of each image scaled to cover --image_shape')
-    group.set_defaults(augment=True)
-    add('--scale_range', type=float, nargs=2, metavar=('LO', 'HI'),
-        help='random scale on top of covering --image_shape (demo 0.75 1.5, else 0.5 2.0)')
-    add('--photometric', action='store_true',
-        help='also jitter brightness, contrast and saturation while training')
-    add('--vgg_weights', help='Udacity vgg folder, Keras VGG16 .h5, or none (from scratch); '
-                              'default: download Udacity vgg.zip (demo: none)')
-    add('--weight_decay', type=float, default=5e-4, help='L2 weight decay')
-    add('--class_weights', choices=('none', 'inverse_freq', 'median_freq'), default='none')
-    add('--train_upsampling', action='store_true',
-        help='learn the transposed convolutions instead of keeping them bilinear')
-    add('--no_val', action='store_true', help='skip validation at the end of each epoch')
-    add('--keep_best', dest='keep_best', action='store_true',
-        help='write the best model so far, by val mean IoU, beside the model (the default: '
-             'runs/<timestamp>/best_model, or <model_dir>_best with -md)')
-    add('--no_keep_best', dest='keep_best', action='store_false', help='do not')
-    group.set_defaults(keep_best=True)
-    add('--early_stop', type=int, default=0, metavar='N',
-        help='stop after N validations without a better val mean IoU (0: never)')
-    add('--seed', type=int, help='makes a CPU run reproducible')
-
-
-def _folder_flags(parser):
-    group = parser.add_argument_group('folders', 'where runs, checkpoints, summaries and models go')
-    add = group.add_argument
-    add('-rd', '--runs_dir', default='runs', help='run folders go here')
-    add('-cd', '--ckpt_dir', help='checkpoints (ckpt, ckpt_mapillary, ckpt_demo)')
-    add('-sd', '--summary_dir',
-        help='TensorBoard logs (summaries, summaries_mapillary, summaries_demo)')
-    add('-md', '--model_dir', help='train: SavedModel output (default runs/<timestamp>/model); '
-                                   'predict, evaluate, video: the model (default: the newest '
-                                   'under runs/)')
-    add('-fd', '--frozen_model_dir', default='frozen_model', help='frozen model folder')
-    add('-od', '--optimised_model_dir', default='optimised_model',
-        help='optimised model folder')
-    add('--ckpt_every', type=int, default=500, help='steps between checkpoints')
-    add('--keep_checkpoints', type=int, default=3,
-        help='checkpoints kept (each holds the weights and Adam\'s two moments: three times '
-             'the model\'s size)')
-    add('--summary_every', type=int, default=10, help='steps between scalar summaries')
-    add('--image_summary_every', type=int, default=200,
-        help='steps between image summaries (also at the first step and each epoch\'s end)')
-
-
-def _cluster_flags(parser):
-    group = parser.add_argument_group('cluster', 'train on several machines')
-    add = group.add_argument
-    add('--ps_hosts', help='train on a cluster: parameter servers, host:port,host:port')
-    add('--worker_hosts', help='train on a cluster: workers, host:port,... (the first is the '
-                               'chief); default: the TF_CONFIG environment variable')
-    add('--job_name', choices=('ps', 'worker'), help='train on a cluster: this task\'s job')
-    add('--task_index', type=int, default=0, help='train on a cluster: this task\'s index')
-
-
-def _output_flags(parser):
-    group = parser.add_argument_group('predict, video, prepare, optimise',
-                                      'what the other actions write')
-    add = group.add_argument
-    add('--keep_size', action='store_true',
-        help='predict at native resolution (padded to a multiple of 32) instead of resizing')
-    add('--save_labels', action='store_true',
-        help='predict: also write trainIds (and Cityscapes labelIds) PNGs')
-    add('-vi', '--video_file_in', help='video to segment (demo: the demo video)')
-    add('-vo', '--video_file_out',
-        help='output video (default runs/<timestamp>/<name>_segmented.mp4)')
-    add('-vs', '--video_start_second', type=float, help='start of the sub-clip, seconds')
-    add('-ve', '--video_end_second', type=float, help='end of the sub-clip, seconds')
-    add('--prepared_dir', help='prepare: output folder (default ../cityscapes_prepared, '
-                               '../mapillary_prepared; demo: data/demo_prepared)')
-    add('--prepare_shape', type=int, nargs=2, metavar=('H', 'W'),
-        help='prepare: resize so that images cover HxW (default: --image_shape times the top '
-             'of --scale_range); never enlarged')
-    add('--workers', type=int, default=os.cpu_count() or 1,
-        help='prepare: images resized in parallel')
-    add('--calibration_images', help='optimise: glob of images calibrating the int8 TFLite '
-                                     'model (default: 100 training images of the model)')
-
-
-def parse_args(argv=None):
-    parser = _Parser(
-        description='Train and run FCN-8s/VGG16 semantic segmentation of road scenes.')
-    parser.add_argument('action', choices=sorted(ACTIONS))
-    for add_flags in (_device_flags, _data_flags, _training_flags, _folder_flags,
-                      _cluster_flags, _output_flags):
-        add_flags(parser)
-    parser.add_argument('--debug', action='store_true',
-                        help='show full tracebacks and TensorFlow\'s start-up logs')
-    return parser.parse_args(argv)
-
 
 def _dataset_defaults(args):
     """The defaults of args.dataset, with its paths; the demo is generated on first use."""
@@ -548,6 +385,10 @@ def prepare(args):
 
 ACTIONS = {'train': train, 'predict': predict, 'evaluate': evaluate, 'video': video,
            'freeze': freeze, 'optimise': optimise, 'prepare': prepare}
+
+
+def parse_args(argv=None):
+    return flags.parse_args(ACTIONS, argv)
 
 
 def _check_flags(args):

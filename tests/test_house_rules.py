@@ -15,6 +15,7 @@ MAX_LINE_CHARS = 100
 # deploy and training are side by side: neither imports the other.
 LAYERS = (
     ('main',),
+    ('roadseg.flags',),
     ('roadseg.apps',),
     ('roadseg.training', 'roadseg.deploy', 'roadseg.data'),
     ('roadseg.specs', 'roadseg.model_dir'),
