@@ -76,9 +76,10 @@ def _exclusive(path, mode):
                                'folder') from None
 
 
-def _save(picture, path, palette=None):
-    """Saves a uint8 array (or a PIL image) as PNG or JPEG (quality 90) by path's extension."""
-    image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+def _save(array, path, palette=None):
+    """Saves a uint8 array as PNG or JPEG (quality 90) by path's extension; with a palette, as
+    a 'P' image."""
+    image = Image.fromarray(array)
     if palette is not None:
         image.putpalette(palette)
     extension = os.path.splitext(path)[1]
