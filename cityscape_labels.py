@@ -59,8 +59,11 @@ ID_TO_LABEL = {label.id: label for label in LABELS}
 
 class LabelSet(collections.namedtuple(
         'LabelSet', ['name', 'class_names', 'colors', 'id_to_train_id', 'train_id_to_id',
-                     'categories'])):
-    """What training and inference need to know about one set of classes.
+                     'categories', 'known_values', 'mask_colors', 'label_format',
+                     'reduce_zero_label'],
+        defaults=(None, None, 'auto', False))):
+    """What training and inference need to know about one set of classes, and how label
+    files mark them.
 
     class_names: one name per training id, in training-id order.
     colors: uint8 [num_classes, 3], RGB.
@@ -68,6 +71,15 @@ class LabelSet(collections.namedtuple(
         id, IGNORE_ID for values that are not a class of this set.
     train_id_to_id: int [num_classes] lookup back to the dataset's own label id, or None.
     categories: category name per training id, or None.
+    known_values: bool [256], the stored values the table lists (trained or ignored); label
+        files holding others are warned about. None: every value the lookup maps.
+    mask_colors: uint8 [k, 3] for a table of colour-coded masks: colour i of an RGB label
+        image is stored value i (the lookup's index); None for tables of indices.
+    label_format: how label files are read: 'auto' (by the PNG's mode and the table), 'index',
+        'palette', 'color' or 'kitti' (the KITTI devkit's planes: 0 outside the evaluated
+        area, 1 road, 2 not road).
+    reduce_zero_label: stored 0 means unlabelled: it becomes ignored and every other value
+        shifts down by one before the lookup (mmsegmentation's reduce_zero_label).
     """
 
     @property
@@ -95,7 +107,8 @@ def _label_set(name, labels, train_ids):
         id_to_train_id=_lookup(
             (label.id, train_id) for label, train_id in zip(labels, train_ids) if label.id >= 0),
         train_id_to_id=np.array([label.id for label in labels], np.int64),
-        categories=[label.category for label in labels])
+        categories=[label.category for label in labels],
+        known_values=np.isin(np.arange(256), [label.id for label in LABELS if label.id >= 0]))
 
 
 def benchmark_label_set():

@@ -5,9 +5,7 @@ function `load_sample`, with the same per-sample random generator when augmentin
 they produce the same tensors for the same files.
 """
 import collections
-import glob
 import os
-import re
 import threading
 
 import numpy as np
@@ -19,14 +17,14 @@ import fcn8vgg16
 import helper
 import mapillary_labels
 from helper import UserError
+from roadseg import file_pairs, table_files
+# Finding and pairing files, as the actions have always found them here.
+from roadseg.file_pairs import TRAIN_ID_SUFFIX, find_images, find_pairs, label_key  # noqa: F401
 
-LABEL_SETS = dict(cityscape_labels.LABEL_SETS, **mapillary_labels.LABEL_SETS)
+LABEL_SETS = dict(cityscape_labels.LABEL_SETS, **mapillary_labels.LABEL_SETS,
+                  **table_files.LABEL_SETS)
+LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti')
 
-# Suffixes that differ between an image and its label file; the rest of the name pairs them.
-IMAGE_SUFFIXES = ('_leftImg8bit',)
-LABEL_SUFFIXES = ('_gtFine_labelTrainIds', '_gtFine_labelIds', '_labelTrainIds', '_labelIds')
-TRAIN_ID_SUFFIX = '_labelTrainIds'
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 PREPARED_MANIFEST = 'fcn8s_prepared.json'  # written by `prepare` at the root of its copy
 
 # Images scaled smaller than the crop are padded with the ImageNet mean (RGB), which the
@@ -45,82 +43,39 @@ AugmentConfig.__new__.__defaults__ = ((0.5, 2.0), True, False)
 
 
 def get_label_set(name):
-    if name not in LABEL_SETS:
-        raise UserError('unknown label set %r (choose from %s)' % (name, ', '.join(LABEL_SETS)))
-    return LABEL_SETS[name]()
+    """A built-in label set by name, or the table of a .json or .csv file."""
+    if name in LABEL_SETS:
+        return LABEL_SETS[name]()
+    if os.path.splitext(name)[1].lower() in table_files.TABLE_EXTENSIONS:
+        label_set = table_files.read_table(name)
+        if label_set.name in LABEL_SETS:
+            raise UserError('label table %s is named %s, as a built-in label set: give it '
+                            'another "name"' % (name, label_set.name))
+        return label_set
+    raise UserError('unknown label set %r (choose from %s, or give a .json or .csv table)'
+                    % (name, ', '.join(LABEL_SETS)))
 
 
-def _stem(path, suffixes):
-    stem = os.path.splitext(os.path.basename(path))[0]
-    for suffix in suffixes:
-        if stem.endswith(suffix):
-            return stem[:-len(suffix)]
-    return stem
+def custom_table(label_set):
+    """The table of a label set read from a file, as a model's configuration keeps it (the
+    file may change or go); None for a built-in one, which its name gives back."""
+    return None if label_set.name in LABEL_SETS else table_files.table_dict(label_set)
 
 
-def _glob(pattern, what):
-    """Sorted paths matching a glob, or every image file under a folder."""
-    if os.path.isdir(pattern):
-        paths = sorted(path for path in glob.glob(os.path.join(pattern, '**', '*'),
-                                                  recursive=True)
-                       if path.lower().endswith(IMAGE_EXTENSIONS))
-    else:
-        paths = sorted(glob.glob(pattern, recursive=True))
-    if not paths:
-        raise UserError('no %s match %s' % (what, pattern))
-    return paths
+def label_set_of_config(config, where):
+    """The label set a model's (or a run's) configuration names, or the table it holds."""
+    if config.get('label_table') is not None:
+        return table_files.table_from_dict(config['label_table'], where)
+    return get_label_set(config['label_set'])
 
 
-def label_key(label_path):
-    """The part of a label file's name that pairs it with its image."""
-    return _stem(label_path, LABEL_SUFFIXES)
-
-
-def find_images(images_glob):
-    """Sorted image paths matching a glob (or every PNG or JPEG under a folder)."""
-    return _glob(images_glob, 'images')
-
-
-def find_pairs(images_glob, labels_glob):
-    """Sorted (image_paths, label_paths) paired by name.
-
-    `aachen_000000_000019_leftImg8bit.png` pairs with `aachen_000000_000019_gtFine_labelIds.png`
-    (or `_labelTrainIds`); files without a suffix pair on their whole name (Mapillary style).
-    """
-    image_paths = _glob(images_glob, 'images')
-    label_paths = _glob(labels_glob, 'label images')
-    labels_by_key = {}
-    for path in label_paths:
-        labels_by_key.setdefault(_stem(path, LABEL_SUFFIXES), path)
-    images_by_key = {_stem(path, IMAGE_SUFFIXES): path for path in image_paths}
-    unlabelled = sorted(key for key in images_by_key if key not in labels_by_key)
-    if unlabelled:
-        raise UserError('%d of %d images have no label under %s, e.g. %s' % (
-            len(unlabelled), len(image_paths), labels_glob,
-            ', '.join(os.path.basename(images_by_key[k]) for k in unlabelled[:3])))
-    _check_labels_have_images(labels_by_key, images_by_key, images_glob, labels_glob)
-    keys = sorted(images_by_key)
-    return [images_by_key[k] for k in keys], [labels_by_key[k] for k in keys]
-
-
-def _check_labels_have_images(labels_by_key, images_by_key, images_glob, labels_glob):
-    """Label files without an image: an error when the labels were given as a glob, a warning
-    when as a folder, from which the images may rightly pick a part (one city, a few files).
-
-    Only files named as labels count when some are (Cityscapes' gtFine folders also hold
-    _color and _instanceIds images); Mapillary-style labels, named as their images, all count.
-    """
-    named = {key: path for key, path in labels_by_key.items()
-             if key != _stem(path, ())}
-    orphans = sorted(key for key in (named or labels_by_key) if key not in images_by_key)
-    if not orphans:
-        return
-    message = '%d of %d label images under %s have no image in %s, e.g. %s' % (
-        len(orphans), len(named or labels_by_key), labels_glob, images_glob,
-        ', '.join(os.path.basename(labels_by_key[key]) for key in orphans[:3]))
-    if not os.path.isdir(labels_glob):
-        raise UserError(message)
-    helper.warn(message + ': they are not used')
+def with_encoding(label_set, label_format=None, reduce_zero_label=False):
+    """The label set reading label files in label_format (None: its own), with
+    reduce_zero_label."""
+    if label_format not in (None, 'auto') or reduce_zero_label:
+        return label_set._replace(label_format=label_format or label_set.label_format,
+                                  reduce_zero_label=bool(reduce_zero_label))
+    return label_set
 
 
 # The original tool trained on all 35 Cityscapes labels from *_gtFine_labelTrainIds.png files
@@ -132,7 +87,7 @@ BENCHMARK_CLASSES = cityscape_labels.benchmark_label_set().num_classes  # 19: tr
 
 
 def _official_train_ids(label_path):
-    return _stem(label_path, ()).endswith('_gtFine' + TRAIN_ID_SUFFIX)
+    return file_pairs.stem(label_path, ()).endswith('_gtFine' + TRAIN_ID_SUFFIX)
 
 
 def label_tables(label_path, label_set, label=None):
@@ -205,7 +160,7 @@ def label_lookup(label_path, label_set):
     """
     if _official_train_ids(label_path) and label_set.name != 'cityscapes':
         _refuse_official_train_ids(label_path, label_set)
-    if _stem(label_path, ()).endswith(TRAIN_ID_SUFFIX):
+    if file_pairs.stem(label_path, ()).endswith(TRAIN_ID_SUFFIX):
         table = np.arange(256, dtype=np.uint8)
         table[label_set.num_classes:] = label_set.ignore_id
         return table
@@ -216,28 +171,32 @@ def known_label_values(label_path, label_set):
     """bool [256]: the values a label file of this kind stores for the labels of the set's
     table. Anything else (an annotation tool's interpolated edges, another dataset's ids) is
     outside the label set: the lookup maps it to the ignore id and check_label_values warns."""
-    known = np.zeros(256, bool)
-    if _stem(label_path, ()).endswith(TRAIN_ID_SUFFIX):
+    if file_pairs.stem(label_path, ()).endswith(TRAIN_ID_SUFFIX):
+        known = np.zeros(256, bool)
         known[:label_set.num_classes] = True
         known[IGNORE_ID] = True
-    elif label_set.name in mapillary_labels.VERSIONS:
-        known[:len(mapillary_labels.VERSIONS[label_set.name][0])] = True  # void included
-    else:
-        known[[label.id for label in cityscape_labels.LABELS if label.id >= 0]] = True
-    return known
+        return known
+    if label_set.known_values is not None:
+        return label_set.known_values
+    return label_set.id_to_train_id != IGNORE_ID
 
 
 _warned_files = set()  # one warning per label file, not one per epoch
 _warned_lock = threading.Lock()  # tf.data decodes in parallel threads
 
 
-def _warn_outside(label_path, values):
+def _warn_once(label_path, message):
     with _warned_lock:
         if label_path in _warned_files:
             return
         _warned_files.add(label_path)
-    helper.warn('label %s holds values outside the label set: %s; they are ignored (%d)'
-                % (label_path, ', '.join(str(value) for value in values), IGNORE_ID))
+    helper.warn(message)
+
+
+def _warn_outside(label_path, values):
+    _warn_once(label_path, 'label %s holds values outside the label set: %s; they are ignored '
+                           '(%d)' % (label_path, ', '.join(str(value) for value in values),
+                                     IGNORE_ID))
 
 
 def check_label_values(label, label_path, known):
@@ -260,25 +219,6 @@ def to_train_ids(label, label_path, label_set, lookup=None, known=None):
     return lookup[label]
 
 
-def _folder_of(pattern):
-    """The folder part of a glob before its first wildcard (the folder itself if it is one)."""
-    folder = pattern if os.path.isdir(pattern) else os.path.dirname(pattern)
-    while re.search(r'[*?[]', folder):
-        folder = os.path.dirname(folder)
-    return folder or '.'
-
-
-def _find_above(pattern, names, levels=4):
-    """Paths of the files called `names` in the folder of a glob or up to levels-1 above it."""
-    folder = os.path.abspath(_folder_of(pattern))
-    found = []
-    for _ in range(levels):
-        found += [os.path.join(folder, name) for name in names
-                  if os.path.isfile(os.path.join(folder, name))]
-        folder = os.path.dirname(folder)
-    return found
-
-
 def check_label_files(labels_glob, label_set):
     """Checks what describes the label files against the label set, if it is there.
 
@@ -288,12 +228,13 @@ def check_label_files(labels_glob, label_set):
     `prepare` holds training ids of the label set it was prepared for, and only of that one.
     """
     if label_set.name in mapillary_labels.VERSIONS:
-        for path in _find_above(labels_glob, mapillary_labels.config_file_names(label_set.name)):
+        names = mapillary_labels.config_file_names(label_set.name)
+        for path in file_pairs.find_above(labels_glob, names):
             config = helper.read_json(path)
             if isinstance(config, dict) and 'labels' in config:
                 mapillary_labels.check_config(config, label_set.name, path)
                 break
-    for path in _find_above(labels_glob, (PREPARED_MANIFEST,))[:1]:
+    for path in file_pairs.find_above(labels_glob, (PREPARED_MANIFEST,))[:1]:
         prepared_for = dict(helper.read_json(path)).get('label_set')
         if prepared_for != label_set.name:
             raise UserError('%s was prepared for --label_set %s, not %s: pass --label_set %s '
@@ -322,25 +263,82 @@ def read_image(path):
         raise UserError('cannot read image %s: %s' % (path, helper.first_line(error))) from None
 
 
-def read_label(path):
-    """uint8 [h, w] of stored values; palette PNGs give their palette indices. Values above
-    255 in a 16-bit label are outside every label set: they become 255, which every lookup
-    maps to the ignore id, with a warning."""
+def read_label(path, label_set=None):
+    """uint8 [h, w] of stored values, read as label_set's label_format says ('auto': by the
+    PNG's mode and the table). Index masks give their values, palette PNGs their palette
+    indices, colour masks the index of each pixel's colour in the table's mask_colors (colours
+    it lacks become 255, with a warning counting them), KITTI ground truth its planes' code.
+    Values above 255 in a 16-bit label are outside every label set: they become 255, which
+    every lookup maps to the ignore id, with a warning. Prepared training-id files are read
+    as they are."""
+    label_format = label_set.label_format if label_set is not None else 'auto'
+    if file_pairs.stem(path, ()).endswith(TRAIN_ID_SUFFIX):
+        label_set, label_format = None, 'index'
     try:
         with Image.open(path) as image:
-            if image.mode.startswith('I'):
-                label = np.asarray(image)
-                above = np.unique(label[label > 255])
-                if above.size:
-                    _warn_outside(path, above)
-                return np.clip(label, 0, 255).astype(np.uint8)
-            if image.mode not in ('L', 'P'):
-                raise UserError('label image %s has mode %s, expected a single-channel PNG'
-                                % (path, image.mode))
-            return np.asarray(image)
+            label = _decode_label(image, path, label_format, label_set)
     except DECODE_ERRORS as error:
         raise UserError('cannot read label image %s: %s'
                         % (path, helper.first_line(error))) from None
+    if label_set is not None and label_set.reduce_zero_label:
+        label = np.where((label == 0) | (label == IGNORE_ID), IGNORE_ID,
+                         label.astype(np.int16) - 1).astype(np.uint8)
+    return label
+
+
+def _decode_label(image, path, label_format, label_set):
+    colour_table = label_set is not None and label_set.mask_colors is not None
+    if label_format == 'auto':
+        label_format = ('kitti' if label_set is not None and label_set.label_format == 'kitti'
+                        else 'color' if colour_table else 'index')
+    if label_format in ('color', 'kitti'):
+        if image.mode not in ('RGB', 'RGBA', 'P'):
+            raise UserError('label image %s has mode %s, not the RGB of --label_format %s'
+                            % (path, image.mode, label_format))
+        rgb = np.asarray(image.convert('RGB'))
+        return _kitti_planes(rgb) if label_format == 'kitti' else _colour_indices(
+            rgb, path, label_set)
+    if image.mode.startswith('I'):
+        label = np.asarray(image)
+        above = np.unique(label[label > 255])
+        if above.size:
+            _warn_outside(path, above)
+        return np.clip(label, 0, 255).astype(np.uint8)
+    if image.mode not in ('L', 'P'):
+        raise UserError('label image %s has mode %s, expected a single-channel PNG (or a table '
+                        'of colours with --label_set FILE for colour masks)' % (path, image.mode))
+    return np.asarray(image)
+
+
+def _kitti_planes(rgb):
+    """The KITTI devkit's reading of ground truth, by plane rather than by exact colour: 1 road
+    (blue plane) inside the evaluated area (red plane), 2 the rest of it, 0 outside."""
+    valid, road = rgb[..., 0] > 0, rgb[..., 2] > 0
+    return np.where(valid, np.where(road, 1, 2), 0).astype(np.uint8)
+
+
+def _colour_indices(rgb, path, label_set):
+    """uint8 [h, w]: the index of each pixel's colour in the table's mask_colors, 255 for
+    colours it lacks (warned about once per file, with their count)."""
+    if label_set is None or label_set.mask_colors is None:
+        raise UserError('label image %s is read as colours, but the label set lists no colour '
+                        'values: give a table of colours with --label_set FILE' % path)
+    keys = _colour_keys(rgb)
+    table = _colour_keys(label_set.mask_colors)
+    order = np.argsort(table)
+    place = np.clip(np.searchsorted(table[order], keys), 0, len(table) - 1)
+    found = table[order][place] == keys
+    unknown = np.count_nonzero(~found)
+    if unknown:
+        example = tuple(int(c) for c in rgb[np.unravel_index(np.argmin(found), found.shape)])
+        _warn_once(path, 'label %s holds %d pixels of colours not in the table, e.g. %s; they '
+                         'are ignored (%d)' % (path, unknown, example, IGNORE_ID))
+    return np.where(found, order[place], IGNORE_ID).astype(np.uint8)
+
+
+def _colour_keys(rgb):
+    rgb = np.asarray(rgb, np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
 def resize(array, size, resample):
@@ -429,7 +427,7 @@ def load_sample(image_path, label_path, lookup, image_shape, augment=None, rng=N
     uint8 label [h, w].
     """
     image = read_image(image_path)
-    label = read_label(label_path)
+    label = read_label(label_path, label_set)
     if label.shape != image.shape[:2]:
         raise UserError('label %s is %dx%d but its image %s is %dx%d' % (
             label_path, label.shape[1], label.shape[0], image_path, image.shape[1],
@@ -473,7 +471,7 @@ class Dataset:
         undecided = [path for path, lookup in zip(self.label_paths, self.lookups)
                      if lookup is None]
         if undecided and not skip_bad_files:  # a refusal comes at once, not at some step
-            label_tables(undecided[0], label_set, read_label(undecided[0]))
+            label_tables(undecided[0], label_set, read_label(undecided[0], label_set))
         self.skipped = set()
         self._skipped_lock = threading.Lock()  # tf.data decodes in parallel threads
 
@@ -506,7 +504,8 @@ class Dataset:
     def label(self, index):
         """The training-id label of one sample at the dataset's image shape, unaugmented."""
         try:
-            label = to_train_ids(read_label(self.label_paths[index]), self.label_paths[index],
+            label = to_train_ids(read_label(self.label_paths[index], self.label_set),
+                                 self.label_paths[index],
                                  self.label_set, self.lookups[index], self.known[index])
         except UserError as error:
             if not self.skip_bad_files:

@@ -241,7 +241,8 @@ def _label_set(name):
     table[:len(labels)] = np.arange(len(labels))
     return LabelSet(name=name, class_names=[label.name for label in labels],
                     colors=np.array([label.color for label in labels], np.uint8),
-                    id_to_train_id=table, train_id_to_id=None, categories=None)
+                    id_to_train_id=table, train_id_to_id=None, categories=None,
+                    known_values=np.arange(256) < len(VERSIONS[name][0]))  # void included
 
 
 def config_file_names(label_set_name):

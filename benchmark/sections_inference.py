@@ -134,7 +134,8 @@ def score_model(model, image_paths, label_paths):
     predictions, seconds = [], []
     for image_path, label_path in zip(image_paths, label_paths):
         image = data_loader.read_image(image_path)
-        label = data_loader.to_train_ids(data_loader.read_label(label_path), label_path, label_set)
+        label = data_loader.to_train_ids(data_loader.read_label(label_path, label_set),
+                                         label_path, label_set)
         started = time.perf_counter()
         (class_ids,) = predict.predict_batch(model, [image])
         seconds.append(time.perf_counter() - started)

@@ -24,6 +24,7 @@ LAYERS = (
     ('fcn8vgg16',),
     ('roadseg.fc_products',),
     ('mapillary_labels',),
+    ('roadseg.table_files', 'roadseg.file_pairs'),
     ('helper', 'cityscape_labels'),
 )
 

@@ -22,8 +22,8 @@ def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=
             outputs = predict.predict_batch(model, [image for _, image in batch], keep_size)
             for (path, image), class_ids in zip(batch, outputs):
                 label_path = labels_of[path]
-                label = data_loader.to_train_ids(data_loader.read_label(label_path), label_path,
-                                                 label_set, *tables[label_path])
+                label = data_loader.to_train_ids(data_loader.read_label(label_path, label_set),
+                                                 label_path, label_set, *tables[label_path])
                 if label.shape != class_ids.shape:
                     raise UserError('label %s is %dx%d but its image %s is %dx%d' % (
                         label_path, label.shape[1], label.shape[0], path, image.shape[1],

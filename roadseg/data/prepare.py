@@ -97,7 +97,7 @@ def _image_size(path):
 def _prepare_one(job):
     """Writes the missing files of one sample: its resized image and training-id label."""
     image_path, label_path, tables, image_out, label_out, cover_shape, label_set = job
-    label = data_loader.read_label(label_path)
+    label = data_loader.read_label(label_path, label_set)
     if _image_size(image_path) != label.shape:
         raise UserError('label %s is %dx%d but its image is %dx%d' % (
             label_path, label.shape[1], label.shape[0], *_image_size(image_path)[::-1]))
