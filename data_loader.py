@@ -227,6 +227,8 @@ def check_label_files(labels_glob, label_set):
     that name without a "labels" list are someone else's and are ignored. A copy written by
     `prepare` holds training ids of the label set it was prepared for, and only of that one.
     """
+    if labels_glob is None:  # a list file's pairs: no folder to look in
+        return
     if label_set.name in mapillary_labels.VERSIONS:
         names = mapillary_labels.config_file_names(label_set.name)
         for path in file_pairs.find_above(labels_glob, names):
@@ -451,14 +453,16 @@ class Dataset:
     augment: an AugmentConfig for a training set, None (no randomness) for evaluation. Sample
     i of epoch e is augmented with a generator seeded by (seed, e, i), whatever the pipeline
     and wherever training resumes.
+    pairs: (image_paths, label_paths) when the caller has paired them (by suffixes, a list
+    file, a held-out part), else the globs' files paired by name.
     skip_bad_files: a sample whose files cannot be used (unreadable, or label and image of
     different sizes) becomes a blank one with a warning instead of stopping with an error;
     `skipped` holds the indices of those samples.
     """
 
     def __init__(self, images_glob, labels_glob, label_set, image_shape, augment=None,
-                 skip_bad_files=False):
-        self.image_paths, self.label_paths = find_pairs(images_glob, labels_glob)
+                 skip_bad_files=False, pairs=None):
+        self.image_paths, self.label_paths = pairs or find_pairs(images_glob, labels_glob)
         check_label_files(labels_glob, label_set)
         self.label_set = label_set
         self.image_shape = check_image_shape(image_shape)

@@ -49,7 +49,40 @@ def _split_paths(args, split, defaults):
     """(images, labels) globs: -ip/-lp when given, else the dataset's split."""
     if args.images_paths is not None:
         return args.images_paths, args.labels_paths
-    return datasets.split_paths(defaults, split, args.data_root)
+    return datasets.split_paths(defaults, split, args.data_root, args.label_set)
+
+
+def _val_fraction(args, defaults):
+    fraction = args.val_fraction if args.val_fraction is not None else defaults.get(
+        'val_fraction', 0.0)
+    if not 0 <= fraction < 1:
+        raise UserError('--val_fraction %g is outside [0, 1)' % fraction)
+    return fraction
+
+
+def _holds_out(args, defaults):
+    """Whether validation is a held-out part of the training files: a dataset that ships no
+    val split, or training files without validation ones and a --val_fraction."""
+    if args.images_paths is None and args.val_images_paths is None:
+        splits = defaults.get('splits', {})
+        return 'val_fraction' in defaults and splits.get('val') == splits.get('train')
+    return args.val_images_paths is None and (args.val_fraction is not None
+                                              or 'val_fraction' in defaults)
+
+
+def _pairs(args, images, labels, part=None):
+    """(image_paths, label_paths) of globs, folders or a list file, paired by --image_suffix
+    and --label_suffix; part 'train' or 'val': that part of them (args.held_out)."""
+    import data_loader
+    from roadseg import file_pairs
+    pairs = data_loader.find_pairs(images, labels, args.image_suffix, args.label_suffix)
+    if not part or not args.held_out:
+        return pairs
+    kept = file_pairs.held_out(*pairs, args.held_out, part)
+    if not kept[0]:
+        raise UserError('holding out --val_fraction %g of the %d images under %s leaves no '
+                        '%s image' % (args.held_out, len(pairs[0]), images, part))
+    return kept
 
 
 def _check_positive(args, names):
@@ -64,11 +97,19 @@ def _check_scale_range(scale_range):
         raise UserError('--scale_range %g %g: need 0 < LO <= HI' % (low, high))
 
 
-def _check_label_set_fits(args, label_set):
+def _label_set(args):
+    """The label set of --label_set (a name or a table file), reading label files as
+    --label_format and --reduce_zero_label say, checked against --dataset."""
+    import data_loader
+    if args.label_set is None:
+        raise UserError('--dataset %s needs --label_set: a table file (.json or .csv) or a '
+                        'built-in set' % args.dataset)
+    label_set = data_loader.get_label_set(args.label_set)
     allowed = datasets.DEFAULTS[args.dataset]['label_sets']
-    if label_set.name not in allowed:
-        raise UserError('--label_set %s does not fit --dataset %s (use %s)'
+    if allowed and label_set.name in data_loader.LABEL_SETS and label_set.name not in allowed:
+        raise UserError('--label_set %s does not fit --dataset %s (use %s, or a table file)'
                         % (label_set.name, args.dataset, ' or '.join(allowed)))
+    return data_loader.with_encoding(label_set, args.label_format, args.reduce_zero_label)
 
 
 def _apply_train_defaults(args):
@@ -79,9 +120,11 @@ def _apply_train_defaults(args):
         if getattr(args, key, None) is None:
             setattr(args, key, defaults.get(key))
     _check_scale_range(args.scale_range)
-    if args.images_paths is not None and args.labels_paths is None:
+    if (args.images_paths is not None and args.labels_paths is None
+            and not file_pairs.is_list_file(args.images_paths)):
         raise UserError('-ip/--images_paths given without -lp/--labels_paths')
-    if args.images_paths is None and args.val_images_paths is None:
+    args.held_out = _val_fraction(args, defaults) if _holds_out(args, defaults) else 0.0
+    if not args.held_out and args.images_paths is None and args.val_images_paths is None:
         args.val_images_paths, args.val_labels_paths = _split_paths(args, 'val', defaults)
     args.images_paths, args.labels_paths = _split_paths(args, 'train', defaults)
     _check_positive(args, ('epochs', 'batch_size', 'ckpt_every', 'keep_checkpoints',
@@ -123,17 +166,21 @@ def _datasets(args, label_set):
     if args.dataset != 'demo' and not glob.glob(args.images_paths):
         raise UserError('no images match %s: put %s there, pass --data_root or -ip/-lp, or '
                         'train on the embedded demo with --dataset demo'
-                        % (args.images_paths, args.dataset.capitalize()))
+                        % (args.images_paths, datasets.DEFAULTS[args.dataset]['title']))
     augment = (data_loader.AugmentConfig(tuple(args.scale_range), True, args.photometric)
                if args.augment else None)  # the training set only: validation never augments
-    train_set = data_loader.Dataset(args.images_paths, args.labels_paths, label_set,
-                                    args.image_shape, augment, args.skip_bad_files)
+    train_set = data_loader.Dataset(
+        args.images_paths, args.labels_paths, label_set, args.image_shape, augment,
+        args.skip_bad_files, _pairs(args, args.images_paths, args.labels_paths, 'train'))
     val_set = None
-    if not args.no_val and args.val_images_paths:
+    if not args.no_val and (args.val_images_paths or args.held_out):
         try:
-            val_set = data_loader.Dataset(args.val_images_paths, args.val_labels_paths,
-                                          label_set, args.image_shape,
-                                          skip_bad_files=args.skip_bad_files)
+            val_images, val_labels = ((args.images_paths, args.labels_paths) if args.held_out
+                                      else (args.val_images_paths, args.val_labels_paths))
+            val_set = data_loader.Dataset(
+                val_images, val_labels, label_set, args.image_shape,
+                skip_bad_files=args.skip_bad_files,
+                pairs=_pairs(args, val_images, val_labels, 'val'))
         except UserError as error:
             helper.warn('no validation: %s' % error)
     return train_set, val_set
@@ -200,12 +247,12 @@ def train(args, network=None):
                         '(--gpu 1, no --cpu_replicas)')
     _check_batch_divides(args.batch_size, *((task.num_workers, 'workers') if task else
                                             (max(len(devices), 1), 'devices')))
-    label_set = data_loader.get_label_set(args.label_set)
-    _check_label_set_fits(args, label_set)
+    label_set = _label_set(args)
     train_set, val_set = _datasets(args, label_set)
     run_dir = helper.new_run_dir(args.runs_dir)
     config = dict(
         vars(args), seed=_seed(args, task), image_shape=list(train_set.image_shape),
+        label_set=label_set.name, label_table=data_loader.custom_table(label_set),
         num_classes=label_set.num_classes, class_names=label_set.class_names,
         **network.config(), input_tensor=fcn8vgg16.INPUT_TENSOR,
         keep_prob_tensor=fcn8vgg16.KEEP_PROB_TENSOR, output_tensor=fcn8vgg16.OUTPUT_TENSOR,
@@ -272,6 +319,21 @@ def predict(args):
           % (result['images'], result['model_ms'], result['write_ms'], run_dir))
 
 
+def _evaluated_pairs(args):
+    """The pairs of --split (val) or -ip/-lp; a dataset's held-out val part as training holds
+    it out (or of -ip/-lp with --val_fraction)."""
+    defaults = _dataset_defaults(args)
+    split = args.split or 'val'
+    args.held_out = 0.0
+    given = args.images_paths is not None
+    if split in ('train', 'val') and _holds_out(args, defaults) and (
+            args.val_fraction is not None or not given):  # -ip/-lp alone: all their files
+        args.held_out = _val_fraction(args, defaults)
+    images_glob, labels_glob = _split_paths(args, 'train' if args.held_out else split,
+                                            defaults)
+    return _pairs(args, images_glob, labels_glob, split if args.held_out else None)
+
+
 def evaluate(args):
     """Mean IoU and the rest over a labelled split, reported into a new run folder."""
     import data_loader
@@ -279,13 +341,12 @@ def evaluate(args):
     from roadseg.apps import evaluate as evaluating
     from roadseg.apps import metrics
     _check_positive(args, ('batch_size',))
-    images_glob, labels_glob = _split_paths(args, args.split or 'val', _dataset_defaults(args))
-    if labels_glob is None:
-        raise UserError('-ip/--images_paths given without -lp/--labels_paths')
-    image_paths, label_paths = data_loader.find_pairs(images_glob, labels_glob)
+    image_paths, label_paths = _evaluated_pairs(args)
     model = _load_model(args)
+    label_set = data_loader.with_encoding(model.label_set, args.label_format,
+                                          args.reduce_zero_label)
     confusion = evaluating.confusion_over(model, image_paths, label_paths, args.keep_size,
-                                          args.batch_size or 1)
+                                          args.batch_size or 1, label_set)
     results = metrics.compute_metrics(confusion, model.label_set)
     print(metrics.format_table(results))
     run_dir = helper.new_run_dir(args.runs_dir)
@@ -350,6 +411,34 @@ def optimise(args):
              100 * stats['bytes'] / stats['source_bytes'], 'model.tflite', len(calibration)))
 
 
+def _prepared_splits(args, defaults):
+    """[(split, images glob, labels glob)] that prepare copies: -ip/-lp as --split (train), or
+    the dataset's --split, or both that training reads (once if they share their files)."""
+    if args.images_paths is not None:
+        return [(args.split or 'train', args.images_paths, args.labels_paths)]
+    splits = []
+    for split in [args.split] if args.split else ['train', 'val']:
+        paths = _split_paths(args, split, defaults)
+        if all(paths != kept[1:] for kept in splits):
+            splits.append((split,) + paths)
+    return splits
+
+
+def _prepare_roots(args, defaults):
+    """(source root, output root) of prepare: the copy keeps the files' paths below the
+    source root (for -ip/-lp of a folder dataset, the folder holding both)."""
+    from roadseg import file_pairs
+    source = args.data_root or defaults['root']
+    if source is None and args.images_paths is not None:
+        folders = [os.path.abspath(file_pairs.folder_of(path))
+                   for path in (args.images_paths, args.labels_paths) if path]
+        source = os.path.commonpath(folders)
+    output = args.prepared_dir or defaults['prepared_dir']
+    if output is None:
+        raise UserError('--dataset %s needs --prepared_dir: where the copy goes' % args.dataset)
+    return source, output
+
+
 def prepare(args):
     """A resized copy of splits of --dataset, labels as training ids, to train from quickly."""
     import data_loader
@@ -360,31 +449,49 @@ def prepare(args):
             setattr(args, key, defaults[key])
     _check_scale_range(args.scale_range)
     _check_positive(args, ('workers',))
-    label_set = data_loader.get_label_set(args.label_set)
-    _check_label_set_fits(args, label_set)
+    label_set = _label_set(args)
     cover_shape = args.prepare_shape or preparing.default_cover_shape(
         data_loader.check_image_shape(args.image_shape), args.scale_range)
-    source = args.data_root or defaults['root']
-    output = args.prepared_dir or defaults['prepared_dir']
-    if args.images_paths is not None and args.labels_paths is None:
-        raise UserError('-ip/--images_paths given without -lp/--labels_paths')
-    if args.images_paths is not None:  # one set of files, named by --split in the output
-        splits = [args.split or 'train']
-    else:  # by default both splits that training reads
-        splits = [args.split] if args.split else ['train', 'val']
-    for split in splits:
-        images_glob, labels_glob = _split_paths(args, split, defaults)
+    source, output = _prepare_roots(args, defaults)
+    for split, images_glob, labels_glob in _prepared_splits(args, defaults):
         samples, written = preparing.prepare_split(
             images_glob, labels_glob, source, output, label_set, cover_shape, args.workers,
-            desc='Prepare %s' % split)
+            desc='Prepare %s' % split, pairs=_pairs(args, images_glob, labels_glob))
         print('%s: %d samples (%d written, %d already done) covering %dx%d, %s training ids, '
               'in %s' % (split, samples, written, samples - written, *cover_shape,
                          label_set.name, output))
-    print('train from the copy with the same flags and --data_root %s' % output)
+    if args.images_paths is not None:
+        print('train from the copy with the same flags, -ip and -lp under %s' % output)
+    else:
+        print('train from the copy with the same flags and --data_root %s' % output)
+
+
+def labels(args):
+    """A label table: --label_set's (or the model's with -md), listed or written to --output
+    as a starting point for a table of one's own."""
+    import data_loader
+    from roadseg import model_dir, table_files
+    if args.label_set is None and args.model_dir is None:
+        raise UserError('labels needs --label_set NAME or -md MODEL')
+    if args.label_set is not None:
+        label_set = data_loader.get_label_set(args.label_set)
+    else:
+        config = model_dir.read_model_config(args.model_dir)
+        model_dir.check_config(config, args.model_dir)
+        label_set = data_loader.label_set_of_config(
+            config, os.path.join(args.model_dir, model_dir.CONFIG_FILE))
+    if args.output is None:
+        print(table_files.format_table(label_set))
+        return
+    name = label_set.name if label_set.name not in data_loader.LABEL_SETS else (
+        'my_' + label_set.name)
+    table_files.write_table(label_set, args.output, name)
+    print('%s: %d classes of %s written to %s' % (name, label_set.num_classes, label_set.name,
+                                                  args.output))
 
 
 ACTIONS = {'train': train, 'predict': predict, 'evaluate': evaluate, 'video': video,
-           'freeze': freeze, 'optimise': optimise, 'prepare': prepare}
+           'freeze': freeze, 'optimise': optimise, 'prepare': prepare, 'labels': labels}
 
 
 def parse_args(argv=None):

@@ -39,9 +39,13 @@ def _glob(pattern, what):
     return paths
 
 
+# KITTI Road names its truth <frames>_road_NNNNNN.png or um_lane_NNNNNN.png for <frames>_NNNNNN.png.
+KITTI_TRUTH = re.compile(r'^(um|umm|uu)_(?:road|lane)_(\d+)$')
+
+
 def label_key(label_path):
     """The part of a label file's name that pairs it with its image."""
-    return stem(label_path, LABEL_SUFFIXES)
+    return KITTI_TRUTH.sub(r'\1_\2', stem(label_path, LABEL_SUFFIXES))
 
 
 def is_list_file(path):
@@ -61,9 +65,20 @@ def _keys(paths, suffix, default_suffixes, what, pattern):
     """{key: path}: each name without suffix (only the files that end with it), or without
     the first of default_suffixes and its extension when no suffix is given."""
     if suffix is None:
-        return {stem(path, default_suffixes): path for path in reversed(paths)}
-    keys = {os.path.basename(path)[:-len(suffix)]: path for path in reversed(paths)
-            if os.path.basename(path).endswith(suffix)}
+        key = label_key if default_suffixes == LABEL_SUFFIXES else (
+            lambda path: stem(path, default_suffixes))
+        return {key(path): path for path in reversed(paths)}
+    # A prepared copy's labels end with TRAIN_ID_SUFFIX after the name's own suffix.
+    extension = os.path.splitext('name' + suffix)[1]
+    endings = (suffix,) if default_suffixes != LABEL_SUFFIXES else (
+        suffix, suffix[:len(suffix) - len(extension)] + TRAIN_ID_SUFFIX + '.png')
+    keys = {}
+    for path in reversed(paths):
+        name = os.path.basename(path)
+        for ending in endings:
+            if name.endswith(ending):
+                keys[name[:-len(ending)]] = path
+                break
     if not keys:
         raise UserError('none of the %d %s under %s ends with %s' % (len(paths), what, pattern,
                                                                     suffix))

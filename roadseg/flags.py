@@ -9,6 +9,7 @@ from roadseg.data.datasets import DATASETS
 OPTIMIZERS = ('adam', 'sgd')
 SCHEDULES = ('constant', 'poly', 'cosine', 'step')
 PIPELINES = ('tfdata', 'generator')
+LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti')
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,19 +36,39 @@ def _device_flags(parser):
 def _data_flags(parser):
     group = parser.add_argument_group('data', 'images, labels and datasets')
     add = group.add_argument
-    add('-ip', '--images_paths', help='glob of images (train: training images)')
+    add('-ip', '--images_paths', help='glob or folder of images (train: training images), or a '
+                                      '.txt list of `image label` lines')
     add('-lp', '--labels_paths', help='glob or folder of label images')
-    add('--dataset', choices=DATASETS, default='cityscapes')
-    add('--data_root', help='folder holding the dataset\'s layout, e.g. a prepared copy '
-                            '(default ../cityscapes/data, ../mapillary; demo: data/demo)')
-    add('--label_set', help='cityscapes (19 classes) or cityscapes35 (all labels); mapillary '
-                            '(Vistas v1.2, 65 classes) or mapillary_v2 (v2.0, 123 classes)')
+    add('--dataset', choices=DATASETS, default='cityscapes',
+        help='cityscapes, mapillary, kitti_road, camvid, bdd100k, demo (embedded), or folder '
+             '(your own images and masks, named by -ip/-lp)')
+    add('--data_root', help='the dataset\'s top folder as it unpacks, or a prepared copy '
+                            '(default ../cityscapes/data, ../mapillary, ../data_road, '
+                            '../CamVid, ../bdd100k; demo: data/demo)')
+    add('--label_set', help='a table file (.json or .csv, see the README) or a built-in set: '
+                            'cityscapes (19 classes), cityscapes35 (all labels), mapillary '
+                            '(Vistas v1.2, 65 classes), mapillary_v2 (v2.0, 123 classes), '
+                            'kitti_road, kitti_lane, camvid')
+    add('--label_format', choices=LABEL_FORMATS, default='auto',
+        help='how label files mark classes: index (values), palette (PNG palette indices), '
+             'color (RGB colours of the table), kitti (the KITTI devkit\'s planes); auto: by '
+             'the PNG\'s mode and the table')
+    add('--reduce_zero_label', action='store_true',
+        help='label value 0 means unlabelled: ignore it and shift the other values down by one')
+    add('--image_suffix', help='pair images and labels on the name before these suffixes, e.g. '
+                               '_leftImg8bit.png or .jpg (default: the extension)')
+    add('--label_suffix', help='e.g. _gtFine_labelTrainIds.png or .png (default: the extension '
+                               'and the Cityscapes suffixes)')
+    add('--val_fraction', type=float,
+        help='kitti_road, folder: the part of training held out for validation when no val '
+             'split is given (0.1; 0 trains on everything)')
     add('--image_shape', type=int, nargs=2, metavar=('H', 'W'),
-        help='network input size, multiples of 32 (cityscapes 256 512, mapillary 384 512, '
-             'demo 128 256); freeze: the size the exported models run at (default: the '
-             'training size)')
+        help='network input size, multiples of 32 (cityscapes 256 512, mapillary and folder '
+             '384 512, kitti_road 160 576, camvid 352 480, bdd100k 288 512, demo 128 256); '
+             'freeze: the size the exported models run at (default: the training size)')
     add('--split', help='dataset split for predict (test) and evaluate (val)')
-    add('--val_images_paths', help='glob of validation images (default: the val split)')
+    add('--val_images_paths', help='glob or folder of validation images, or a .txt list '
+                                   '(default: the val split)')
     add('--val_labels_paths', help='glob or folder of validation labels')
     add('--skip_bad_files', action='store_true',
         help='train: skip unreadable images and labels with a warning instead of stopping')
@@ -134,7 +155,7 @@ def _cluster_flags(parser):
 
 
 def _output_flags(parser):
-    group = parser.add_argument_group('predict, video, prepare, optimise',
+    group = parser.add_argument_group('predict, video, prepare, optimise, labels',
                                       'what the other actions write')
     add = group.add_argument
     add('--keep_size', action='store_true',
@@ -153,6 +174,7 @@ def _output_flags(parser):
              'of --scale_range); never enlarged')
     add('--workers', type=int, default=os.cpu_count() or 1,
         help='prepare: images resized in parallel')
+    add('--output', help='labels: the .json or .csv file to write the label table to')
     add('--calibration_images', help='optimise: glob of images calibrating the int8 TFLite '
                                      'model (default: 100 training images of the model)')
 

@@ -256,6 +256,19 @@ def table_dict(label_set):
     return {'name': label_set.name, 'classes': rows}
 
 
+def format_table(label_set):
+    """The table as text: training id (- for ignored values), name, colour, stored values."""
+    lines = ['%s: %d classes' % (label_set.name, label_set.num_classes),
+             '%3s  %-28s %-8s %s' % ('id', 'name', 'colour', 'values in the label files')]
+    for train_id, row in enumerate(table_dict(label_set)['classes']):
+        values = ' '.join(_text(tuple(value) if isinstance(value, list) else value)
+                          for value in row['values'])
+        lines.append('%3s  %-28s %-8s %s' % (
+            '-' if row.get('ignore') else train_id, row['name'],
+            _text(tuple(row['color'])) if 'color' in row else '', values))
+    return '\n'.join(lines)
+
+
 def write_table(label_set, path, name=None):
     """Writes a LabelSet as a JSON or CSV table file; an existing file is never replaced."""
     extension = os.path.splitext(path)[1].lower()

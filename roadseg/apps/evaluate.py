@@ -9,9 +9,11 @@ from roadseg.apps import predict
 from helper import UserError
 
 
-def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=1):
-    """One confusion matrix over a labelled split, at each label image's own resolution."""
-    label_set = model.label_set
+def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=1,
+                   label_set=None):
+    """One confusion matrix over a labelled split, at each label image's own resolution.
+    label_set: the model's, reading the label files in another format (with_encoding)."""
+    label_set = label_set or model.label_set
     # (None, None) for the files whose stored values decide them, as they are read
     tables = {path: data_loader.label_tables(path, label_set) for path in label_paths}
     labels_of = dict(zip(image_paths, label_paths))

@@ -20,6 +20,7 @@ from tqdm import tqdm
 import data_loader
 import helper
 from helper import UserError
+from roadseg import file_pairs
 
 MANIFEST = data_loader.PREPARED_MANIFEST
 PARTIAL_SUFFIX = '.partial'
@@ -116,16 +117,19 @@ def _prepare_one(job):
 
 
 def prepare_split(images_glob, labels_glob, source_root, output_root, label_set, cover_shape,
-                  workers, desc='Prepare'):
-    """Copies one split, skipping the samples already done; returns (samples, written)."""
-    image_paths, label_paths = data_loader.find_pairs(images_glob, labels_glob)
+                  workers, desc='Prepare', pairs=None):
+    """Copies one split, skipping the samples already done; returns (samples, written).
+    pairs: (image_paths, label_paths) when the caller has paired them."""
+    image_paths, label_paths = pairs or data_loader.find_pairs(images_glob, labels_glob)
     data_loader.check_label_files(labels_glob, label_set)
     settings = {'label_set': label_set.name, 'cover_shape': list(cover_shape),
                 'source': os.path.abspath(source_root)}
     _check_output_root(output_root, source_root, settings)
     jobs = []
     for image_path, label_path in zip(image_paths, label_paths):
-        new_name = data_loader.label_key(label_path) + data_loader.TRAIN_ID_SUFFIX + '.png'
+        # KITTI's road and lane truth keep their names: the dataset's globs tell them apart.
+        new_name = (file_pairs.stem(label_path, file_pairs.LABEL_SUFFIXES)
+                    + file_pairs.TRAIN_ID_SUFFIX + '.png')
         # (None, None) for the files whose stored values decide them, as they are read
         tables = data_loader.label_tables(label_path, label_set)
         jobs.append((image_path, label_path, tables,

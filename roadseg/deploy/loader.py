@@ -35,7 +35,8 @@ class Model:
         self.model_dir = folder
         self.config = model_dir.read_model_config(folder)
         model_dir.check_config(self.config, folder)
-        self.label_set = data_loader.get_label_set(self.config['label_set'])
+        self.label_set = data_loader.label_set_of_config(
+            self.config, os.path.join(folder, model_dir.CONFIG_FILE))
         self.image_shape = tuple(self.config['image_shape'])
         self.graph = tf.Graph()
         self.session_config = _constant_graph_config(session_config)

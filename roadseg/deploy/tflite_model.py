@@ -94,7 +94,8 @@ class TFLiteModel:
     def __init__(self, folder, num_threads=None, xnnpack=True):
         self.model_dir = folder
         self.config = model_dir.read_model_config(folder)
-        self.label_set = data_loader.get_label_set(self.config['label_set'])
+        self.label_set = data_loader.label_set_of_config(
+            self.config, os.path.join(folder, model_dir.CONFIG_FILE))
         self.image_shape = tuple(self.config['image_shape'])
         self.path = path = os.path.join(folder, TFLITE_FILE)
         if not os.path.exists(path):

@@ -14,7 +14,7 @@ tf1 = tf.compat.v1
 
 CKPT_NAME = 'model.ckpt'
 # What a checkpoint folder must agree on with the run that resumes it.
-RESUME_KEYS = ('dataset', 'label_set', 'num_classes', 'encoder', 'fc_channels',
+RESUME_KEYS = ('dataset', 'label_set', 'label_table', 'num_classes', 'encoder', 'fc_channels',
                'train_upsampling', 'optimizer')
 # What a resumed run may change, with a warning: the rate's curve from there on.
 SCHEDULE_KEYS = ('learning_rate', 'momentum', 'lr_schedule', 'lr_power', 'end_learning_rate',
