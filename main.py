@@ -334,23 +334,62 @@ def _evaluated_pairs(args):
     return _pairs(args, images_glob, labels_glob, split if args.held_out else None)
 
 
+def _data_label_set(args, model_set):
+    """The label set of the evaluated files: --label_set, else the model's when it fits
+    --dataset, else the dataset's own; read as --label_format and --reduce_zero_label say."""
+    import data_loader
+    allowed = datasets.DEFAULTS[args.dataset]['label_sets']
+    if args.label_set is not None:
+        label_set = data_loader.get_label_set(args.label_set)
+    elif allowed is None or model_set.name in allowed or data_loader.custom_table(model_set):
+        label_set = model_set
+    else:
+        label_set = data_loader.get_label_set(datasets.DEFAULTS[args.dataset]['label_set'])
+    return data_loader.with_encoding(label_set, args.label_format, args.reduce_zero_label)
+
+
+def _class_mapping(args, model_set, data_set):
+    """None when the files are labelled in the model's classes, else how they pair."""
+    from roadseg.apps import label_maps
+    if (data_set.name, list(data_set.class_names)) == (model_set.name,
+                                                       list(model_set.class_names)):
+        if args.label_map:
+            raise UserError('--label_map: the files are labelled in the model\'s label set %s'
+                            % model_set.name)
+        return None
+    label_map = (label_maps.read_label_map(args.label_map, model_set, data_set)
+                 if args.label_map else None)
+    mapping = label_maps.class_mapping(model_set, data_set, label_map)
+    print('scoring the %s model on %s labels: %d classes with a counterpart'
+          % (model_set.name, data_set.name, mapping.label_set.num_classes - 1))
+    for what, names in (('data classes without a counterpart, not scored',
+                         mapping.unmatched_data),
+                        ('model classes without a counterpart, wrong wherever predicted',
+                         mapping.unmatched_model)):
+        if names:
+            print('%s: %s' % (what, ', '.join(names)))
+    return mapping
+
+
 def evaluate(args):
     """Mean IoU and the rest over a labelled split, reported into a new run folder."""
-    import data_loader
     import helper
     from roadseg.apps import evaluate as evaluating
-    from roadseg.apps import metrics
+    from roadseg.apps import label_maps, metrics
     _check_positive(args, ('batch_size',))
     image_paths, label_paths = _evaluated_pairs(args)
     model = _load_model(args)
-    label_set = data_loader.with_encoding(model.label_set, args.label_format,
-                                          args.reduce_zero_label)
+    data_set = _data_label_set(args, model.label_set)
+    mapping = _class_mapping(args, model.label_set, data_set)
     confusion = evaluating.confusion_over(model, image_paths, label_paths, args.keep_size,
-                                          args.batch_size or 1, label_set)
-    results = metrics.compute_metrics(confusion, model.label_set)
+                                          args.batch_size or 1, data_set, mapping)
+    scored = mapping.label_set if mapping else model.label_set
+    results = metrics.compute_metrics(confusion, scored)
+    if mapping:
+        results = label_maps.scored_metrics(results, mapping)
     print(metrics.format_table(results))
     run_dir = helper.new_run_dir(args.runs_dir)
-    metrics.write_report(run_dir, results, confusion, model.label_set)
+    metrics.write_report(run_dir, results, confusion, scored)
     if args.summary_dir:
         metrics.write_summaries(args.summary_dir, results)
     print('metrics of %d images written to %s' % (len(image_paths), run_dir))

@@ -66,6 +66,9 @@ def _data_flags(parser):
         help='network input size, multiples of 32 (cityscapes 256 512, mapillary and folder '
              '384 512, kitti_road 160 576, camvid 352 480, bdd100k 288 512, demo 128 256); '
              'freeze: the size the exported models run at (default: the training size)')
+    add('--label_map', help='evaluate: a JSON file {"model class": "data class" or null} pairing '
+                            'the model\'s classes with those of --label_set when they differ '
+                            '(classes of the same name pair by themselves)')
     add('--split', help='dataset split for predict (test) and evaluate (val)')
     add('--val_images_paths', help='glob or folder of validation images, or a .txt list '
                                    '(default: the val split)')

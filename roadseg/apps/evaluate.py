@@ -10,14 +10,16 @@ from helper import UserError
 
 
 def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=1,
-                   label_set=None):
+                   label_set=None, mapping=None):
     """One confusion matrix over a labelled split, at each label image's own resolution.
-    label_set: the model's, reading the label files in another format (with_encoding)."""
+    label_set: the label files' (the model's by default, maybe in another format); mapping: a
+    label_maps.Mapping when it is not the model's, whose scored classes the matrix counts."""
     label_set = label_set or model.label_set
+    scored = mapping.label_set if mapping else label_set
     # (None, None) for the files whose stored values decide them, as they are read
     tables = {path: data_loader.label_tables(path, label_set) for path in label_paths}
     labels_of = dict(zip(image_paths, label_paths))
-    confusion = np.zeros((label_set.num_classes, label_set.num_classes), np.int64)
+    confusion = np.zeros((scored.num_classes, scored.num_classes), np.int64)
     loaded = predict.read_ahead(image_paths, data_loader.read_image, 2 * batch_size)
     with tqdm(total=len(image_paths), desc='Evaluate', unit='img') as bar:
         for batch in predict.same_size_batches(loaded, batch_size, lambda item: item[1].shape):
@@ -30,7 +32,9 @@ def confusion_over(model, image_paths, label_paths, keep_size=False, batch_size=
                     raise UserError('label %s is %dx%d but its image %s is %dx%d' % (
                         label_path, label.shape[1], label.shape[0], path, image.shape[1],
                         image.shape[0]))
-                metrics.accumulate(confusion, label, class_ids, label_set.num_classes,
-                                   label_set.ignore_id)
+                if mapping:
+                    label, class_ids = mapping.truth[label], mapping.predictions[class_ids]
+                metrics.accumulate(confusion, label, class_ids, scored.num_classes,
+                                   scored.ignore_id)
             bar.update(len(batch))
     return confusion
