@@ -76,8 +76,8 @@ class LabelSet(collections.namedtuple(
     mask_colors: uint8 [k, 3] for a table of colour-coded masks: colour i of an RGB label
         image is stored value i (the lookup's index); None for tables of indices.
     label_format: how label files are read: 'auto' (by the PNG's mode and the table), 'index',
-        'palette', 'color' or 'kitti' (the KITTI devkit's planes: 0 outside the evaluated
-        area, 1 road, 2 not road).
+        'palette', 'color', 'kitti' (the KITTI devkit's planes: 0 outside the evaluated
+        area, 1 road, 2 not road) or 'train_id' (the values are training ids).
     reduce_zero_label: stored 0 means unlabelled: it becomes ignored and every other value
         shifts down by one before the lookup (mmsegmentation's reduce_zero_label).
     """

@@ -23,7 +23,7 @@ from roadseg.file_pairs import TRAIN_ID_SUFFIX, find_images, find_pairs, label_k
 
 LABEL_SETS = dict(cityscape_labels.LABEL_SETS, **mapillary_labels.LABEL_SETS,
                   **table_files.LABEL_SETS)
-LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti')
+LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti', 'train_id')
 
 PREPARED_MANIFEST = 'fcn8s_prepared.json'  # written by `prepare` at the root of its copy
 
@@ -151,6 +151,13 @@ def _refuse_official_train_ids(label_path, label_set):
                                                               label_set.name))
 
 
+def holds_train_ids(label_path, label_set):
+    """Whether a label file stores training ids: a prepared copy's `*_labelTrainIds.png`, or
+    any file of a label set read in the 'train_id' format (BDD100K's masks)."""
+    return (label_set.label_format == 'train_id'
+            or file_pairs.stem(label_path, ()).endswith(TRAIN_ID_SUFFIX))
+
+
 def label_lookup(label_path, label_set):
     """uint8 [256] table from the values stored in this label file to training ids, from its
     name alone (label_tables also looks at the values when the name cannot tell).
@@ -160,7 +167,7 @@ def label_lookup(label_path, label_set):
     """
     if _official_train_ids(label_path) and label_set.name != 'cityscapes':
         _refuse_official_train_ids(label_path, label_set)
-    if file_pairs.stem(label_path, ()).endswith(TRAIN_ID_SUFFIX):
+    if holds_train_ids(label_path, label_set):
         table = np.arange(256, dtype=np.uint8)
         table[label_set.num_classes:] = label_set.ignore_id
         return table
@@ -171,7 +178,7 @@ def known_label_values(label_path, label_set):
     """bool [256]: the values a label file of this kind stores for the labels of the set's
     table. Anything else (an annotation tool's interpolated edges, another dataset's ids) is
     outside the label set: the lookup maps it to the ignore id and check_label_values warns."""
-    if file_pairs.stem(label_path, ()).endswith(TRAIN_ID_SUFFIX):
+    if holds_train_ids(label_path, label_set):
         known = np.zeros(256, bool)
         known[:label_set.num_classes] = True
         known[IGNORE_ID] = True
@@ -274,7 +281,7 @@ def read_label(path, label_set=None):
     every lookup maps to the ignore id, with a warning. Prepared training-id files are read
     as they are."""
     label_format = label_set.label_format if label_set is not None else 'auto'
-    if file_pairs.stem(path, ()).endswith(TRAIN_ID_SUFFIX):
+    if label_format == 'train_id' or file_pairs.stem(path, ()).endswith(TRAIN_ID_SUFFIX):
         label_set, label_format = None, 'index'
     try:
         with Image.open(path) as image:

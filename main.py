@@ -109,7 +109,15 @@ def _label_set(args):
     if allowed and label_set.name in data_loader.LABEL_SETS and label_set.name not in allowed:
         raise UserError('--label_set %s does not fit --dataset %s (use %s, or a table file)'
                         % (label_set.name, args.dataset, ' or '.join(allowed)))
-    return data_loader.with_encoding(label_set, args.label_format, args.reduce_zero_label)
+    return _with_encoding(args, label_set)
+
+
+def _with_encoding(args, label_set):
+    """The label set reading files as --label_format says, else as the dataset stores them."""
+    import data_loader
+    label_format = (args.label_format if args.label_format != 'auto' else
+                    datasets.DEFAULTS[args.dataset].get('label_format'))
+    return data_loader.with_encoding(label_set, label_format, args.reduce_zero_label)
 
 
 def _apply_train_defaults(args):
@@ -345,7 +353,7 @@ def _data_label_set(args, model_set):
         label_set = model_set
     else:
         label_set = data_loader.get_label_set(datasets.DEFAULTS[args.dataset]['label_set'])
-    return data_loader.with_encoding(label_set, args.label_format, args.reduce_zero_label)
+    return _with_encoding(args, label_set)
 
 
 def _class_mapping(args, model_set, data_set):

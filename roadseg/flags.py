@@ -9,7 +9,7 @@ from roadseg.data.datasets import DATASETS
 OPTIMIZERS = ('adam', 'sgd')
 SCHEDULES = ('constant', 'poly', 'cosine', 'step')
 PIPELINES = ('tfdata', 'generator')
-LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti')
+LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti', 'train_id')
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +51,9 @@ def _data_flags(parser):
                             'kitti_road, kitti_lane, camvid')
     add('--label_format', choices=LABEL_FORMATS, default='auto',
         help='how label files mark classes: index (values), palette (PNG palette indices), '
-             'color (RGB colours of the table), kitti (the KITTI devkit\'s planes); auto: by '
-             'the PNG\'s mode and the table')
+             'color (RGB colours of the table), kitti (the KITTI devkit\'s planes), train_id '
+             '(the table\'s training ids, as BDD100K stores them); auto: by the dataset, the '
+             'PNG\'s mode and the table')
     add('--reduce_zero_label', action='store_true',
         help='label value 0 means unlabelled: ignore it and shift the other values down by one')
     add('--image_suffix', help='pair images and labels on the name before these suffixes, e.g. '

@@ -63,7 +63,8 @@ BDD100K = dict(
     root='../bdd100k', prepared_dir='../bdd100k_prepared',
     images='{root}/images/10k/{split}/*.jpg', labels='{root}/labels/sem_seg/masks/{split}/',
     legacy=dict(images='{root}/seg/images/{split}/*.jpg', labels='{root}/seg/labels/{split}/'),
-    label_sets=('cityscapes',), label_set='cityscapes', image_shape=(288, 512),
+    label_sets=('cityscapes',), label_set='cityscapes', label_format='train_id',
+    image_shape=(288, 512),
     scale_range=(0.5, 2.0), epochs=10, batch_size=5, learning_rate=1e-4, keep_prob=0.5,
     ckpt_dir='ckpt_bdd100k', summary_dir='summaries_bdd100k')
 # Any folder of images and masks: -ip/-lp name them, --label_set a table (or a built-in set);
