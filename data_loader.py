@@ -23,7 +23,7 @@ from roadseg.file_pairs import TRAIN_ID_SUFFIX, find_images, find_pairs, label_k
 
 LABEL_SETS = dict(cityscape_labels.LABEL_SETS, **mapillary_labels.LABEL_SETS,
                   **table_files.LABEL_SETS)
-LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti', 'train_id')
+LABEL_FORMATS = table_files.LABEL_FORMATS
 
 PREPARED_MANIFEST = 'fcn8s_prepared.json'  # written by `prepare` at the root of its copy
 
@@ -183,9 +183,12 @@ def known_label_values(label_path, label_set):
         known[:label_set.num_classes] = True
         known[IGNORE_ID] = True
         return known
-    if label_set.known_values is not None:
-        return label_set.known_values
-    return label_set.id_to_train_id != IGNORE_ID
+    known = (label_set.known_values if label_set.known_values is not None
+             else label_set.id_to_train_id != IGNORE_ID)
+    if label_set.reduce_zero_label:  # 0 read as 255: ignored, not outside the label set
+        known = known.copy()
+        known[IGNORE_ID] = True
+    return known
 
 
 _warned_files = set()  # one warning per label file, not one per epoch
@@ -302,8 +305,9 @@ def _decode_label(image, path, label_format, label_set):
                         else 'color' if colour_table else 'index')
     if label_format in ('color', 'kitti'):
         if image.mode not in ('RGB', 'RGBA', 'P'):
-            raise UserError('label image %s has mode %s, not the RGB of --label_format %s'
-                            % (path, image.mode, label_format))
+            raise UserError('label image %s has mode %s: read as %s, it must be RGB'
+                            % (path, image.mode, 'KITTI planes' if label_format == 'kitti'
+                               else 'colours of the table'))
         rgb = np.asarray(image.convert('RGB'))
         return _kitti_planes(rgb) if label_format == 'kitti' else _colour_indices(
             rgb, path, label_set)

@@ -61,28 +61,44 @@ def find_images(images_glob):
     return _glob(images_glob, 'images')
 
 
-def _keys(paths, suffix, default_suffixes, what, pattern):
-    """{key: path}: each name without suffix (only the files that end with it), or without
-    the first of default_suffixes and its extension when no suffix is given."""
+def _key_of(path, suffix, default_suffixes, folder):
+    """A file's key: its name (or, with folder, its path below folder) without suffix, or
+    without the first of default_suffixes and its extension when no suffix is given; None
+    when it does not end with suffix."""
+    name = os.path.basename(path)
+    above = os.path.dirname(os.path.relpath(path, folder)) if folder else ''
     if suffix is None:
-        key = label_key if default_suffixes == LABEL_SUFFIXES else (
-            lambda path: stem(path, default_suffixes))
-        return {key(path): path for path in reversed(paths)}
+        key = label_key(path) if default_suffixes == LABEL_SUFFIXES else stem(
+            path, default_suffixes)
+        return os.path.join(above, key)
     # A prepared copy's labels end with TRAIN_ID_SUFFIX after the name's own suffix.
     extension = os.path.splitext('name' + suffix)[1]
     endings = (suffix,) if default_suffixes != LABEL_SUFFIXES else (
         suffix, suffix[:len(suffix) - len(extension)] + TRAIN_ID_SUFFIX + '.png')
+    ending = next((ending for ending in endings if name.endswith(ending)), None)
+    return None if ending is None else os.path.join(above, name[:-len(ending)])
+
+
+def _keys(paths, suffix, default_suffixes, what, pattern, by_folder=False):
+    """{key: path} of the files that have a key (_key_of); with by_folder, keys keep the
+    subfolders below the glob's folder. Several files of one key: the first."""
+    folder = folder_of(pattern) if by_folder else None
     keys = {}
-    for path in reversed(paths):
-        name = os.path.basename(path)
-        for ending in endings:
-            if name.endswith(ending):
-                keys[name[:-len(ending)]] = path
-                break
-    if not keys:
+    for path in paths:
+        key = _key_of(path, suffix, default_suffixes, folder)
+        if key is not None:
+            keys.setdefault(key, path)
+    if suffix is not None and not keys:
         raise UserError('none of the %d %s under %s ends with %s' % (len(paths), what, pattern,
                                                                     suffix))
     return keys
+
+
+def _same_names(paths, suffix, default_suffixes):
+    """Whether two of the files have one key: frames of the same name in two sequences."""
+    keys = [_key_of(path, suffix, default_suffixes, None) for path in paths]
+    keys = [key for key in keys if key is not None]
+    return len(set(keys)) < len(keys)
 
 
 def find_pairs(images_glob, labels_glob, image_suffix=None, label_suffix=None):
@@ -99,9 +115,13 @@ def find_pairs(images_glob, labels_glob, image_suffix=None, label_suffix=None):
         raise UserError('-ip/--images_paths given without -lp/--labels_paths')
     image_paths = _glob(images_glob, 'images')
     label_paths = _glob(labels_glob, 'label images')
+    # Images of the same name in two folders (frames of two sequences) pair by the subfolders
+    # below the globs' folders as well, images/seq1/000001.png with labels/seq1/000001.png.
+    by_folder = _same_names(image_paths, image_suffix, IMAGE_SUFFIXES)
     labels_by_key = _keys(label_paths, label_suffix, LABEL_SUFFIXES, 'label images',
-                          labels_glob)
-    images_by_key = _keys(image_paths, image_suffix, IMAGE_SUFFIXES, 'images', images_glob)
+                          labels_glob, by_folder)
+    images_by_key = _keys(image_paths, image_suffix, IMAGE_SUFFIXES, 'images', images_glob,
+                          by_folder)
     unlabelled = sorted(key for key in images_by_key if key not in labels_by_key)
     if unlabelled:
         raise UserError('%d of %d images have no label under %s, e.g. %s' % (
@@ -171,6 +191,8 @@ def held_out(image_paths, label_paths, fraction, part):
     """The 'train' or 'val' part of pairs of a dataset that ships no validation split: a pair
     is held out for val when a hash of its image's name falls in fraction, so a file stays on
     its side whatever else is added, removed or seeded."""
+    if part not in ('train', 'val'):
+        raise ValueError('part %r is neither train nor val' % (part,))
     keep = [(zlib.crc32(stem(path).encode()) % 10000 < fraction * 10000) == (part == 'val')
             for path in image_paths]
     return ([path for path, kept in zip(image_paths, keep) if kept],

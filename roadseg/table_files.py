@@ -28,8 +28,11 @@ from helper import UserError
 
 TABLE_EXTENSIONS = ('.json', '.csv')
 CSV_FIELDS = ('name', 'values', 'color', 'ignore', 'id')
+# How label files mark the classes (LabelSet.label_format); a JSON table may say which.
+LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti', 'train_id')
 MAX_CLASSES = IGNORE_ID  # training ids 0-254: 255 is the ignore id
 TRUE_WORDS = ('1', 'true', 'yes', 'y', 'ignore')
+FALSE_WORDS = ('', '0', 'false', 'no', 'n')
 
 
 def _row_error(where, number, name, message):
@@ -75,7 +78,7 @@ def _parse_row(raw, number, where):
     if not isinstance(name, str) or not name.strip():
         raise _row_error(where, number, None, 'no "name"')
     values = raw.get('values', [raw['value']] if 'value' in raw else None)
-    if not isinstance(values, list) or not values:
+    if not isinstance(values, list):
         raise _row_error(where, number, name, 'no "values" list')
     values = tuple(_value(value, where, number, name) for value in values)
     color = raw.get('color')
@@ -84,13 +87,22 @@ def _parse_row(raw, number, where):
     if class_id not in (None, '') and (isinstance(class_id, bool)
                                        or not isinstance(class_id, int)):
         raise _row_error(where, number, name, 'class id %r is not a whole number' % class_id)
-    return name.strip(), values, color, bool(raw.get('ignore')), (
+    return name.strip(), values, color, _ignore(raw.get('ignore'), where, number, name), (
         None if class_id in (None, '') else class_id)
+
+
+def _ignore(value, where, number, name):
+    """true/false, or in a CSV cell a word: yes, true, 1 or ignore; no, false, 0 or empty."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise _row_error(where, number, name, '"ignore" is %r: give true or false' % (value,))
 
 
 def _read_json(path):
     try:
-        with open(path) as f:
+        with open(path, encoding='utf-8-sig') as f:  # a byte order mark, as Notepad writes
             data = json.load(f)
     except ValueError as error:
         raise UserError('label table %s is not valid JSON: %s' % (path, error)) from None
@@ -98,7 +110,8 @@ def _read_json(path):
     if not isinstance(rows, list):
         raise UserError('label table %s has no "classes" list' % path)
     name = data.get('name') if isinstance(data, dict) else None
-    return name, rows
+    label_format = data.get('label_format', 'auto') if isinstance(data, dict) else 'auto'
+    return name, rows, label_format
 
 
 def _csv_row(raw):
@@ -106,19 +119,18 @@ def _csv_row(raw):
     row = {key: (value or '').strip() for key, value in raw.items() if key}
     values = row.get('values', '').split()
     row['values'] = [int(value) if value.lstrip('-').isdigit() else value for value in values]
-    row['ignore'] = row.get('ignore', '').lower() in TRUE_WORDS
     row['id'] = int(row['id']) if row.get('id', '').lstrip('-').isdigit() else row.get('id')
     return row
 
 
 def _read_csv(path):
-    with open(path, newline='') as f:
+    with open(path, newline='', encoding='utf-8-sig') as f:  # Excel's "CSV UTF-8" has a BOM
         reader = csv.DictReader(f)
         missing = [field for field in ('name', 'values') if field not in (reader.fieldnames or ())]
         if missing:
             raise UserError('label table %s has no %s column (columns: %s)' % (
                 path, ', '.join(missing), ', '.join(CSV_FIELDS)))
-        return None, [_csv_row(raw) for raw in reader]
+        return None, [_csv_row(raw) for raw in reader], 'auto'
 
 
 def read_table(path):
@@ -130,18 +142,19 @@ def read_table(path):
     if extension not in TABLE_EXTENSIONS:
         raise UserError('label table %s is neither .json nor .csv' % path)
     try:
-        name, rows = (_read_json if extension == '.json' else _read_csv)(path)
+        name, rows, label_format = (_read_json if extension == '.json' else _read_csv)(path)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UserError('cannot read label table %s: %s' % (path, error)) from None
     name = name or os.path.splitext(os.path.basename(path))[0]
-    return label_set_from_rows(name, rows, path)
+    return label_set_from_rows(name, rows, path, label_format)
 
 
 def table_from_dict(table, where='the label table'):
     """The LabelSet of a table as table_dict writes it (a model's configuration holds one)."""
     if not isinstance(table, dict) or not isinstance(table.get('classes'), list):
         raise UserError('%s has no "classes" list' % where)
-    return label_set_from_rows(table.get('name') or 'custom', table['classes'], where)
+    return label_set_from_rows(table.get('name') or 'custom', table['classes'], where,
+                               table.get('label_format', 'auto'))
 
 
 def _check_rows(rows, where):
@@ -156,9 +169,13 @@ def _check_rows(rows, where):
                 raise _row_error(where, number, name, 'value %s already in row %d (%s)' % (
                     _text(value), owners[value], rows[owners[value] - 1][0]))
             owners[value] = number
-    kinds = {isinstance(value, tuple) for _, values, _, _, _ in rows for value in values}
-    if len(kinds) > 1:
-        raise UserError('%s mixes indices and colours: a table is one or the other' % where)
+    kinds = [(number, row[0], isinstance(value, tuple))
+             for number, row in enumerate(rows, 1) for value in row[1]]
+    for number, name, colour in kinds:
+        if colour != kinds[0][2]:
+            raise _row_error(where, number, name, 'a %s among %s: a table holds indices or '
+                             'colours, not both' % (('colour', 'indices') if colour else
+                                                    ('index', 'colours')))
 
 
 def _train_ids(rows, where):
@@ -199,8 +216,26 @@ def _palette(index):
     return tuple(color)
 
 
-def label_set_from_rows(name, raw_rows, where):
+def _draw_colours(trained, ids, colour_coded):
+    """Each trained row's colour: its own, its first mask colour, or the next palette colour
+    that no other row takes."""
+    given = [row[2] or (row[1][0] if colour_coded and row[1] else None) for row in trained]
+    taken, next_index, colours = set(c for c in given if c), 0, []
+    for place in np.argsort(ids):
+        if given[place] is None:
+            while _palette(next_index) in taken:
+                next_index += 1
+            given[place] = _palette(next_index)
+            taken.add(given[place])
+    colours.extend(given)
+    return colours
+
+
+def label_set_from_rows(name, raw_rows, where, label_format='auto'):
     """The LabelSet of a table's rows as read (JSON objects, or CSV rows made alike)."""
+    if label_format not in LABEL_FORMATS:
+        raise UserError('%s: "label_format" %r is not one of %s' % (where, label_format,
+                                                                    ', '.join(LABEL_FORMATS)))
     rows = [_parse_row(raw, number, where) for number, raw in enumerate(raw_rows, 1)]
     _check_rows(rows, where)
     ids = _train_ids(rows, where)
@@ -221,15 +256,14 @@ def label_set_from_rows(name, raw_rows, where):
             known[stored] = True
     if colour_coded:
         known[IGNORE_ID] = True  # colours in no row: warned about as they are decoded
-    colors = [row[2] or (row[1][0] if colour_coded else _palette(ids[i]))
-              for i, row in enumerate(trained)]
+    colors = _draw_colours(trained, ids, colour_coded)
     return LabelSet(
         name=name, class_names=[trained[i][0] for i in order],
         colors=np.array([colors[i] for i in order], np.uint8).reshape(-1, 3),
         id_to_train_id=lookup,
         train_id_to_id=None if colour_coded else np.array([trained[i][1][0] for i in order],
                                                          np.int64),
-        categories=None, known_values=known,
+        categories=None, known_values=known, label_format=label_format,
         mask_colors=None if mask_colors is None else np.array(mask_colors, np.uint8))
 
 
@@ -253,7 +287,10 @@ def table_dict(label_set):
     if ignored.size:
         rows.append({'name': 'ignored', 'values': [_listed(stored) for stored in ignored],
                      'ignore': True})
-    return {'name': label_set.name, 'classes': rows}
+    table = {'name': label_set.name, 'classes': rows}
+    if label_set.label_format != 'auto':
+        table['label_format'] = label_set.label_format
+    return table
 
 
 def format_table(label_set):
@@ -293,7 +330,7 @@ def write_table(label_set, path, name=None):
 
 def _builtin(name, rows, label_format='auto'):
     raw = [dict(name=row[0], values=list(row[1]), color=row[2], ignore=row[3]) for row in rows]
-    return label_set_from_rows(name, raw, name)._replace(label_format=label_format)
+    return label_set_from_rows(name, raw, name, label_format)
 
 
 def kitti_road():

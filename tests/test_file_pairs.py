@@ -79,9 +79,6 @@ def test_default_pairing_strips_bdds_legacy_train_id_suffix(tmp_path):
         assert os.path.basename(label) == file_pairs.stem(image) + '_train_id.png'
 
 
-@pytest.mark.xfail(strict=True, reason='pairing keys on file names only: images and labels of '
-                                       'the same name in two subfolders (video sequences) '
-                                       'silently collapse to one pair')
 def test_same_named_frames_of_two_sequences_are_never_silently_dropped(tmp_path):
     names = [os.path.join(sequence, frame) for sequence in ('seq1', 'seq2')
              for frame in ('000001.png', '000002.png')]

@@ -121,8 +121,6 @@ def test_rows_without_a_colour_get_distinct_generated_colours(tmp_path):
     assert (0, 0, 0) not in colors  # black is the colour of ignored pixels in drawings
 
 
-@pytest.mark.xfail(strict=True, reason='generated colours (Pascal VOC palette entry id+1) may '
-                                       'repeat a colour that another row gives')
 def test_a_generated_colour_never_repeats_a_colour_another_row_gives(tmp_path):
     # A VOC-style table: the background row gives no colour, the others VOC's own colours.
     path = _json_table(tmp_path, [
@@ -150,8 +148,6 @@ def test_a_colour_table_lists_its_colours_as_mask_colors_and_looks_them_up(tmp_p
     assert label_set.train_id_to_id is None
 
 
-@pytest.mark.xfail(strict=True, reason='"ignore": "no" in a JSON table is truthy: the class is '
-                                       'silently ignored (the CSV reader takes it as no)')
 def test_a_json_ignore_of_no_does_not_silently_ignore_the_class(tmp_path):
     path = _json_table(tmp_path, [{'name': 'road', 'values': [1]},
                                   {'name': 'car', 'values': [2], 'ignore': 'no'}])
@@ -163,8 +159,6 @@ def test_a_json_ignore_of_no_does_not_silently_ignore_the_class(tmp_path):
         assert label_set.class_names == ['road', 'car']
 
 
-@pytest.mark.xfail(strict=True, reason='a UTF-8 byte order mark (Excel\'s "CSV UTF-8", old '
-                                       'Notepad) hides the first CSV column or breaks JSON')
 @pytest.mark.parametrize('name, text', [('roads.csv', TABLE_CSV), ('roads.json', TABLE_JSON)],
                          ids=['csv', 'json'])
 def test_a_table_saved_with_a_byte_order_mark_reads(tmp_path, name, text):
@@ -260,8 +254,8 @@ def test_a_table_with_no_trained_class_is_an_error(tmp_path):
 def test_mixing_indices_and_colours_is_an_error(tmp_path):
     path = _json_table(tmp_path, [{'name': 'road', 'values': [1]},
                                   {'name': 'car', 'values': [[0, 0, 142]]}])
-    assert _read_error(path) == ('%s mixes indices and colours: a table is one or the other'
-                                 % path)
+    assert _read_error(path) == ('%s row 2 (car): a colour among indices: a table holds '
+                                 'indices or colours, not both' % path)
 
 
 def test_a_file_neither_json_nor_csv_is_an_error(tmp_path):
