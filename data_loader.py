@@ -47,11 +47,7 @@ def get_label_set(name):
     if name in LABEL_SETS:
         return LABEL_SETS[name]()
     if os.path.splitext(name)[1].lower() in table_files.TABLE_EXTENSIONS:
-        label_set = table_files.read_table(name)
-        if label_set.name in LABEL_SETS:
-            raise UserError('label table %s is named %s, as a built-in label set: give it '
-                            'another "name"' % (name, label_set.name))
-        return label_set
+        return table_files.read_table(name, reserved=tuple(LABEL_SETS))
     raise UserError('unknown label set %r (choose from %s, or give a .json or .csv table)'
                     % (name, ', '.join(LABEL_SETS)))
 

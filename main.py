@@ -531,7 +531,7 @@ def labels(args):
         print(table_files.format_table(label_set))
         return
     name = label_set.name if label_set.name not in data_loader.LABEL_SETS else (
-        'my_' + label_set.name)
+        label_set.name + '_custom')
     table_files.write_table(label_set, args.output, name)
     print('%s: %d classes of %s written to %s' % (name, label_set.num_classes, label_set.name,
                                                   args.output))

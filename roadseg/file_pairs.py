@@ -74,7 +74,7 @@ def _key_of(path, suffix, default_suffixes, folder):
     # A prepared copy's labels end with TRAIN_ID_SUFFIX after the name's own suffix.
     extension = os.path.splitext('name' + suffix)[1]
     endings = (suffix,) if default_suffixes != LABEL_SUFFIXES else (
-        suffix, suffix[:len(suffix) - len(extension)] + TRAIN_ID_SUFFIX + '.png')
+        suffix[:len(suffix) - len(extension)] + TRAIN_ID_SUFFIX + '.png', suffix)
     ending = next((ending for ending in endings if name.endswith(ending)), None)
     return None if ending is None else os.path.join(above, name[:-len(ending)])
 

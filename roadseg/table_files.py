@@ -133,9 +133,10 @@ def _read_csv(path):
         return None, [_csv_row(raw) for raw in reader], 'auto'
 
 
-def read_table(path):
-    """The LabelSet of a JSON or CSV table file, checked; its name is the file's "name" or
-    the file's stem."""
+def read_table(path, reserved=()):
+    """The LabelSet of a JSON or CSV table file, checked. Its name is the file's "name", which
+    may not be one of reserved (the built-in sets'), or else the file's stem (with '_custom'
+    after a reserved one: a CSV file written from a built-in set has no name of its own)."""
     if not os.path.isfile(path):
         raise UserError('label table %s does not exist' % path)
     extension = os.path.splitext(path)[1].lower()
@@ -145,7 +146,12 @@ def read_table(path):
         name, rows, label_format = (_read_json if extension == '.json' else _read_csv)(path)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UserError('cannot read label table %s: %s' % (path, error)) from None
-    name = name or os.path.splitext(os.path.basename(path))[0]
+    if name in reserved:
+        raise UserError('label table %s is named %s, as a built-in label set: give it another '
+                        '"name"' % (path, name))
+    if not name:
+        name = os.path.splitext(os.path.basename(path))[0]
+        name += '_custom' if name in reserved else ''
     return label_set_from_rows(name, rows, path, label_format)
 
 

@@ -166,3 +166,77 @@ def test_a_bdd100k_model_evaluates_on_the_legacy_layout_and_on_camvid_through_a_
     assert metrics['unmatched_data_classes'] == ['bicyclist']
     assert 'rider' in metrics['unmatched_model_classes']
     assert 'terrain' in metrics['unmatched_model_classes']  # no CamVid class of that name
+
+
+@pytest.mark.end_to_end
+def test_prepare_copies_kitti_road_and_a_folder_so_that_training_reads_the_copies(tmp_path):
+    kitti = demo_layouts.write_kitti_road(str(tmp_path / 'data_road'))
+    copy = str(tmp_path / 'data_road_prepared')
+    assert main.main(['prepare', '--dataset', 'kitti_road', '--data_root', kitti,
+                      '--prepared_dir', copy, '--image_shape', '64', '192']) == 0
+    truth = glob.glob(os.path.join(copy, 'training', 'gt_image_2', '*_road_*_labelTrainIds.png'))
+    assert len(truth) == len(glob.glob(os.path.join(kitti, 'training', 'gt_image_2', '*_road_*')))
+    model = _train(tmp_path / 'kitti', '--dataset', 'kitti_road', '--data_root', copy)
+    assert model_dir.read_model_config(model)['train_images'] == model_dir.read_model_config(
+        _train(tmp_path / 'kitti_source', '--dataset', 'kitti_road', '--data_root', kitti)
+    )['train_images']
+    root = demo_layouts.write_folder(str(tmp_path / 'own'), 'color')
+    flags = ['--dataset', 'folder', '--label_set', os.path.join(root, 'table.json'),
+             '--image_suffix', '.jpg', '--label_suffix', '.png']
+    own_copy = str(tmp_path / 'own_prepared')
+    assert main.main(['prepare', *flags, '-ip', os.path.join(root, 'train', 'images'),
+                      '-lp', os.path.join(root, 'train', 'masks'),
+                      '--prepared_dir', own_copy] + list(SHAPE)) == 0
+    masks = glob.glob(os.path.join(own_copy, 'masks', '*_labelTrainIds.png'))
+    assert len(masks) == 4
+    assert Image.open(masks[0]).mode == 'L'
+    _train(tmp_path / 'own', *flags, '--no_val', '-ip', os.path.join(own_copy, 'images'),
+           '-lp', os.path.join(own_copy, 'masks'))
+
+
+@pytest.mark.end_to_end
+def test_the_labels_action_writes_a_table_that_trains_and_refuses_to_overwrite(tmp_path,
+                                                                              capsys):
+    table = str(tmp_path / 'camvid.csv')
+    assert main.main(['labels', '--label_set', 'camvid', '--output', table]) == 0
+    before = open(table).read()
+    assert main.main(['labels', '--label_set', 'camvid', '--output', table]) == 2
+    assert open(table).read() == before
+    assert '%s exists' % table in capsys.readouterr().err
+    root = demo_layouts.write_camvid(str(tmp_path / 'CamVid'))
+    model = _train(tmp_path, '--dataset', 'camvid', '--data_root', root, '--label_set', table)
+    assert model_dir.read_model_config(model)['label_set'] == 'camvid_custom'  # CSV: no name
+    assert main.main(['labels', '-md', model]) == 0
+    assert 'pedestrian' in capsys.readouterr().out
+
+
+@pytest.mark.end_to_end
+@pytest.mark.parametrize('table_text, message', [
+    ('{"classes": [{"name": "road", "values": [1]}, {"name": "road", "values": [2]}]}',
+     'row 2 (road): name already in row 1'),
+    ('{"classes": [{"name": "road", "values": [1], "color": "#12345"}]}', 'malformed colour'),
+    ('{"classes": [', 'is not valid JSON')])
+def test_a_table_that_does_not_parse_stops_train_with_one_line_naming_it(tmp_path, capsys,
+                                                                         table_text, message):
+    table = str(tmp_path / 'bad.json')
+    open(table, 'w').write(table_text)
+    root = demo_layouts.write_folder(str(tmp_path / 'own'), 'index')
+    code = main.main(['train', '--dataset', 'folder', '--label_set', table, '--gpu', '0',
+                      '-ip', os.path.join(root, 'train', 'images'),
+                      '-lp', os.path.join(root, 'train', 'masks'), '-rd', str(tmp_path / 'r')])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert table in err and message in err
+    assert not os.path.exists(str(tmp_path / 'r'))
+
+
+@pytest.mark.end_to_end
+def test_a_list_file_naming_a_missing_file_stops_evaluate_with_the_line(tmp_path, capsys):
+    root = demo_layouts.write_camvid(str(tmp_path / 'CamVid'))
+    os.remove(os.path.join(root, 'testannot', sorted(os.listdir(os.path.join(
+        root, 'testannot')))[1]))
+    code = main.main(['evaluate', '--dataset', 'camvid', '-ip', os.path.join(root, 'test.txt'),
+                      '--gpu', '0', '-rd', str(tmp_path / 'r')])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert 'test.txt line 2: label' in err and 'not found' in err

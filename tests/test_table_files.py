@@ -359,16 +359,20 @@ def test_get_label_set_reads_a_table_file(tmp_path):
     assert (label_set.name, label_set.class_names) == ('my_roads', ['road', 'car'])
 
 
-@pytest.mark.parametrize('name, text', [
-    ('mine.json', '{"name": "cityscapes", "classes": [{"name": "road", "values": [7]}]}'),
-    ('camvid.csv', 'name,values\nroad,3\n')])
-def test_get_label_set_refuses_a_table_named_like_a_built_in(tmp_path, name, text):
-    path = _write(tmp_path, name, text)
+def test_get_label_set_refuses_a_table_named_like_a_built_in(tmp_path):
+    path = _write(tmp_path, 'mine.json',
+                  '{"name": "cityscapes", "classes": [{"name": "road", "values": [7]}]}')
     with pytest.raises(UserError) as error:
         data_loader.get_label_set(path)
-    built_in = os.path.splitext(name)[0] if name.endswith('.csv') else 'cityscapes'
-    assert str(error.value) == ('label table %s is named %s, as a built-in label set: give it '
-                                'another "name"' % (path, built_in))
+    assert str(error.value) == ('label table %s is named cityscapes, as a built-in label set: '
+                                'give it another "name"' % path)
+
+
+def test_a_nameless_table_whose_file_is_named_like_a_built_in_takes_a_name_of_its_own(tmp_path):
+    path = _write(tmp_path, 'camvid.csv', 'name,values\nroad,3\n')
+    label_set = data_loader.get_label_set(path)
+    assert label_set.name == 'camvid_custom'
+    assert data_loader.custom_table(label_set)['classes'][0]['name'] == 'road'
 
 
 def test_an_unknown_label_set_name_lists_the_choices():
