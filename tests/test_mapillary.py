@@ -173,4 +173,4 @@ def test_edited_config_json_stops_training(vistas_root, tmp_path, tiny_model, ca
 def test_missing_vistas_names_its_default_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = _error(capsys, ['train', '--dataset', 'mapillary', '--gpu', '0'])
-    assert '../mapillary/training/images/*.jpg' in line and 'put Mapillary there' in line
+    assert '../mapillary/training/images/*.jpg' in line and 'put Mapillary Vistas there' in line
