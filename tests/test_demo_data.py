@@ -2,6 +2,7 @@
 import glob
 import os
 import re
+import shutil
 
 import imageio.v2
 import numpy as np
@@ -120,6 +121,24 @@ def test_other_settings_or_missing_files_raise(demo_root):
             demo_data.ensure_demo_dataset(demo_root, split_sizes=SMALL_SPLITS)
     finally:
         os.rename(moved, label_path)
+
+
+def test_a_process_finishing_first_wins_and_nothing_is_left_behind(demo_root, tmp_path,
+                                                                   monkeypatch):
+    """Two trainings started at once both generate the demo: the second to finish finds the
+    first's copy in place, keeps it and removes its own staging folder."""
+    target = tmp_path / 'demo'
+    write_video = demo_data._write_video
+
+    def first_process_finishes_meanwhile(path, frames):
+        write_video(path, frames)
+        shutil.copytree(demo_root, target)
+        (target / 'theirs').write_text('')
+
+    monkeypatch.setattr(demo_data, '_write_video', first_process_finishes_meanwhile)
+    assert demo_data.ensure_demo_dataset(str(target), split_sizes=SMALL_SPLITS) == str(target)
+    assert os.listdir(tmp_path) == ['demo']
+    assert (target / 'theirs').exists()
 
 
 def test_second_call_does_not_regenerate(demo_root, capsys):

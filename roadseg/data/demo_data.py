@@ -397,6 +397,17 @@ def _check_existing(root, settings):
         raise helper.UserError(f'{root} is missing {demo_video_path(root)}; move it away')
 
 
+def _move_into_place(staging, target):
+    """Renames the finished staging folder to target; when another process has put its own
+    copy there meanwhile, that copy stands and staging is removed."""
+    try:
+        os.rename(staging, target)
+    except OSError:
+        if not os.path.isdir(target):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def ensure_demo_dataset(root=DEFAULT_DEMO_ROOT, split_sizes=None, video_frames=VIDEO_FRAMES):
     """Generates the demo dataset under root unless it is already there; returns root.
 
@@ -422,10 +433,11 @@ def ensure_demo_dataset(root=DEFAULT_DEMO_ROOT, split_sizes=None, video_frames=V
         _write_video(demo_video_path(staging), video_frames)
         with open(os.path.join(staging, 'manifest.json'), 'w') as manifest_file:
             json.dump(dict(settings, file_counts=counts), manifest_file, indent=2)
-        os.rename(staging, target)
+        _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _check_existing(root, settings)  # the copy of another process, when it won the race
     return root
 
 
@@ -496,7 +508,7 @@ def ensure_mapillary_demo(root, split_sizes=None, image_sizes=MAPILLARY_IMAGE_SI
         with open(os.path.join(staging, 'config.json'), 'w') as config_file:
             json.dump(_mapillary_config(), config_file, indent=2)
         os.chmod(staging, 0o755)
-        os.rename(staging, target)
+        _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
