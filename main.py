@@ -136,7 +136,7 @@ def _apply_train_defaults(args):
         args.val_images_paths, args.val_labels_paths = _split_paths(args, 'val', defaults)
     args.images_paths, args.labels_paths = _split_paths(args, 'train', defaults)
     _check_positive(args, ('epochs', 'batch_size', 'ckpt_every', 'keep_checkpoints',
-                           'summary_every', 'image_summary_every', 'cpu_replicas'))
+                           'summary_every', 'image_summary_every', 'cpu_replicas', 'accumulate'))
     if not 0 < args.keep_prob <= 1:
         raise UserError('--keep_prob %g is outside (0, 1]' % args.keep_prob)
     if args.learning_rate <= 0:
@@ -210,14 +210,16 @@ def _seed(args, task):
 def _training_specs(args, network):
     """(Recipe, Logbook, DevicePlan) of the filled-in training flags."""
     from roadseg import specs
-    recipe = specs.Recipe(args.epochs, args.batch_size, args.learning_rate, args.keep_prob,
+    recipe = specs.Recipe(args.epochs, args.batch_size * args.accumulate, args.learning_rate,
+                          args.keep_prob,
                           args.weight_decay, args.class_weights, args.pipeline,
                           args.vgg_weights, loss_scaling=args.precision == 'fp16',
                           optimizer=args.optimizer, momentum=args.momentum,
                           lr_schedule=args.lr_schedule, lr_power=args.lr_power,
                           end_learning_rate=args.end_learning_rate,
                           lr_step_epochs=tuple(args.lr_step_epochs or ()),
-                          warmup_steps=args.warmup_steps, early_stop=args.early_stop)
+                          warmup_steps=args.warmup_steps, early_stop=args.early_stop,
+                          accumulate=args.accumulate)
     logbook = specs.Logbook(args.ckpt_dir, args.summary_dir, args.ckpt_every,
                             args.keep_checkpoints, args.summary_every, args.image_summary_every)
     plan = specs.DevicePlan(args.gpu, args.gpu_mem, args.xla, args.precision, args.cpu_replicas)

@@ -41,7 +41,9 @@ class Network:
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """How to train: steps of batch_size images for epochs epochs, the optimizer's rate
-    following lr_schedule over the whole training."""
+    following lr_schedule over the whole training. With accumulate N, a step's batch goes
+    through the network as N micro-batches one after another, their gradients summed into the
+    one update of the whole batch: the memory of a micro-batch, the update of the batch."""
     epochs: int
     batch_size: int
     learning_rate: float
@@ -58,7 +60,13 @@ class Recipe:
     end_learning_rate: float = 0.0     # where poly and cosine end
     lr_step_epochs: tuple = ()         # step: the rate is divided by 10 at each of these epochs
     warmup_steps: int = 0              # the rate rises linearly from 0 over these first steps
+    accumulate: int = 1                # each batch is cut into these micro-batches, run in turn
     early_stop: int = 0                # stop after this many validations without improvement
+
+    @property
+    def micro_batch_size(self):
+        """The images that go through the network at once (also when validating)."""
+        return max(1, self.batch_size // self.accumulate)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Training recipes: SGD or Adam, the learning-rate schedules over the whole training (so that a
 resumed run goes on along the same curve), warm-up, and what a resume may change."""
+import dataclasses
 import glob
 import math
 import os
@@ -204,3 +205,44 @@ def test_early_stop_ends_after_validations_without_improvement(demo_root, tmp_pa
     run = _run_folder(tmp_path)
     assert os.path.exists(os.path.join(run, 'model', 'saved_model.pb'))
     assert not os.path.exists(os.path.join(run, 'best_model'))
+
+
+def _one_update(network, recipe, images, labels, start=None):
+    """The trainable weights after one training step on images, labels from start (the
+    weights of a first graph's initialisation when None), and those starting weights."""
+    label_set = data_loader.get_label_set('cityscapes')
+    with tf.Graph().as_default():
+        tf1.set_random_seed(1)
+        tensors = train_graph.build_train_graph(tf.constant(images), tf.constant(labels),
+                                                network, recipe, label_set)
+        variables = tf1.trainable_variables()
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            if start is not None:
+                for variable, value in zip(variables, start):
+                    variable.load(value, session)
+            before = session.run(variables)
+            session.run(tensors['train_op'])
+            return session.run(variables), before
+
+
+@pytest.mark.parametrize('optimizer', ['sgd', 'adam'])
+def test_accumulated_micro_batches_make_the_update_of_one_batch_of_them_all(tiny_model,
+                                                                           optimizer):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 64, 96, 3), dtype=np.uint8)
+    labels = rng.integers(0, 19, (4, 64, 96), dtype=np.uint8)
+    labels[:2, :20] = 255  # micro-batches of different weights: shares of the whole batch
+    recipe = specs.Recipe(epochs=1, batch_size=4, learning_rate=0.1, optimizer=optimizer,
+                          momentum=0.0)
+    _, initial = _one_update(tiny_model, recipe, images, labels)
+    # away from the zero score layers of a fresh start, so that every gradient is alive
+    start = [value + rng.normal(0, 0.05, value.shape).astype(value.dtype) for value in initial]
+    whole, _ = _one_update(tiny_model, recipe, images, labels, start)
+    accumulated, _ = _one_update(tiny_model, dataclasses.replace(recipe, accumulate=2),
+                                 images, labels, start)
+    assert all(np.abs(after - before).max() > 1e-6 for after, before in zip(whole, start))
+    for after_whole, after_accumulated in zip(whole, accumulated):
+        np.testing.assert_allclose(after_accumulated, after_whole, rtol=1e-4, atol=1e-6)
+    halves, _ = _one_update(tiny_model, recipe, images[:2], labels[:2], start)
+    assert max(np.abs(a - b).max() for a, b in zip(halves, whole)) > 1e-4  # not one half's

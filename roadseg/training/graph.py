@@ -119,6 +119,39 @@ def _replica_loss(images, labels, keep_prob, total_weight, first, network, recip
     return xent, loss, fcn8vgg16.predictions(logits)
 
 
+def _accumulated_step(images, labels, keep_prob, total_weight, first, network, recipe, label_set,
+                      class_weights, optimizer, global_step):
+    """A replica's slice cut into recipe.accumulate micro-batches that run one after another
+    (each starts once the previous one's gradients exist, so only one micro-batch's
+    activations are alive), their gradients summed into one update. Each micro-batch's loss is
+    its share of the whole batch's (over total_weight), and the weight decay is added once: the
+    sum is the gradient of one batch of them all. Returns (xent, loss, predictions, train_op).
+    """
+    parts = recipe.accumulate
+    sizes = _split_sizes(tf.shape(images)[0], parts)
+    image_parts, label_parts = tf.split(images, sizes, num=parts), tf.split(labels, sizes,
+                                                                            num=parts)
+    xents, losses, predictions, summed, previous = [], [], [], None, []
+    for part in range(parts):
+        with tf.control_dependencies(previous):
+            part_images, part_labels = (tf.identity(tensor) for tensor in _pad_empty(
+                image_parts[part], label_parts[part], label_set.ignore_id))
+        with tf1.variable_scope(tf1.get_variable_scope(), reuse=tf1.AUTO_REUSE):
+            xent, loss, part_predictions = _replica_loss(
+                part_images, part_labels, keep_prob, total_weight, first and part == parts - 1,
+                network, recipe, label_set, class_weights)
+        gradients = optimizer.compute_gradients(loss)
+        summed = gradients if summed is None else [
+            (total + gradient, variable) for (total, _), (gradient, variable)
+            in zip(summed, gradients)]
+        previous = [gradient for gradient, _ in gradients]
+        xents.append(xent)
+        losses.append(loss)
+        predictions.append(part_predictions[:tf.shape(image_parts[part])[0]])
+    train_op = optimizer.apply_gradients(summed, global_step)
+    return tf.add_n(xents), tf.add_n(losses), tf.concat(predictions, 0), train_op
+
+
 def learning_rate(recipe, global_step, steps_per_epoch):
     """The rate at global_step: recipe.lr_schedule over the whole training (epochs x
     steps_per_epoch steps), so that a resumed run goes on along the same curve, times a
@@ -184,12 +217,18 @@ def build_train_graph(images, labels, network, recipe, label_set, class_weights=
                 tf.distribute.get_replica_context().replica_id_in_sync_group)
             images, labels = _pad_empty(image_slices[index], label_slices[index],
                                         label_set.ignore_id)
-            xent, loss, predictions = _replica_loss(images, labels, keep_prob, total_weight,
-                                                    index == 0, network, recipe, label_set,
-                                                    class_weights)
+            if recipe.accumulate > 1:
+                xent, loss, predictions, train_op = _accumulated_step(
+                    images, labels, keep_prob, total_weight, index == 0, network, recipe,
+                    label_set, class_weights, optimizer, global_step)
+            else:
+                xent, loss, predictions = _replica_loss(images, labels, keep_prob, total_weight,
+                                                        index == 0, network, recipe, label_set,
+                                                        class_weights)
+                train_op = optimizer.minimize(loss, global_step)
             return dict(xent=xent, loss=loss,
                         predictions=predictions[:tf.shape(image_slices[index])[0]],
-                        train_op=optimizer.minimize(loss, global_step),
+                        train_op=train_op,
                         confusion=confusion_matrix(labels, predictions, label_set.num_classes,
                                                    label_set.ignore_id))
 

@@ -84,7 +84,7 @@ class Duties:
         keeper = run.val_set and best.BestModel(run.logbook.best_dir, run.logbook.ckpt_dir,
                                                 run.config, run.network, run.recipe.early_stop)
         return cls(session, graph, saver, run.logbook, run.steps_per_epoch, writer,
-                   run.recipe.batch_size, run.train_set, run.val_set, run.config['seed'],
+                   run.recipe.micro_batch_size, run.train_set, run.val_set, run.config['seed'],
                    keeper or None)
 
     def fetches(self, step):

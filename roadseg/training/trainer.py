@@ -112,6 +112,7 @@ def summary_run_name(recipe):
                                        recipe.batch_size, recipe.learning_rate,
                                        recipe.keep_prob)
     name += '_sgd' if recipe.optimizer == 'sgd' else ''
+    name += '_acc%d' % recipe.accumulate if recipe.accumulate > 1 else ''
     return name + ('_' + recipe.lr_schedule if recipe.lr_schedule != 'constant' else '')
 
 
