@@ -219,7 +219,7 @@ def _training_specs(args, network):
                           end_learning_rate=args.end_learning_rate,
                           lr_step_epochs=tuple(args.lr_step_epochs or ()),
                           warmup_steps=args.warmup_steps, early_stop=args.early_stop,
-                          accumulate=args.accumulate)
+                          accumulate=args.accumulate, init_from=args.init_from)
     logbook = specs.Logbook(args.ckpt_dir, args.summary_dir, args.ckpt_every,
                             args.keep_checkpoints, args.summary_every, args.image_summary_every)
     plan = specs.DevicePlan(args.gpu, args.gpu_mem, args.xla, args.precision, args.cpu_replicas)

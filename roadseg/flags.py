@@ -114,6 +114,10 @@ def _training_flags(parser):
         help='also jitter brightness, contrast and saturation while training')
     add('--vgg_weights', help='Udacity vgg folder, Keras VGG16 .h5, or none (from scratch); '
                               'default: download Udacity vgg.zip (demo: none)')
+    add('--init_from', metavar='PATH',
+        help='fine-tune: the first weights from a model folder or checkpoint folder this tool '
+             'wrote, of any label set (the score layers start afresh for another number of '
+             'classes); ignored when --ckpt_dir holds checkpoints to resume')
     add('--weight_decay', type=float, default=5e-4, help='L2 weight decay')
     add('--class_weights', choices=('none', 'inverse_freq', 'median_freq'), default='none')
     add('--train_upsampling', action='store_true',

@@ -61,6 +61,7 @@ class Recipe:
     lr_step_epochs: tuple = ()         # step: the rate is divided by 10 at each of these epochs
     warmup_steps: int = 0              # the rate rises linearly from 0 over these first steps
     accumulate: int = 1                # each batch is cut into these micro-batches, run in turn
+    init_from: str = None              # a model or checkpoint folder: the first weights
     early_stop: int = 0                # stop after this many validations without improvement
 
     @property

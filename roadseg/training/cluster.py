@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import helper
 from helper import UserError
-from roadseg.training import checkpoints, graph as train_graph, loop, vgg_weights
+from roadseg.training import checkpoints, graph as train_graph, init_from, loop
 
 tf1 = tf.compat.v1
 
@@ -219,8 +219,8 @@ def _build_cluster_graph(run):
 def _session_creator(run, saver, target, config):
     if run.task.is_chief:  # restores the latest checkpoint, else initialises, loads the weights
         scaffold = tf1.train.Scaffold(saver=saver, init_fn=lambda _, session:
-                                      vgg_weights.load_pretrained(session,
-                                                                  run.recipe.vgg_weights))
+                                      init_from.first_weights(session, run.init_plan,
+                                                              run.recipe.vgg_weights))
         return tf1.train.ChiefSessionCreator(scaffold, target, config,
                                              checkpoint_dir=run.logbook.ckpt_dir)
     return _WorkerSessionCreator(tf1.train.Scaffold(saver=saver), target, config)

@@ -10,8 +10,8 @@ from tqdm import tqdm
 import helper
 from helper import UserError
 from roadseg import model_dir
-from roadseg.training import (best, checkpoints, cluster, graph as train_graph, loop,
-                              vgg_weights)
+from roadseg.training import (best, checkpoints, cluster, graph as train_graph, init_from,
+                              loop)
 
 tf1 = tf.compat.v1
 
@@ -59,6 +59,7 @@ class Run:
         self.task, self.train_set, self.val_set, self.config = task, train_set, val_set, config
         self.steps_per_epoch = train_set.steps_per_epoch(recipe.batch_size)
         self.last_step = self.steps_per_epoch * recipe.epochs
+        self.init_plan = None  # an init_from.Plan: the first weights of a fresh training
 
 
 def train(run, run_dir, folder):
@@ -72,9 +73,10 @@ def train(run, run_dir, folder):
         return
     ckpt_dir = run.logbook.ckpt_dir
     model_dir.check_output_dir(folder)
-    os.makedirs(ckpt_dir, exist_ok=True)
     checkpoints.check_resumable(ckpt_dir, run.config)
-    resume_from = tf.train.latest_checkpoint(ckpt_dir)
+    resume_from = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+    _plan_init(run, resume_from)
+    os.makedirs(ckpt_dir, exist_ok=True)
     seed = run.config['seed']  # every worker's: --seed, or else one computed from the cluster
     if resume_from:  # the same seed and class weights, so the epoch orders and loss go on
         saved = helper.read_json(os.path.join(ckpt_dir, model_dir.CONFIG_FILE))
@@ -104,6 +106,17 @@ def train(run, run_dir, folder):
         print(kept)
 
 
+def _plan_init(run, resume_from):
+    """Plans --init_from for a fresh training and prints its table; a resumed one ignores it."""
+    source = run.recipe.init_from
+    if source and resume_from:
+        helper.warn('%s holds checkpoints: resuming them, --init_from %s ignored'
+                    % (run.logbook.ckpt_dir, source))
+    elif source:
+        run.init_plan = init_from.plan(source, run.config['num_classes'], run.network)
+        print('\n'.join(init_from.table(run.init_plan)))
+
+
 def summary_run_name(recipe):
     """The TensorBoard run of a training: its start time and main settings, as
     20261205-130115_ep10_bs5_lr0.0001_kp0.5 (then the optimiser and schedule if not the
@@ -129,8 +142,9 @@ def _input_tensors(run, start_step):
             batches)
 
 
-def initialise(session, saver, vgg_source, resume_from):
-    """Restores the last checkpoint, or initialises and loads the pretrained VGG16 weights."""
+def initialise(session, saver, resume_from, init_plan, vgg_source):
+    """Restores the last checkpoint, or initialises and loads the --init_from or pretrained
+    VGG16 weights."""
     # Both initialisers are built before either runs: an op built on ops a session has run
     # changes them, which TensorFlow warns of.
     initialise_local = tf1.local_variables_initializer()  # the fp16 loss scale, never saved
@@ -140,7 +154,7 @@ def initialise(session, saver, vgg_source, resume_from):
         saver.restore(session, resume_from)
         return
     session.run(initialise_global)
-    vgg_weights.load_pretrained(session, vgg_source)
+    init_from.first_weights(session, init_plan, vgg_source)
 
 
 def _train_alone(run, resume_from, start_step):
@@ -161,7 +175,7 @@ def _train_alone(run, resume_from, start_step):
     if resume_from:  # TensorBoard drops what a killed run logged past the checkpoint
         writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START), start_step + 1)
     with tf1.Session(graph=graph, config=run.session_config) as session:
-        initialise(session, saver, run.recipe.vgg_weights, resume_from)
+        initialise(session, saver, resume_from, run.init_plan, run.recipe.vgg_weights)
         if resume_from:
             print('continuing training after %d steps' % start_step)
         loop.run(session, tensors, batches, run.recipe.keep_prob, start_step, run.last_step,
