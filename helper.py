@@ -1,9 +1,11 @@
 """Shared utilities that fit nowhere else: errors and their first line, colouring, run folders,
 atomic files and JSON, mean IoU and pixel accuracy. No TensorFlow: `main.py -h` imports it."""
+import contextlib
 import datetime
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import uuid
@@ -127,6 +129,86 @@ def new_run_dir(runs_dir):
         except FileExistsError:
             continue
     raise UserError('cannot create a new run folder under %s' % runs_dir)
+
+
+LOCK_FILE = '.fcn8s.lock'  # in a folder a process writes: its pid, host and action
+
+
+def process_start(pid):
+    """The start time of a process of this host in clock ticks since boot, None if unknown
+    (no /proc): a pid reused by another process has another start."""
+    try:
+        with open('/proc/%d/stat' % pid) as stat:
+            return int(stat.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _lock_is_stale(holder):
+    """True if the process a lock names is gone: of this host, and no longer running (or its
+    pid now another process). A lock of another host is never stale: it cannot be checked."""
+    if holder.get('host') != socket.gethostname() or not isinstance(holder.get('pid'), int):
+        return False
+    try:
+        os.kill(holder['pid'], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    start = process_start(holder['pid'])
+    return None not in (start, holder.get('start')) and start != holder['start']
+
+
+def _read_lock(path):
+    try:
+        with open(path) as lock:
+            holder = json.load(lock)
+        return holder if isinstance(holder, dict) else {}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # being written, or damaged: held, by an unknown process
+
+
+@contextlib.contextmanager
+def folder_lock(folder, action):
+    """Holds folder for this process while the block runs: LOCK_FILE, created atomically
+    (O_EXCL), names the process. A folder another running process holds is a UserError naming
+    it; the lock of a process that died without removing it is taken over with a warning."""
+    path = os.path.join(folder, LOCK_FILE)
+    me = dict(pid=os.getpid(), host=socket.gethostname(), action=action,
+              start=process_start(os.getpid()), since=timestamp())
+    while True:
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if holder is None:  # removed meanwhile: try again
+                continue
+            if not _lock_is_stale(holder):
+                raise UserError(
+                    '%s is in use by %s (pid %s on %s, since %s): wait for it to end, or use '
+                    'another folder; if no such process runs, delete %s'
+                    % (folder, holder.get('action', 'another process'), holder.get('pid', '?'),
+                       holder.get('host', '?'), holder.get('since', '?'), path)) from None
+            try:  # renamed aside first: of two processes taking it over, one wins
+                os.rename(path, '%s.stale-%d' % (path, os.getpid()))
+            except FileNotFoundError:
+                continue
+            os.remove('%s.stale-%d' % (path, os.getpid()))
+            warn('%s was locked by %s (pid %d on %s), which is no longer running: taken over'
+                 % (folder, holder.get('action', '?'), holder['pid'], holder['host']))
+            continue
+        except OSError as error:
+            raise UserError('cannot lock %s: %s' % (folder, first_line(error))) from None
+        with os.fdopen(descriptor, 'w') as lock:
+            json.dump(me, lock)
+        break
+    try:
+        yield
+    finally:
+        if _read_lock(path) == me:
+            os.remove(path)
 
 
 def write_atomically(path, write, temporary=None):

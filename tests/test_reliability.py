@@ -4,9 +4,11 @@ Tiny VGG16 and 64x128 images throughout; the tests that need real signals, kills
 limit run the tool in a subprocess through tests/tiny_main.py.
 """
 import glob
+import json
 import os
 import resource
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -577,3 +579,94 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch, flags):
     err = capsys.readouterr().err
     assert 'Traceback (most recent call last)' in err and 'UserError' in err
     assert err.strip().splitlines()[-1].startswith('error: ')
+
+
+# ---------------------------------------------------------------------- one process per folder
+
+def _lock_of(folder, pid, **fields):
+    """A lock file as a process pid of this host wrote it."""
+    holder = dict(dict(pid=pid, host=socket.gethostname(), action='train',
+                       start=helper.process_start(pid), since='20261206-010203'), **fields)
+    (folder / helper.LOCK_FILE).write_text(json.dumps(holder))
+    return holder
+
+
+@pytest.mark.end_to_end
+def test_a_folder_another_running_process_holds_is_refused(tmp_path):
+    sleeper = subprocess.Popen(['sleep', '60'])
+    try:
+        holder = _lock_of(tmp_path, sleeper.pid)
+        with pytest.raises(UserError) as error:
+            with helper.folder_lock(str(tmp_path), 'train'):
+                pass
+        assert ('%s is in use by train (pid %d on %s, since 20261206-010203)'
+                % (tmp_path, sleeper.pid, holder['host'])) in str(error.value)
+        assert json.loads((tmp_path / helper.LOCK_FILE).read_text()) == holder
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.end_to_end
+@pytest.mark.parametrize('host', ['here', 'elsewhere'])
+def test_the_lock_of_a_process_gone_is_taken_over_one_of_another_host_is_not(tmp_path, capsys,
+                                                                             host):
+    gone = subprocess.Popen(['true'])
+    gone.wait()
+    _lock_of(tmp_path, gone.pid)
+    if host == 'elsewhere':
+        holder = json.loads((tmp_path / helper.LOCK_FILE).read_text())
+        (tmp_path / helper.LOCK_FILE).write_text(json.dumps(dict(holder, host='other-host')))
+        with pytest.raises(UserError, match='pid %d on other-host' % gone.pid):
+            with helper.folder_lock(str(tmp_path), 'train'):
+                pass
+        return
+    with helper.folder_lock(str(tmp_path), 'prepare'):
+        held = json.loads((tmp_path / helper.LOCK_FILE).read_text())
+        assert (held['pid'], held['action']) == (os.getpid(), 'prepare')
+    assert os.listdir(tmp_path) == []  # released, and nothing of the stale lock left
+    assert ('which is no longer running: taken over' in capsys.readouterr().err)
+
+
+def test_a_pid_now_of_another_process_is_a_stale_lock(tmp_path):
+    """The pid runs, but started at another time than the lock's process: reused."""
+    holder = _lock_of(tmp_path, os.getppid())
+    (tmp_path / helper.LOCK_FILE).write_text(json.dumps(dict(holder, start=holder['start'] + 1)))
+    with helper.folder_lock(str(tmp_path), 'train'):
+        assert json.loads((tmp_path / helper.LOCK_FILE).read_text())['pid'] == os.getpid()
+
+
+@pytest.mark.end_to_end
+def test_a_second_training_of_one_folder_stops_and_a_killed_one_s_lock_is_taken_over(
+        demo_root, tmp_path, capsys):
+    first = _spawn(_flags(demo_root, tmp_path), tmp_path / 'first.log', stop_at='step:1',
+                   marker=tmp_path / 'marker')
+    try:
+        _wait_for_marker(tmp_path / 'marker', first, tmp_path / 'first.log')
+        line = _error(capsys, _flags(demo_root, tmp_path))
+        assert line.startswith('error: %s is in use by train (pid %d on '
+                               % (tmp_path / 'ckpt', first.pid))
+    finally:
+        first.kill()
+        first.wait()
+    assert main.main(_flags(demo_root, tmp_path), network=synthetic.TINY_NETWORK) == 0
+    assert ('was locked by train (pid %d on %s), which is no longer running: taken over'
+            % (first.pid, socket.gethostname())) in capsys.readouterr().err
+    assert _latest_step(tmp_path / 'ckpt') == STEPS_PER_EPOCH
+    assert not os.path.exists(tmp_path / 'ckpt' / helper.LOCK_FILE)
+
+
+@pytest.mark.end_to_end
+def test_a_second_prepare_into_one_folder_stops(demo_root, tmp_path, capsys):
+    out = tmp_path / 'prepared'
+    flags = ['prepare', '--dataset', 'demo', '--data_root', demo_root, '--prepared_dir',
+             str(out), '--image_shape', '64', '128']
+    assert main.main(flags) == 0
+    sleeper = subprocess.Popen(['sleep', '60'])
+    try:
+        _lock_of(out, sleeper.pid, action='prepare')
+        line = _error(capsys, flags)
+        assert line.startswith('error: %s is in use by prepare (pid %d' % (out, sleeper.pid))
+    finally:
+        sleeper.kill()
+        sleeper.wait()

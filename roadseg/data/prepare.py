@@ -125,6 +125,13 @@ def prepare_split(images_glob, labels_glob, source_root, output_root, label_set,
     settings = {'label_set': label_set.name, 'cover_shape': list(cover_shape),
                 'source': os.path.abspath(source_root)}
     _check_output_root(output_root, source_root, settings)
+    with helper.folder_lock(output_root, 'prepare'):  # a second prepare of the folder stops
+        return _copy_split(image_paths, label_paths, source_root, output_root, label_set,
+                           cover_shape, workers, desc)
+
+
+def _copy_split(image_paths, label_paths, source_root, output_root, label_set, cover_shape,
+                workers, desc):
     jobs = []
     for image_path, label_path in zip(image_paths, label_paths):
         # KITTI's road and lane truth keep their names: the dataset's globs tell them apart.

@@ -74,9 +74,16 @@ def train(run, run_dir, folder):
     ckpt_dir = run.logbook.ckpt_dir
     model_dir.check_output_dir(folder)
     checkpoints.check_resumable(ckpt_dir, run.config)
-    resume_from = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
-    _plan_init(run, resume_from)
+    _plan_init(run, tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None)
     os.makedirs(ckpt_dir, exist_ok=True)
+    with helper.folder_lock(ckpt_dir, 'train'):  # a second training of the folder stops here
+        _train_and_export(run, run_dir, folder)
+
+
+def _train_and_export(run, run_dir, folder):
+    """train() once the checkpoint folder is this process's."""
+    ckpt_dir = run.logbook.ckpt_dir
+    resume_from = tf.train.latest_checkpoint(ckpt_dir)
     seed = run.config['seed']  # every worker's: --seed, or else one computed from the cluster
     if resume_from:  # the same seed and class weights, so the epoch orders and loss go on
         saved = helper.read_json(os.path.join(ckpt_dir, model_dir.CONFIG_FILE))
