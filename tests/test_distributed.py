@@ -28,13 +28,13 @@ TIMEOUT = 300  # seconds a cluster test may take before its processes are killed
 _flags = synthetic.train_flags
 
 
-def _checkpoint(ckpt_dir):
+def checkpoint_values(ckpt_dir):
     """{name: value} of the latest checkpoint, the optimizer's slots included."""
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(ckpt_dir)))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
-def _summaries(summary_dir, tag):
+def scalar_values(summary_dir, tag):
     """[(step, value)] of a scalar summary, in step order."""
     values = []
     for path in glob.glob(os.path.join(str(summary_dir), '**', 'events.*'), recursive=True):
@@ -56,7 +56,8 @@ def test_two_replicas_follow_one_device(demo_root, tmp_path, tiny_model, pipelin
         assert main.main(_flags(demo_root, folder, '-ep', 3, '--seed', 3, '--no_val',
                                 '--pipeline', pipeline, '--summary_every', 1,
                                 '--cpu_replicas', replicas, '-lr', '1e-3'), network=tiny_model) == 0
-        runs[replicas] = (_summaries(folder / 'summaries', 'loss'), _checkpoint(folder / 'ckpt'))
+        runs[replicas] = (scalar_values(folder / 'summaries', 'loss'),
+                          checkpoint_values(folder / 'ckpt'))
     (steps_1, losses_1), (steps_2, losses_2) = (zip(*runs[n][0]) for n in (1, 2))
     assert steps_1 == steps_2 == tuple(range(1, 7))  # the global step goes up by one a step
     np.testing.assert_allclose(losses_2, losses_1, rtol=1e-4)
@@ -79,7 +80,7 @@ def test_checkpoints_move_between_one_and_two_devices(demo_root, tmp_path, tiny_
                                 '--cpu_replicas', replicas, *common), network=tiny_model) == 0
     assert 'continuing training after 4 steps' in capsys.readouterr().out
     assert tf.train.latest_checkpoint(str(tmp_path / 'moved' / 'ckpt')).endswith('-6')
-    one, moved = _checkpoint(tmp_path / 'one' / 'ckpt'), _checkpoint(tmp_path / 'moved' / 'ckpt')
+    one, moved = (checkpoint_values(tmp_path / run / 'ckpt') for run in ('one', 'moved'))
     for name, value in one.items():
         np.testing.assert_allclose(moved[name], value, rtol=1e-3, atol=1e-5, err_msg=name)
     model = sorted(glob.glob(str(tmp_path / 'moved' / 'runs' / '*' / 'model')))[-1]
@@ -95,9 +96,9 @@ def test_four_replicas_take_a_batch_shorter_than_the_devices(demo_root, tmp_path
     """6 images at batch 4 on 4 devices: the last batch of 2 leaves two replicas empty."""
     assert main.main(_flags(demo_root, tmp_path, '--cpu_replicas', 4, '--seed', 1,
                             '--summary_every', 1), network=tiny_model) == 0
-    losses = _summaries(tmp_path / 'summaries', 'loss')
+    losses = scalar_values(tmp_path / 'summaries', 'loss')
     assert [step for step, _ in losses] == [1, 2] and all(np.isfinite(v) for _, v in losses)
-    assert _summaries(tmp_path / 'summaries', 'val/mean_iou')
+    assert scalar_values(tmp_path / 'summaries', 'val/mean_iou')
 
 
 def test_pretrained_weights_reach_every_replica(tiny_model):
@@ -207,7 +208,7 @@ def _reserved_ports(count):
     return sockets
 
 
-class _Cluster:
+class Cluster:
     """A ps and two workers of tests/tiny_main.py on 127.0.0.1, each logging to a file, on
     ports reserved until kill(), which ends all. tf_config: the tasks read the cluster from
     the TF_CONFIG environment variable instead of flags."""
@@ -255,7 +256,7 @@ class _Cluster:
             sock.close()
 
 
-def _took(output, index):
+def took(output, index):
     """(steps taken, first global step, last global step) that worker `index` printed."""
     line = [line for line in output.splitlines() if line.startswith('worker %d took' % index)]
     assert line, output[-3000:]
@@ -268,13 +269,13 @@ def test_ps_and_two_workers_train_in_step(demo_root, tmp_path, tiny_model, capsy
     """6 images at global batch 4 for 3 epochs: 6 global steps; each worker computes every one
     of them (2 images each), the chief checkpoints, summarises and exports; all exit 0. One
     process then resumes the cluster's checkpoints."""
-    cluster = _Cluster(demo_root, tmp_path, '-ep', 3, '--ckpt_every', 2, '--summary_every', 1)
+    cluster = Cluster(demo_root, tmp_path, '-ep', 3, '--ckpt_every', 2, '--summary_every', 1)
     try:
         cluster.start('ps', 'ps', 0)
         cluster.start('chief', 'worker', 0)
         cluster.start('worker1', 'worker', 1)
-        assert _took(cluster.wait('chief'), 0) == (6, 0, 6)
-        assert _took(cluster.wait('worker1'), 1) == (6, 0, 6)
+        assert took(cluster.wait('chief'), 0) == (6, 0, 6)
+        assert took(cluster.wait('worker1'), 1) == (6, 0, 6)
         assert 'all 2 workers have finished' in cluster.wait('ps')
     finally:
         cluster.kill()
@@ -282,10 +283,10 @@ def test_ps_and_two_workers_train_in_step(demo_root, tmp_path, tiny_model, capsy
     assert tf.train.latest_checkpoint(str(ckpt)).endswith('-6')
     assert sorted(glob.glob(str(ckpt / '*.index'))) == [
         str(ckpt / ('model.ckpt-%d.index' % step)) for step in (2, 4, 6)]
-    assert [step for step, _ in _summaries(tmp_path / 'summaries', 'loss')] == list(range(1, 7))
-    assert len(_summaries(tmp_path / 'summaries', 'val/mean_iou')) == 3  # one per epoch
+    assert [step for step, _ in scalar_values(tmp_path / 'summaries', 'loss')] == list(range(1, 7))
+    assert len(scalar_values(tmp_path / 'summaries', 'val/mean_iou')) == 3  # one per epoch
     assert len(glob.glob(str(tmp_path / 'runs' / '*' / 'model' / 'saved_model.pb'))) == 1
-    names = set(_checkpoint(ckpt))
+    names = set(checkpoint_values(ckpt))
     assert 'global_step' in names and not [n for n in names if 'sync' in n or 'replica' in n]
     capsys.readouterr()
     assert main.main(_flags(demo_root, tmp_path, '-ep', 4, '--no_val'), network=tiny_model) == 0
@@ -317,27 +318,27 @@ def test_cluster_from_tf_config_follows_one_device(demo_root, tmp_path, tiny_mod
     same."""
     common = ('-ep', 3, '--seed', 5, '--no_val', '--summary_every', 1, '-lr', '1e-3', augment)
     os.makedirs(tmp_path / 'cluster')
-    cluster = _Cluster(demo_root, tmp_path / 'cluster', *common, tf_config=True)
+    cluster = Cluster(demo_root, tmp_path / 'cluster', *common, tf_config=True)
     worker_losses = [tmp_path / 'cluster' / ('losses%d.txt' % index) for index in (0, 1)]
     try:
         cluster.start('ps', 'ps', 0)
         for index, name in enumerate(('chief', 'worker1')):
             cluster.start(name, 'worker', index, TINY_MAIN_LOSSES=str(worker_losses[index]))
-        assert _took(cluster.wait('chief'), 0) == (6, 0, 6)
-        assert _took(cluster.wait('worker1'), 1) == (6, 0, 6)
+        assert took(cluster.wait('chief'), 0) == (6, 0, 6)
+        assert took(cluster.wait('worker1'), 1) == (6, 0, 6)
         assert 'all 2 workers have finished' in cluster.wait('ps')
     finally:
         cluster.kill()
     assert main.main(_flags(demo_root, tmp_path / 'one', *common), network=tiny_model) == 0
-    steps, one_device = zip(*_summaries(tmp_path / 'one' / 'summaries', 'loss'))
+    steps, one_device = zip(*scalar_values(tmp_path / 'one' / 'summaries', 'loss'))
     assert steps == tuple(range(1, 7)) and one_device[-1] < one_device[0] - 0.1  # it learned
     chief, worker1 = (_losses(path) for path in worker_losses)
     np.testing.assert_allclose((np.array(chief) + worker1) / 2, one_device, rtol=1e-5)
-    steps, chief_summaries = zip(*_summaries(tmp_path / 'cluster' / 'summaries', 'loss'))
+    steps, chief_summaries = zip(*scalar_values(tmp_path / 'cluster' / 'summaries', 'loss'))
     assert steps == tuple(range(1, 7))
     np.testing.assert_allclose(chief_summaries, chief, rtol=1e-6)
-    cluster_variables = _checkpoint(tmp_path / 'cluster' / 'ckpt')
-    one_variables = _checkpoint(tmp_path / 'one' / 'ckpt')
+    cluster_variables = checkpoint_values(tmp_path / 'cluster' / 'ckpt')
+    one_variables = checkpoint_values(tmp_path / 'one' / 'ckpt')
     assert sorted(cluster_variables) == sorted(one_variables)
     for name, value in one_variables.items():
         np.testing.assert_allclose(cluster_variables[name], value, rtol=1e-4, atol=1e-5,
@@ -351,7 +352,7 @@ def test_killed_worker_restarts_and_the_run_completes(demo_root, tmp_path):
     and training completes. (Killed inside a step, after handing in its gradient and before
     taking its token, it leaves that token to the chief, which then goes on alone: not tested
     here, as no moment outside TensorFlow marks it.)"""
-    cluster = _Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val')
+    cluster = Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val')
     marker = tmp_path / 'worker1.marker'
     try:
         cluster.start('ps', 'ps', 0)
@@ -362,9 +363,9 @@ def test_killed_worker_restarts_and_the_run_completes(demo_root, tmp_path):
         cluster.processes['worker1'].send_signal(signal.SIGKILL)
         assert cluster.processes['worker1'].wait(timeout=TIMEOUT) == -signal.SIGKILL
         cluster.start('worker1_again', 'worker', 1)
-        taken, first, last = _took(cluster.wait('worker1_again'), 1)
+        taken, first, last = took(cluster.wait('worker1_again'), 1)
         assert (first, last) == (5, 16) and taken >= last - first
-        assert _took(cluster.wait('chief'), 0)[2] == 16
+        assert took(cluster.wait('chief'), 0)[2] == 16
         assert 'all 2 workers have finished' in cluster.wait('ps')
     finally:
         cluster.kill()
