@@ -670,3 +670,60 @@ def test_a_second_prepare_into_one_folder_stops(demo_root, tmp_path, capsys):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# ------------------------------------------------------------------------------ hostile input
+
+def _png_declaring(path, width, height):
+    """A small PNG file whose header declares width x height pixels (a decompression bomb)."""
+    def chunk(kind, data):
+        return (struct.pack('>I', len(data)) + kind + data
+                + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+
+    path.write_bytes(b'\x89PNG\r\n\x1a\n'
+                     + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+                     + chunk(b'IDAT', zlib.compress(b'\0' * 1000)) + chunk(b'IEND', b''))
+    return str(path)
+
+
+def _jpeg_declaring(path, width, height):
+    """A real small JPEG whose frame header is rewritten to declare width x height."""
+    Image.new('RGB', (16, 16), (90, 120, 60)).save(path, format='JPEG')
+    data = bytearray(path.read_bytes())
+    frame = data.index(b'\xff\xc0') + 5  # SOF0: length (2), precision (1), then height, width
+    data[frame:frame + 4] = struct.pack('>HH', height, width)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+@pytest.mark.parametrize('make, reader', [
+    (_png_declaring, data_loader.read_image), (_jpeg_declaring, data_loader.read_image),
+    (_png_declaring, data_loader.read_label)])
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, make, reader):
+    path = make(tmp_path / 'bomb', 60000, 60000)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UserError) as error:
+        reader(path)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grown_mb < 50  # 60000 x 60000 decoded would be 10 GB
+    assert path in str(error.value) and '3600000000 pixels' in str(error.value)
+    assert len(str(error.value).splitlines()) == 1
+
+
+def test_a_large_photo_is_read(tmp_path):
+    path = tmp_path / 'large.jpg'
+    Image.new('RGB', (6000, 4000), (30, 60, 90)).save(path, quality=90)
+    assert data_loader.read_image(str(path)).shape == (4000, 6000, 3)
+
+
+@pytest.mark.end_to_end
+def test_prepare_refuses_a_bomb_with_one_line(tmp_path, capsys):
+    images, masks = tmp_path / 'data' / 'images', tmp_path / 'data' / 'masks'
+    images.mkdir(parents=True)
+    masks.mkdir()
+    bomb = _png_declaring(images / 'a.png', 60000, 60000)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(masks / 'a.png')
+    line = _error(capsys, ['prepare', '--dataset', 'folder', '-ip', str(images), '-lp',
+                           str(masks), '--label_set', 'cityscapes', '--val_fraction', '0',
+                           '--prepared_dir', str(tmp_path / 'out')])
+    assert bomb in line and 'exceeds limit' in line

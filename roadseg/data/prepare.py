@@ -91,7 +91,7 @@ def _image_size(path):
     try:
         with Image.open(path) as image:
             return image.size[1], image.size[0]
-    except (OSError, ValueError) as error:
+    except data_loader.DECODE_ERRORS as error:  # a decompression bomb among them
         raise UserError('cannot read image %s: %s' % (path, helper.first_line(error))) from None
 
 
