@@ -495,6 +495,11 @@ MODEL_FOLDERS = {
     'corrupt frozen graph': (lambda d: (helper.write_json(
         os.path.join(d, 'fcn8s_config.json'), CONFIG), _write(d, 'graph.pb', b'\x0a\xff' * 9)),
         'cannot read the graph {}/graph.pb'),
+    'config not JSON': (lambda d: _write(d, 'fcn8s_config.json', b'{"label_set": '),
+                        'cannot read {}/fcn8s_config.json: Expecting value'),
+    'truncated SavedModel': (lambda d: (
+        helper.write_json(os.path.join(d, 'fcn8s_config.json'), CONFIG),
+        _write(d, 'saved_model.pb', b'\x08\x01\x12\x05ab')), 'cannot load the model in {}'),
     'corrupt checkpoint': (lambda d: (
         helper.write_json(os.path.join(d, 'fcn8s_config.json'), CONFIG),
         _write(d, 'checkpoint', b'model_checkpoint_path: "model.ckpt-1"\n'),
@@ -516,6 +521,23 @@ def test_model_folder_errors_are_one_line(tmp_path, capsys, case):
     line = _error(capsys, ['predict', '--gpu', '0', '-ip', image, '-md', model_dir,
                            '-rd', str(tmp_path / 'runs')])
     assert message.format(model_dir) in line
+    assert not os.path.exists(tmp_path / 'runs')
+
+
+@pytest.mark.end_to_end
+@pytest.mark.parametrize('data, message', [
+    (b'', 'is not a TFLite model'), (b'\0' * 64, 'is not a TFLite model'),
+    (b'\0\0\0\0TFL3' + b'\1' * 56, 'cannot load the TFLite model {}: Model provided is schema')])
+def test_a_damaged_tflite_model_is_one_line(tmp_path, capsys, data, message):
+    model_dir = tmp_path / 'model'
+    model_dir.mkdir()
+    helper.write_json(str(model_dir / 'fcn8s_config.json'), CONFIG)
+    _write(str(model_dir), 'model.tflite', data)
+    image = synthetic.write_png(str(tmp_path / 'a.png'), synthetic.random_image(64, 128, 0))
+    tflite = str(model_dir / 'model.tflite')
+    line = _error(capsys, ['predict', '--gpu', '0', '-ip', image, '-md', tflite,
+                           '-rd', str(tmp_path / 'runs')])
+    assert tflite in line and message.format(tflite) in line
     assert not os.path.exists(tmp_path / 'runs')
 
 

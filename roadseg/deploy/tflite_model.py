@@ -101,13 +101,22 @@ class TFLiteModel:
         if not os.path.exists(path):
             raise UserError('%s holds no %s: export the model with optimise first'
                             % (folder, TFLITE_FILE))
-        with warnings.catch_warnings():
-            # TF 2.20+ points to the ai-edge-litert package: the same interpreter, not needed.
-            warnings.filterwarnings('ignore', '.*tf.lite.Interpreter is deprecated')
-            self.interpreter = tf.lite.Interpreter(
-                model_path=path, num_threads=num_threads or os.cpu_count(),
-                experimental_op_resolver_type=_RESOLVERS[xnnpack])
-        self.interpreter.allocate_tensors()
+        with open(path, 'rb') as model_file:
+            if model_file.read(8)[4:] != b'TFL3':  # the FlatBuffer's file identifier
+                raise UserError('%s is not a TFLite model (damaged, or another kind of file)'
+                                % path)
+        try:
+            with warnings.catch_warnings():
+                # TF 2.20+ points to the ai-edge-litert package: the same interpreter.
+                warnings.filterwarnings('ignore', '.*tf.lite.Interpreter is deprecated')
+                self.interpreter = tf.lite.Interpreter(
+                    model_path=path, num_threads=num_threads or os.cpu_count(),
+                    experimental_op_resolver_type=_RESOLVERS[xnnpack])
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:  # a truncated or damaged file
+            reason = ''.join(c if c.isprintable() else ' ' for c in str(error))
+            raise UserError('cannot load the TFLite model %s: %s'
+                            % (path, ' '.join(reason.split()))) from None
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         if tuple(self._input['shape'][1:3]) != self.image_shape:
