@@ -749,3 +749,48 @@ def test_prepare_refuses_a_bomb_with_one_line(tmp_path, capsys):
                            str(masks), '--label_set', 'cityscapes', '--val_fraction', '0',
                            '--prepared_dir', str(tmp_path / 'out')])
     assert bomb in line and 'exceeds limit' in line
+
+
+# ----------------------------------------------------------------------------- corrupt state
+
+def _damage_newest(ckpt_dir, part):
+    """Flips a byte in the middle of the newest checkpoint's data file, or truncates its
+    index; returns the prefix."""
+    prefix = tf.train.latest_checkpoint(str(ckpt_dir))
+    if part == 'data':
+        (path,) = glob.glob(prefix + '.data-*')
+        data = bytearray(open(path, 'rb').read())
+        data[len(data) // 2] ^= 0xff
+    else:
+        path = prefix + '.index'
+        data = open(path, 'rb').read()[:40]
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
+    return prefix
+
+
+@pytest.mark.end_to_end
+@pytest.mark.parametrize('part', ['data', 'index'])
+def test_a_damaged_newest_checkpoint_is_passed_over_for_the_one_before(demo_root, tmp_path,
+                                                                       capsys, part):
+    flags = _flags(demo_root, tmp_path, '--ckpt_every', '2')
+    assert main.main(flags, network=synthetic.TINY_NETWORK) == 0
+    damaged = _damage_newest(tmp_path / 'ckpt', part)
+    assert damaged.endswith('-%d' % STEPS_PER_EPOCH)
+    assert main.main(_flags(demo_root, tmp_path, '--ckpt_every', '2', '-ep', '2'),
+                     network=synthetic.TINY_NETWORK) == 0
+    captured = capsys.readouterr()
+    assert ('the checkpoint %s is damaged (' % damaged) in captured.err
+    assert 'continuing training after 2 steps' in captured.out
+    assert _latest_step(tmp_path / 'ckpt') == 2 * STEPS_PER_EPOCH  # every tensor reads back
+
+
+@pytest.mark.end_to_end
+def test_no_usable_checkpoint_is_one_line_and_nothing_is_deleted(demo_root, tmp_path, capsys):
+    flags = _flags(demo_root, tmp_path, '--keep_checkpoints', '1')
+    assert main.main(flags, network=synthetic.TINY_NETWORK) == 0
+    _damage_newest(tmp_path / 'ckpt', 'data')
+    files = sorted(os.listdir(tmp_path / 'ckpt'))
+    line = _error(capsys, _flags(demo_root, tmp_path, '--keep_checkpoints', '1', '-ep', '2'))
+    assert line.startswith('error: no usable checkpoint in %s' % (tmp_path / 'ckpt'))
+    assert sorted(os.listdir(tmp_path / 'ckpt')) == files

@@ -28,6 +28,39 @@ def checkpoint_step(path):
     return int(path.rsplit('-', 1)[1]) if path else 0
 
 
+def usable_checkpoint(ckpt_dir):
+    """The newest checkpoint of ckpt_dir whose every tensor reads back intact (their
+    checksums hold), or None if it lists none. A damaged one is passed over with a warning
+    naming it, and the `checkpoint` file made to name the usable one as the latest: the
+    training goes on from there, and nothing is deleted. None usable is a UserError."""
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+    if state is None:
+        return None
+    paths = [path if os.path.isabs(path) else os.path.join(ckpt_dir, path)
+             for path in list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]]
+    for index in reversed(range(len(paths))):
+        damage = _damage(paths[index])
+        if damage is None:
+            if index < len(paths) - 1:
+                tf1.train.update_checkpoint_state(ckpt_dir, paths[index], paths[:index + 1])
+            return paths[index]
+        helper.warn('the checkpoint %s is damaged (%s): %s' % (
+            paths[index], damage, 'passed over' if index else 'no earlier one'))
+    raise UserError('no usable checkpoint in %s (each is damaged, see above); nothing was '
+                    'deleted: move the folder away, or use another --ckpt_dir' % ckpt_dir)
+
+
+def _damage(prefix):
+    """Why the checkpoint prefix cannot be restored, None if it can."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError) as error:
+        return helper.first_line(error)
+    return None
+
+
 def check_resumable(ckpt_dir, config):
     """A checkpoint folder written for another label set, model or optimiser (whose slots
     would not match) cannot be resumed; another rate or schedule goes on with a warning."""

@@ -83,7 +83,7 @@ def train(run, run_dir, folder):
 def _train_and_export(run, run_dir, folder):
     """train() once the checkpoint folder is this process's."""
     ckpt_dir = run.logbook.ckpt_dir
-    resume_from = tf.train.latest_checkpoint(ckpt_dir)
+    resume_from = checkpoints.usable_checkpoint(ckpt_dir)
     seed = run.config['seed']  # every worker's: --seed, or else one computed from the cluster
     if resume_from:  # the same seed and class weights, so the epoch orders and loss go on
         saved = helper.read_json(os.path.join(ckpt_dir, model_dir.CONFIG_FILE))
