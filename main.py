@@ -288,8 +288,10 @@ def _best_dir(args, run_dir, folder):
 
 def _load_model(args):
     import helper
-    from roadseg import devices, model_dir
+    from roadseg import devices, model_dir, specs
     from roadseg.deploy import loader
+    args.inference = specs.Inference(args.scales, args.flip, args.tile, args.tile_overlap,
+                                     args.save_probs)  # checked before the model loads
     folder = args.model_dir
     if folder is None:
         configs = sorted(glob.glob(os.path.join(args.runs_dir, '*', 'model',
@@ -310,6 +312,7 @@ def _load_model(args):
             args.gpu, args.gpu_mem, args.xla, args.precision))
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
                                                  model.label_set.num_classes, *model.image_shape))
+    args.inference.check_model(model)
     return model
 
 
@@ -324,7 +327,7 @@ def predict(args):
     model = _load_model(args)
     run_dir = helper.new_run_dir(args.runs_dir)
     result = predicting.predict_images(model, image_paths, run_dir, args.keep_size,
-                                       args.batch_size or 1, args.save_labels)
+                                       args.batch_size or 1, args.save_labels, args.inference)
     print('%d images: model %.0f ms, overlay and writing %.0f ms per image; written to %s'
           % (result['images'], result['model_ms'], result['write_ms'], run_dir))
 
@@ -391,15 +394,16 @@ def evaluate(args):
     model = _load_model(args)
     data_set = _data_label_set(args, model.label_set)
     mapping = _class_mapping(args, model.label_set, data_set)
+    run_dir = helper.new_run_dir(args.runs_dir)
     confusion = evaluating.confusion_over(model, image_paths, label_paths, args.keep_size,
-                                          args.batch_size or 1, data_set, mapping)
+                                          args.batch_size or 1, data_set, mapping,
+                                          args.inference, run_dir)
     scored = mapping.label_set if mapping else model.label_set
     results = metrics.compute_metrics(confusion, scored)
     if mapping:
         results = label_maps.scored_metrics(results, mapping)
     print(metrics.format_table(results))
-    run_dir = helper.new_run_dir(args.runs_dir)
-    metrics.write_report(run_dir, results, confusion, scored)
+    metrics.write_report(run_dir, results, confusion, scored, args.inference.record())
     if args.summary_dir:
         metrics.write_summaries(args.summary_dir, results)
     print('metrics of %d images written to %s' % (len(image_paths), run_dir))
@@ -421,7 +425,7 @@ def video(args):
     model = _load_model(args)
     result = video_io.segment_video(model, video_in, video_out, args.video_start_second,
                                     args.video_end_second, args.keep_size,
-                                    args.batch_size or 1)
+                                    args.batch_size or 1, inference=args.inference)
     print('%d frames at %g fps written to %s' % (result['frames'], result['fps'], video_out))
 
 

@@ -10,6 +10,7 @@ OPTIMIZERS = ('adam', 'sgd')
 SCHEDULES = ('constant', 'poly', 'cosine', 'step')
 PIPELINES = ('tfdata', 'generator')
 LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti', 'train_id')
+SAVED_PROBABILITIES = ('confidence', 'all')
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,6 +174,19 @@ def _output_flags(parser):
         help='predict at native resolution (padded to a multiple of 32) instead of resizing')
     add('--save_labels', action='store_true',
         help='predict: also write trainIds (and Cityscapes labelIds) PNGs')
+    add('--scales', type=float, nargs='+', default=[1.0], metavar='S',
+        help='predict, evaluate, video: run the model at each of these scales of the image '
+             '(resized, or native with --keep_size) and average the softmax probabilities')
+    add('--flip', action='store_true',
+        help='predict, evaluate, video: also run each scale mirrored, and average that too')
+    add('--tile', type=int, nargs=2, metavar=('H', 'W'),
+        help='predict, evaluate, video: predict in overlapping HxW windows (multiples of 32), '
+             'the overlaps\' probabilities averaged: the image is never in the model at once')
+    add('--tile_overlap', type=float, default=1 / 3, metavar='F',
+        help='the fraction of --tile that neighbouring windows share, in [0, 1) (1/3)')
+    add('--save_probs', nargs='?', const='confidence', choices=SAVED_PROBABILITIES,
+        help='predict, evaluate: write the predicted class\'s probability as a 16-bit PNG '
+             '(confidences/); all: also every class\'s, float16 .npz (probabilities/)')
     add('-vi', '--video_file_in', help='video to segment (demo: the demo video)')
     add('-vo', '--video_file_out',
         help='output video (default runs/<timestamp>/<name>_segmented.mp4)')

@@ -5,6 +5,8 @@ nothing below it sees the flags.
 - Recipe: how to train (epochs, batch, optimiser, regularisation, input pipeline, start).
 - Logbook: where and how often training writes checkpoints and summaries.
 - DevicePlan: the devices a session runs on and in what arithmetic.
+- Inference: how predict, evaluate and video run a model over an image (scales, flip, tiles)
+  and which of its probabilities they write.
 
 A model folder's configuration (model_dir.CONFIG_FILE) is the JSON of these plus the flags of
 the run; Network.from_config reads the network back from any folder the tool ever wrote.
@@ -14,6 +16,7 @@ import dataclasses
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 import fcn8vgg16
+from helper import UserError
 from roadseg import devices
 
 
@@ -104,3 +107,49 @@ class DevicePlan:
             config.graph_options.rewrite_options.memory_optimization = (
                 rewriter_config_pb2.RewriterConfig.NO_MEM_OPT)
         return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Inference:
+    """How predict, evaluate and video run the model over an image: at each of `scales` of it,
+    with `flip` mirrored too, in `tile` (h, w) windows overlapping by `tile_overlap` of their
+    size, the softmax probabilities of every view averaged (roadseg/apps/tta.py). The default,
+    one plain view, is the model's own argmax. save_probs: None, 'confidence' (the predicted
+    class's probability) or 'all' (every class's) written beside the overlays."""
+    scales: tuple = (1.0,)
+    flip: bool = False
+    tile: tuple = None
+    tile_overlap: float = 1 / 3
+    save_probs: str = None
+
+    def __post_init__(self):  # lists from argparse become tuples; bad values one line each
+        object.__setattr__(self, 'scales', tuple(float(scale) for scale in self.scales))
+        if self.tile is not None:
+            object.__setattr__(self, 'tile', tuple(int(side) for side in self.tile))
+        if not self.scales or min(self.scales) <= 0:
+            raise UserError('--scales %s: each scale must be positive'
+                            % ' '.join('%g' % scale for scale in self.scales))
+        if self.tile is not None and (len(self.tile) != 2 or min(self.tile) < fcn8vgg16.STRIDE
+                                      or any(side % fcn8vgg16.STRIDE for side in self.tile)):
+            raise UserError('--tile %s: need two sides, each a positive multiple of %d'
+                            % (' '.join(map(str, self.tile)), fcn8vgg16.STRIDE))
+        if not 0 <= self.tile_overlap < 1:
+            raise UserError('--tile_overlap %g is outside [0, 1)' % self.tile_overlap)
+
+    @property
+    def averages(self):
+        """Whether the prediction is an average of views rather than one run's argmax."""
+        return self.scales != (1.0,) or self.flip or self.tile is not None
+
+    def check_model(self, model):
+        """A one-line refusal for a model that outputs class ids only (the int8 TFLite one)."""
+        if (self.averages or self.save_probs) and not getattr(model, 'has_logits', False):
+            raise UserError('the %s model outputs class ids only: --scales, --flip, --tile and '
+                            '--save_probs need its probabilities (use a SavedModel, checkpoint, '
+                            'frozen or optimised folder)' % model.kind)
+
+    def record(self):
+        """What metrics.json keeps of it."""
+        return dict(scales=list(self.scales), flip=self.flip,
+                    tile=list(self.tile) if self.tile else None,
+                    tile_overlap=self.tile_overlap if self.tile else None)

@@ -89,6 +89,62 @@ def test_predict_from_a_checkpoint_folder_matches_the_saved_model(trained):
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
+def _predicted(work, root, *flags):
+    """{folder: {file name: array}} of a predict run with --save_labels on the test images."""
+    before = set(glob.glob(str(work / 'runs' / '*')))
+    assert _run('predict', '-ip', os.path.join(root, 'leftImg8bit/test/*/*.png'),
+                '-rd', str(work / 'runs'), '--save_labels', *flags) == 0
+    run_dir = _new_run(work, before)
+    written = {}
+    for folder in os.listdir(run_dir):
+        written[folder] = {}
+        for name in sorted(os.listdir(os.path.join(run_dir, folder))):
+            path = os.path.join(run_dir, folder, name)
+            if name.endswith('.npz'):
+                with np.load(path) as npz:
+                    written[folder][name] = npz['probs']
+            else:
+                written[folder][name] = np.asarray(Image.open(path))
+    return written
+
+
+@pytest.mark.end_to_end
+@pytest.mark.parametrize('default, same', [
+    ([], ['--scales', '1', '--tile_overlap', '0.5', '--save_probs']),
+    (['--keep_size'], ['--keep_size', '--tile', '1024', '1024', '-bs', '2'])])
+def test_one_plain_view_predicts_todays_files_bit_for_bit(trained, default, same):
+    """--scales 1 (and --save_probs beside it), and with --keep_size one window covering the
+    whole image, write the very trainIds, labelIds and overlays of the plain command."""
+    root, work = trained
+    plain, other = _predicted(work, root, *default), _predicted(work, root, *same)
+    for folder in ('overlays', 'trainIds', 'labelIds'):
+        assert plain[folder].keys() == other[folder].keys() and plain[folder]
+        for name, array in plain[folder].items():
+            np.testing.assert_array_equal(other[folder][name], array, err_msg=name)
+
+
+@pytest.mark.end_to_end
+def test_predict_with_scales_flip_and_windows_writes_confidences_and_probabilities(trained):
+    """16-bit confidence PNGs and float16 [classes, h, w] probabilities beside the overlays,
+    named like them, at the image's size; each pixel's trainId is its most probable class and
+    its confidence that class's probability."""
+    root, work = trained
+    written = _predicted(work, root, '--keep_size', '--scales', '0.75', '1', '--flip',
+                         '--tile', '128', '256', '--tile_overlap', '0.25', '-bs', '3',
+                         '--save_probs', 'all')
+    assert set(written) == {'overlays', 'trainIds', 'labelIds', 'confidences', 'probabilities'}
+    for name, ids in written['trainIds'].items():
+        probabilities = written['probabilities'][name[:-len('.png')] + '.npz']
+        confidence = written['confidences'][name]
+        assert probabilities.dtype == np.float16 and probabilities.shape == (19,) + ids.shape
+        assert confidence.shape == ids.shape and confidence.max() <= 65535
+        np.testing.assert_allclose(probabilities.astype(np.float32).sum(0), 1, atol=0.01)
+        chosen = np.take_along_axis(probabilities, ids[None].astype(int), 0)[0]
+        assert np.abs(chosen - confidence / 65535).max() < 1e-3  # float16 against 16 bits
+        # the most probable class, to float16's rounding (a briefly trained model has ties)
+        assert (chosen >= probabilities.max(0) - 1e-3).all()
+
+
 @pytest.mark.end_to_end
 def test_evaluate_reports_metrics(trained, capsys):
     root, work = trained
@@ -107,6 +163,24 @@ def test_evaluate_reports_metrics(trained, capsys):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0
     assert glob.glob(str(work / 'eval_summaries' / 'events.*'))
     assert run_dir in capsys.readouterr().out
+    assert (metrics['scales'], metrics['flip'], metrics['tile']) == ([1.0], False, None)
+
+
+@pytest.mark.end_to_end
+def test_evaluate_records_its_scales_flip_and_windows(trained):
+    root, work = trained
+    before = set(glob.glob(str(work / 'runs' / '*')))
+    assert _run('evaluate', '--dataset', 'demo', '-ip',
+                os.path.join(root, 'leftImg8bit/val/*/*.png'), '-lp',
+                os.path.join(root, 'gtFine/val'), '-rd', str(work / 'runs'), '--keep_size',
+                '--scales', '0.5', '1.0', '--flip', '--tile', '128', '128', '--save_probs') == 0
+    run_dir = _new_run(work, before)
+    with open(os.path.join(run_dir, 'metrics.json')) as f:
+        metrics = json.load(f)
+    assert (metrics['scales'], metrics['flip'], metrics['tile']) == ([0.5, 1.0], True, [128, 128])
+    assert metrics['tile_overlap'] == pytest.approx(1 / 3)
+    assert 0 <= metrics['mean_iou'] <= 1
+    assert len(os.listdir(os.path.join(run_dir, 'confidences'))) == 3
 
 
 @pytest.mark.end_to_end
@@ -121,6 +195,18 @@ def test_video_keeps_frames_rate_and_size(trained):
     assert frames_out == frames_in == 7
     meta = imageio_ffmpeg.read_frames(out).__next__()
     assert tuple(meta['size']) == (512, 256) and meta['fps'] == demo_data.VIDEO_FPS
+
+
+@pytest.mark.end_to_end
+def test_video_with_scales_flip_and_windows_keeps_its_frames(trained):
+    root, work = trained
+    import imageio_ffmpeg
+    out = str(work / 'segmented_tta.mp4')
+    assert _run('video', '-vi', demo_data.demo_video_path(root), '-vo', out,
+                '-rd', str(work / 'runs'), '--keep_size', '--scales', '0.5', '1', '--flip',
+                '--tile', '128', '256', '-bs', '4') == 0
+    frames_out, _ = imageio_ffmpeg.count_frames_and_secs(out)
+    assert frames_out == 7
 
 
 def _error(capsys, *flags):
@@ -140,6 +226,16 @@ def test_model_errors_are_one_line(trained, tmp_path, capsys):
     assert 'no trained model under' in line
     line = _error(capsys, 'video', '-vi', str(tmp_path / 'none.mp4'), '-rd', str(work / 'runs'))
     assert str(tmp_path / 'none.mp4') in line
+    for flags, message in ((['--scales', '1', '0'], '--scales 1 0: each scale must be positive'),
+                           (['--tile', '100', '64'], '--tile 100 64: need two sides, each a '
+                                                     'positive multiple of 32'),
+                           (['--tile', '64', '64', '--tile_overlap', '1'],
+                            '--tile_overlap 1 is outside [0, 1)')):
+        assert _error(capsys, 'predict', '-ip', images, '-rd', str(work / 'runs'),
+                      *flags) == 'error: ' + message
+    line = _error(capsys, 'video', '-vi', demo_data.demo_video_path(root), '-vo',
+                  str(tmp_path / 'probs.mp4'), '-rd', str(work / 'runs'), '--save_probs')
+    assert line == 'error: --save_probs is for predict and evaluate: video writes no probabilities'
 
 
 def test_constant_graphs_run_only_the_remapper_unless_in_mixed_precision():

@@ -8,7 +8,7 @@ from PIL import Image
 
 import fcn8vgg16
 import helper
-from roadseg import model_dir
+from roadseg import model_dir, specs
 from roadseg.deploy import graph_surgery
 from roadseg.apps import predict
 from roadseg.deploy import tflite_model
@@ -149,6 +149,23 @@ def test_keep_size_resizes_the_input_under_xnnpack_only(exported):
     without_xnnpack = tflite_model.TFLiteModel(folder, xnnpack=False)
     with pytest.raises(UserError, match='cannot run at 96x160, only at its image shape 64x128'):
         without_xnnpack.predict(images)
+
+
+@pytest.mark.parametrize('inference', [specs.Inference((0.5, 1.0)), specs.Inference(flip=True),
+                                       specs.Inference(tile=(64, 64)),
+                                       specs.Inference(save_probs='all')])
+def test_the_int8_model_refuses_to_average_or_save_probabilities_in_one_line(exported,
+                                                                             inference):
+    """It outputs class ids only: --scales, --flip, --tile and --save_probs are refused before
+    any image runs; the default still predicts."""
+    model = tflite_model.TFLiteModel(exported[1])
+    with pytest.raises(UserError, match=r'^the TFLite int8 model outputs class ids only'):
+        inference.check_model(model)
+    with pytest.raises(UserError, match=r'^the TFLite int8 model outputs class ids only'):
+        predict.predict_batch(model, [_scene(9)], False, inference)
+    specs.Inference().check_model(model)
+    assert predict.predict_batch(model, [_scene(9)], False, specs.Inference())[0].shape == (
+        IMAGE_SHAPE)
 
 
 def test_errors(exported, tmp_path):

@@ -175,10 +175,11 @@ def format_table(metrics):
     return '\n'.join(lines)
 
 
-def write_report(run_dir, metrics, confusion, label_set):
+def write_report(run_dir, metrics, confusion, label_set, inference=None):
     """metrics.json, confusion_matrix.csv, iou_per_class.png and confusion_matrix.png in run_dir.
 
-    Refuses to overwrite a report already there.
+    inference: how the predictions were made ({'scales', 'flip', 'tile', 'tile_overlap'},
+    specs.Inference.record()), kept in metrics.json. Refuses to overwrite a report already there.
     """
     paths = [os.path.join(run_dir, name) for name in REPORT_FILES]
     existing = [path for path in paths if os.path.exists(path)]
@@ -188,7 +189,8 @@ def write_report(run_dir, metrics, confusion, label_set):
     confusion = np.asarray(confusion, np.int64)
     names = list(label_set.class_names)
     # write_json sorts the keys: class_names keeps the class order.
-    helper.write_json(paths[0], dict(metrics, label_set=label_set.name, class_names=names))
+    helper.write_json(paths[0], dict(metrics, label_set=label_set.name, class_names=names,
+                                     **(inference or {})))
 
     def write_csv(tmp):
         with open(tmp, 'w', newline='') as f:

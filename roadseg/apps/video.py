@@ -87,7 +87,8 @@ def _check_paths(video_in, video_out, overwrite):
     _refuse_existing(video_out, overwrite)
 
 
-def _write_overlays(clip, model, path, indices, keep_size, batch_size, alpha, label):
+def _write_overlays(clip, model, path, indices, keep_size, batch_size, alpha, label,
+                    inference=None):
     """Pipes one overlay per frame index to ffmpeg: no resampling in time, no audio."""
     width, height = clip.size
     # libx264 needs even sides for 4:2:0 chroma; odd sizes keep full chroma rather than resize.
@@ -102,7 +103,8 @@ def _write_overlays(clip, model, path, indices, keep_size, batch_size, alpha, la
             for batch_start in range(0, len(indices), batch_size):
                 batch = indices[batch_start:batch_start + batch_size]
                 images = [clip.get_frame(index / clip.fps) for index in batch]
-                class_ids = predict.predict_batch(model, images, keep_size)
+                class_ids = predict.predict_batch(model, images, keep_size, inference,
+                                                  batch_size)
                 for image, ids in zip(images, class_ids):
                     writer.send(overlay(image, ids, model.label_set.colors, alpha))
                 bar.update(len(batch))
@@ -133,13 +135,19 @@ def _write_in_place(video_out, overwrite, frames, write):
 
 
 def segment_video(model, video_in, video_out, start=None, end=None, keep_size=False,
-                  batch_size=1, alpha=0.5, overwrite=False):
+                  batch_size=1, alpha=0.5, overwrite=False, inference=None):
     """Writes video_out: every frame of video_in (or of its [start, end) seconds) overlaid with
     the model's classes, at the input's frame rate and size, without audio.
 
-    model: a loader.Model (or anything with .predict, .image_shape, .label_set). Returns
-    {'frames', 'fps', 'size': (width, height), 'seconds': wall-clock time}.
+    model: a loader.Model (or anything with .predict, .image_shape, .label_set); inference: a
+    specs.Inference (scales, flip, tiles). Returns {'frames', 'fps', 'size': (width, height),
+    'seconds': wall-clock time}.
     """
+    if inference is not None:
+        inference.check_model(model)
+        if inference.save_probs:
+            raise UserError('--save_probs is for predict and evaluate: video writes no '
+                            'probabilities')
     _check_paths(video_in, video_out, overwrite)
     if batch_size < 1:
         raise UserError('video batch size %d is not positive' % batch_size)
@@ -153,7 +161,7 @@ def segment_video(model, video_in, video_out, start=None, end=None, keep_size=Fa
         first, stop = _frame_range(video_in, start, end, frames, clip.fps)
         _write_in_place(video_out, overwrite, stop - first, lambda path: _write_overlays(
             clip, model, path, range(first, stop), keep_size, batch_size, alpha,
-            os.path.basename(video_out)))
+            os.path.basename(video_out), inference))
     finally:
         clip.close()
     return {'frames': stop - first, 'fps': clip.fps, 'size': tuple(clip.size),

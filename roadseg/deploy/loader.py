@@ -52,6 +52,7 @@ class Model:
                 self.kind = self._load()
                 self.input = self._tensor('input_tensor')
                 self.output = self._tensor('output_tensor')
+                self._probabilities = self._softmax_of_logits()
         except BaseException:
             self.session.close()
             raise
@@ -131,9 +132,33 @@ class Model:
                             'this tool' % (self.kind, self.model_dir, name, key,
                                            model_dir.CONFIG_FILE)) from None
 
+    def _softmax_of_logits(self):
+        """The softmax of the graph's logits (float32 [batch, h, w, classes]), or None for a
+        graph without them."""
+        name = self.config.get('logits_tensor', fcn8vgg16.LOGITS_TENSOR)
+        try:
+            logits = self.graph.get_tensor_by_name(name)
+        except (KeyError, ValueError):
+            return None
+        return tf.nn.softmax(tf.cast(logits, tf.float32))
+
+    @property
+    def has_logits(self):
+        """Whether probabilities() works: every graph this tool exports keeps its logits."""
+        return self._probabilities is not None
+
     def predict(self, images):
         """uint8 [batch, h, w, 3] with h, w multiples of 32 -> uint8 class ids [batch, h, w]."""
         return self.session.run(self.output, {self.input: images})
+
+    def probabilities(self, images, with_class_ids=False):
+        """uint8 [batch, h, w, 3] with h, w multiples of 32 -> float32 softmax probabilities
+        [batch, h, w, classes]; with_class_ids: (predict()'s class ids, probabilities) of one
+        run."""
+        if with_class_ids:
+            return tuple(self.session.run([self.output, self._probabilities],
+                                          {self.input: images}))
+        return self.session.run(self._probabilities, {self.input: images})
 
     def close(self):
         self.session.close()

@@ -90,6 +90,7 @@ class TFLiteModel:
     class ids out, one image at a time through the interpreter (XNNPACK, all cores)."""
 
     kind = 'TFLite int8'
+    has_logits = False  # its graph ends in the class ids: no probabilities to average or write
 
     def __init__(self, folder, num_threads=None, xnnpack=True):
         self.model_dir = folder
