@@ -85,18 +85,6 @@ def _pairs(args, images, labels, part=None):
     return kept
 
 
-def _check_positive(args, names):
-    for name in names:
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UserError('--%s %d must be at least 1' % (name, getattr(args, name)))
-
-
-def _check_scale_range(scale_range):
-    low, high = scale_range
-    if not 0 < low <= high:
-        raise UserError('--scale_range %g %g: need 0 < LO <= HI' % (low, high))
-
-
 def _label_set(args):
     """The label set of --label_set (a name or a table file), reading label files as
     --label_format and --reduce_zero_label say, checked against --dataset."""
@@ -127,7 +115,7 @@ def _apply_train_defaults(args):
                 'learning_rate', 'keep_prob', 'ckpt_dir', 'summary_dir', 'vgg_weights'):
         if getattr(args, key, None) is None:
             setattr(args, key, defaults.get(key))
-    _check_scale_range(args.scale_range)
+    flags.check_scale_range(args.scale_range)
     if (args.images_paths is not None and args.labels_paths is None
             and not file_pairs.is_list_file(args.images_paths)):
         raise UserError('-ip/--images_paths given without -lp/--labels_paths')
@@ -135,36 +123,14 @@ def _apply_train_defaults(args):
     if not args.held_out and args.images_paths is None and args.val_images_paths is None:
         args.val_images_paths, args.val_labels_paths = _split_paths(args, 'val', defaults)
     args.images_paths, args.labels_paths = _split_paths(args, 'train', defaults)
-    _check_positive(args, ('epochs', 'batch_size', 'ckpt_every', 'keep_checkpoints',
+    flags.check_positive(args, ('epochs', 'batch_size', 'ckpt_every', 'keep_checkpoints',
                            'summary_every', 'image_summary_every', 'cpu_replicas', 'accumulate'))
     if not 0 < args.keep_prob <= 1:
         raise UserError('--keep_prob %g is outside (0, 1]' % args.keep_prob)
     if args.learning_rate <= 0:
         raise UserError('--learning_rate %g must be positive' % args.learning_rate)
-    _check_schedule(args)
+    flags.check_schedule(args)
     return args
-
-
-def _check_schedule(args):
-    """The optimiser's and the schedule's flags, each a one-line error naming the value."""
-    if not 0 <= args.momentum < 1:
-        raise UserError('--momentum %g is outside [0, 1)' % args.momentum)
-    if args.lr_power <= 0:
-        raise UserError('--lr_power %g must be positive' % args.lr_power)
-    if args.end_learning_rate < 0:
-        raise UserError('--end_learning_rate %g is negative' % args.end_learning_rate)
-    if args.early_stop < 0:
-        raise UserError('--early_stop %d is negative' % args.early_stop)
-    if args.early_stop and args.no_val:
-        raise UserError('--early_stop needs the validation that --no_val skips')
-    if args.warmup_steps < 0:
-        raise UserError('--warmup_steps %d is negative' % args.warmup_steps)
-    if (args.lr_schedule == 'step') != bool(args.lr_step_epochs):
-        raise UserError('--lr_step_epochs goes with --lr_schedule step, and step needs it')
-    for epoch in args.lr_step_epochs or ():
-        if not 0 < epoch < args.epochs:
-            raise UserError('--lr_step_epochs %d is not between 0 and --epochs %d'
-                            % (epoch, args.epochs))
 
 
 def _datasets(args, label_set):
@@ -321,7 +287,7 @@ def predict(args):
     import data_loader
     import helper
     from roadseg.apps import predict as predicting
-    _check_positive(args, ('batch_size',))
+    flags.check_positive(args, ('batch_size',))
     images_glob, _ = _split_paths(args, args.split or 'test', _dataset_defaults(args))
     image_paths = data_loader.find_images(images_glob)
     model = _load_model(args)
@@ -389,7 +355,7 @@ def evaluate(args):
     import helper
     from roadseg.apps import evaluate as evaluating
     from roadseg.apps import label_maps, metrics
-    _check_positive(args, ('batch_size',))
+    flags.check_positive(args, ('batch_size',))
     image_paths, label_paths = _evaluated_pairs(args)
     model = _load_model(args)
     data_set = _data_label_set(args, model.label_set)
@@ -413,7 +379,7 @@ def video(args):
     """Segments every frame of a video into a new video with the same frames, rate and size."""
     import helper
     from roadseg.apps import video as video_io
-    _check_positive(args, ('batch_size',))
+    flags.check_positive(args, ('batch_size',))
     video_in = args.video_file_in or _dataset_defaults(args).get('video')
     if video_in is None:
         raise UserError('no -vi/--video_file_in given')
@@ -500,8 +466,8 @@ def prepare(args):
     for key in ('label_set', 'image_shape', 'scale_range'):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
-    _check_scale_range(args.scale_range)
-    _check_positive(args, ('workers',))
+    flags.check_scale_range(args.scale_range)
+    flags.check_positive(args, ('workers',))
     label_set = _label_set(args)
     cover_shape = args.prepare_shape or preparing.default_cover_shape(
         data_loader.check_image_shape(args.image_shape), args.scale_range)
@@ -555,7 +521,7 @@ def _check_flags(args):
     """The flags given, checked before any work (generating the demo, loading a model): one
     line naming the value. The defaults filled in later are checked where they are used."""
     import data_loader
-    _check_positive(args, ('epochs', 'batch_size', 'ckpt_every', 'keep_checkpoints',
+    flags.check_positive(args, ('epochs', 'batch_size', 'ckpt_every', 'keep_checkpoints',
                            'summary_every', 'image_summary_every', 'workers'))
     if not 0 < args.gpu_mem <= 1:
         raise UserError('--gpu_mem %g is outside (0, 1]' % args.gpu_mem)

@@ -204,6 +204,42 @@ def _output_flags(parser):
                                      'model (default: 100 training images of the model)')
 
 
+def check_positive(args, names):
+    """Each named flag, when given, is at least 1."""
+    for name in names:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError('--%s %d must be at least 1' % (name, getattr(args, name)))
+
+
+def check_scale_range(scale_range):
+    """0 < LO <= HI."""
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise UserError('--scale_range %g %g: need 0 < LO <= HI' % (low, high))
+
+
+def check_schedule(args):
+    """The optimiser's and the schedule's flags, each a one-line error naming the value."""
+    if not 0 <= args.momentum < 1:
+        raise UserError('--momentum %g is outside [0, 1)' % args.momentum)
+    if args.lr_power <= 0:
+        raise UserError('--lr_power %g must be positive' % args.lr_power)
+    if args.end_learning_rate < 0:
+        raise UserError('--end_learning_rate %g is negative' % args.end_learning_rate)
+    if args.early_stop < 0:
+        raise UserError('--early_stop %d is negative' % args.early_stop)
+    if args.early_stop and args.no_val:
+        raise UserError('--early_stop needs the validation that --no_val skips')
+    if args.warmup_steps < 0:
+        raise UserError('--warmup_steps %d is negative' % args.warmup_steps)
+    if (args.lr_schedule == 'step') != bool(args.lr_step_epochs):
+        raise UserError('--lr_step_epochs goes with --lr_schedule step, and step needs it')
+    for epoch in args.lr_step_epochs or ():
+        if not 0 < epoch < args.epochs:
+            raise UserError('--lr_step_epochs %d is not between 0 and --epochs %d'
+                            % (epoch, args.epochs))
+
+
 def parse_args(actions, argv=None):
     parser = _Parser(
         description='Train and run FCN-8s/VGG16 semantic segmentation of road scenes.')

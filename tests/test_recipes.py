@@ -14,6 +14,7 @@ import helper
 import main
 import synthetic
 from roadseg import devices, model_dir, specs
+from roadseg import flags as flags_module
 from roadseg.apps import metrics
 from roadseg.deploy import loader
 from roadseg.training import graph as train_graph
@@ -154,7 +155,7 @@ STEP_EPOCHS = '--lr_step_epochs goes with --lr_schedule step, and step needs it'
 def test_bad_recipe_flags_are_one_line(flags, message):
     args = main.parse_args(['train', '--dataset', 'demo', '-ep', '3'] + flags)
     with pytest.raises(main.UserError) as error:
-        main._check_schedule(args)
+        flags_module.check_schedule(args)
     assert str(error.value) == message
 
 
