@@ -88,8 +88,9 @@ def label_ids(class_ids, label_set):
 
 
 def predict_images(model, image_paths, out_dir, keep_size=False, batch_size=1,
-                   save_labels=False):
+                   save_labels=False, images_glob=None):
     """Colour overlays (and with save_labels trainIds/labelIds PNGs) of every image in out_dir.
+    images_glob: what the paths were found by, for the line that names the run.
 
     Overlays are drawn and written in a second thread while the model computes the next batch.
     """
@@ -97,6 +98,8 @@ def predict_images(model, image_paths, out_dir, keep_size=False, batch_size=1,
         ['labelIds'] if save_labels and model.label_set.train_id_to_id is not None else [])
     for folder in folders:
         os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
+    print('Predicting on test images %s to: %s' % (
+        images_glob or '(%d images)' % len(image_paths), out_dir), flush=True)
     model_seconds, write_seconds, writes = [], [], collections.deque()
     with ThreadPoolExecutor(max_workers=1) as writer, \
             tqdm(total=len(image_paths), desc='Predict', unit='img') as bar:
