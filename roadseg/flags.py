@@ -150,7 +150,7 @@ def _folder_flags(parser):
     add = group.add_argument
     add('-rd', '--runs_dir', default='runs', help='run folders go here')
     add('-cd', '--ckpt_dir', help='checkpoints (ckpt, ckpt_mapillary, ckpt_demo)')
-    add('-sd', '--summary_dir',
+    add('-sd', '--summary_dir', '--summaries_dir', dest='summary_dir',
         help='TensorBoard logs (summaries, summaries_mapillary, summaries_demo)')
     add('-md', '--model_dir', help='train: SavedModel output (default runs/<timestamp>/model); '
                                    'predict, evaluate, video: the model (default: the newest '

@@ -1,4 +1,5 @@
-"""The command line as a new user meets it: a bare `python main.py`."""
+"""The command line as a new user meets it: a bare `python main.py`, the flags' other
+spellings."""
 import os
 import re
 import subprocess
@@ -30,7 +31,7 @@ def _tool(*arguments):
     return [sys.executable, os.path.join(REPO, 'main.py')] + list(arguments)
 
 
-# ------------------------------------------------------------------------------------ usage
+# --------------------------------------------------------------------------- usage, spellings
 
 def test_no_arguments_print_every_action_and_flag_to_stderr_and_are_an_error(capsys):
     with pytest.raises(UserError, match='^no action given: python main.py ACTION'):
@@ -44,6 +45,13 @@ def test_no_arguments_print_every_action_and_flag_to_stderr_and_are_an_error(cap
 
 def test_every_action_has_a_line_saying_what_it_does():
     assert set(flags.ACTION_HELP) == set(main.ACTIONS)
+
+
+@pytest.mark.parametrize('spelling', [['-sd', 'logs'], ['--summary_dir', 'logs'],
+                                      ['--summaries_dir', 'logs'], ['--summaries_dir=logs']])
+def test_summaries_dir_is_another_spelling_of_summary_dir(spelling):
+    assert main.parse_args(['train'] + spelling).summary_dir == 'logs'
+    assert main.parse_args(['evaluate'] + spelling).summary_dir == 'logs'
 
 
 @pytest.mark.end_to_end
