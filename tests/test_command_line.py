@@ -1,5 +1,5 @@
 """The command line as a new user meets it: a bare `python main.py`, the flags' other spellings,
-the nn_*.sh scripts."""
+the nn_*.sh scripts, and a stderr that holds the tool's own lines, not TensorFlow's chatter."""
 import glob
 import os
 import re
@@ -15,6 +15,8 @@ import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, 'nn_*.sh')))
+# What TensorFlow and TensorFlow Lite write to stderr by themselves, on this machine or another.
+NATIVE_NOISE = ('absl::InitializeLog', 'cuda', 'cuInit', 'oneDNN', 'XNNPACK', 'fully_quantize')
 PROGRESS_BAR = re.compile(r'[\w .-]*: *\d+%\|')
 
 
@@ -121,7 +123,7 @@ def test_model_scripts_use_the_optimised_model_unless_told_otherwise(script, act
     assert echoed.split() == [action, '--gpu=1', '--xla=2', '--model_dir=frozen_model']
 
 
-# ------------------------------------------------------------------ scripts, with a real model
+# ------------------------------------------------------------------ stderr, with a real model
 
 @pytest.fixture(scope='module')
 def optimised(tmp_path_factory, demo_root):
@@ -139,6 +141,36 @@ def optimised(tmp_path_factory, demo_root):
                   work)
     assert result.returncode == 0, result.stderr[-2000:]
     return work, result.stderr
+
+
+@pytest.mark.end_to_end
+def test_optimise_shows_no_tensorflow_chatter(optimised):
+    _, stderr = optimised
+    assert [marker for marker in NATIVE_NOISE if marker in stderr] == []
+    assert _foreign_lines(stderr) == []
+
+
+@pytest.mark.end_to_end
+def test_predict_shows_its_own_warning_and_none_of_tensorflow_s_chatter(optimised, demo_root):
+    """The int8 model under --precision bf16 provokes one of the tool's warnings; TensorFlow
+    Lite announces its XNNPACK delegate and TensorFlow probes for CUDA: both hidden."""
+    work, _ = optimised
+    result = _run(_tool('predict', '--dataset', 'demo', '--data_root', demo_root, '--gpu', '0',
+                        '-md', 'optimised_model/model.tflite', '--precision', 'bf16'), work)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ('warning: --precision bf16 does not apply to the int8 TFLite model'
+            in result.stderr.splitlines())
+    assert [marker for marker in NATIVE_NOISE if marker in result.stderr] == []
+    assert _foreign_lines(result.stderr) == []
+
+
+@pytest.mark.end_to_end
+def test_debug_lets_tensorflow_s_own_lines_through(optimised, demo_root):
+    work, _ = optimised
+    result = _run(_tool('predict', '--dataset', 'demo', '--data_root', demo_root, '--gpu', '0',
+                        '-md', 'optimised_model/model.tflite', '--debug'), work)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.' in result.stderr.splitlines()
 
 
 @pytest.mark.end_to_end
