@@ -27,17 +27,20 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143  # 128 + the signal's number, as a shell reports it (Ctrl-C: 130)
 
 
-# TensorFlow's native start-up chatter: absl's info and warning lines (CUDA probing, oneDNN
-# notices), its note on logging before absl starts, and the errors of probing for a GPU that
-# is not there. Errors and fatal lines of anything else pass.
+# TensorFlow's native chatter: absl's info and warning lines (CUDA probing, oneDNN notices),
+# its note on logging before absl starts, the errors of probing for a GPU that is not there,
+# TensorFlow Lite's info lines (the XNNPACK delegate) and the int8 converter's echo of its
+# settings. Errors and fatal lines of anything else pass, and so do TFLite's warnings.
 NATIVE_NOISE = re.compile(
     r'(WARNING: All log messages before absl::InitializeLog\(\) is called'
     r'|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] '
-    r'|E\d{4} [\d:.]+ +\d+ (cuda_\w+|cuda_platform|cuda_executor|cuda_diagnostics)\.cc:\d+\] )')
+    r'|E\d{4} [\d:.]+ +\d+ (cuda_\w+|cuda_platform|cuda_executor|cuda_diagnostics)\.cc:\d+\] '
+    r'|INFO: '
+    r'|fully_quantize: \d+, inference_type: )')
 
 
 def quiet_native_logs():
-    """Drops TensorFlow's native start-up chatter (NATIVE_NOISE) from the process's stderr
+    """Drops TensorFlow's native chatter (NATIVE_NOISE) from the process's stderr
     (file descriptor 2, where C++ writes), passing every other line through. Python's own
     sys.stderr is moved to a copy of the real stderr, so the tool's messages never wait in
     the filter and none is lost at exit."""

@@ -293,7 +293,8 @@ def predict(args):
     model = _load_model(args)
     run_dir = helper.new_run_dir(args.runs_dir)
     result = predicting.predict_images(model, image_paths, run_dir, args.keep_size,
-                                       args.batch_size or 1, args.save_labels, args.inference)
+                                       args.batch_size or 1, args.save_labels, args.inference,
+                                       images_glob)
     print('%d images: model %.0f ms, overlay and writing %.0f ms per image; written to %s'
           % (result['images'], result['model_ms'], result['write_ms'], run_dir))
 

@@ -2,6 +2,7 @@
 argparse namespace (main.py turns that into specs). Loads no TensorFlow: -h answers at once."""
 import argparse
 import os
+import sys
 
 from helper import PRECISIONS, UserError
 from roadseg.data.datasets import DATASETS
@@ -11,6 +12,17 @@ SCHEDULES = ('constant', 'poly', 'cosine', 'step')
 PIPELINES = ('tfdata', 'generator')
 LABEL_FORMATS = ('auto', 'index', 'palette', 'color', 'kitti', 'train_id')
 SAVED_PROBABILITIES = ('confidence', 'all')
+# What each action does, as `-h` and a bare `python main.py` list them.
+ACTION_HELP = {
+    'train': 'trains, resumes, validates every epoch, exports a SavedModel',
+    'predict': 'colour overlays and label PNGs of images',
+    'evaluate': 'IoU and accuracies over a labelled split, with a report',
+    'video': 'a segmented copy of a video',
+    'prepare': 'a resized copy of the train and val splits, labels as training ids',
+    'freeze': 'a checkpoint or SavedModel as one constant graph',
+    'optimise': '8-bit weights and an int8 TFLite model of a frozen graph',
+    'labels': 'lists a label table, or writes it to --output as a starting point',
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,7 +151,7 @@ def _folder_flags(parser):
     add = group.add_argument
     add('-rd', '--runs_dir', default='runs', help='run folders go here')
     add('-cd', '--ckpt_dir', help='checkpoints (ckpt, ckpt_mapillary, ckpt_demo)')
-    add('-sd', '--summary_dir',
+    add('-sd', '--summary_dir', '--summaries_dir', dest='summary_dir',
         help='TensorBoard logs (summaries, summaries_mapillary, summaries_demo)')
     add('-md', '--model_dir', help='train: SavedModel output (default runs/<timestamp>/model); '
                                    'predict, evaluate, video: the model (default: the newest '
@@ -240,13 +252,29 @@ def check_schedule(args):
                             % (epoch, args.epochs))
 
 
+def _actions_listing(actions):
+    width = max(len(name) for name in actions)
+    return 'actions:\n' + '\n'.join('  %-*s  %s' % (width, name, ACTION_HELP[name])
+                                     for name in actions)
+
+
 def parse_args(actions, argv=None):
+    """The namespace of argv (default: the command line's) for one of actions, the names
+    of ACTION_HELP main.py runs. No arguments at all print the full usage, every action and
+    flag, to stderr and are a UserError."""
     parser = _Parser(
-        description='Train and run FCN-8s/VGG16 semantic segmentation of road scenes.')
-    parser.add_argument('action', choices=sorted(actions))
+        description='Train and run FCN-8s/VGG16 semantic segmentation of road scenes.',
+        usage='python main.py ACTION [flags]', epilog=_actions_listing(actions),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('action', choices=sorted(actions), help='what to do, listed below')
     for add_flags in (_device_flags, _data_flags, _training_flags, _folder_flags,
                       _cluster_flags, _output_flags):
         add_flags(parser)
     parser.add_argument('--debug', action='store_true',
                         help='show full tracebacks and TensorFlow\'s start-up logs')
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser.print_help(sys.stderr)
+        raise UserError('no action given: python main.py ACTION [flags], ACTION one of %s'
+                        % ', '.join(actions))
     return parser.parse_args(argv)

@@ -329,6 +329,10 @@ def test_main_skips_the_eager_keras_import_and_leaves_keras_importable(first_imp
     ('E0000 00:00:1796473839.821329   18924 cuda_platform.cc:52] failed call to cuInit: '
      'INTERNAL: CUDA error', True),
     ('W0000 00:00:1.5   7 cpu_feature_guard.cc:10] some notice', True),
+    ('INFO: Created TensorFlow Lite XNNPACK delegate for CPU.', True),
+    ('fully_quantize: 0, inference_type: 6, input_inference_type: UINT8, '
+     'output_inference_type: FLOAT32', True),
+    ('WARNING: Attempting to use a delegate that only supports static-sized tensors', False),
     ('E0000 00:00:1.5   7 some_kernel.cc:10] a real failure', False),
     ('F0000 00:00:1.5   7 cuda_platform.cc:10] fatal', False),
     ('error: no images match x/*.png', False),

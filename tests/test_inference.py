@@ -45,13 +45,18 @@ def _new_run(work, before):
 
 @pytest.mark.end_to_end
 @pytest.mark.parametrize('keep_size', [False, True])
-def test_predict_writes_overlays_and_labels(trained, keep_size):
+def test_predict_writes_overlays_and_labels(trained, keep_size, capsys):
     root, work = trained
     before = set(glob.glob(str(work / 'runs' / '*')))
-    flags = ['predict', '-ip', os.path.join(root, 'leftImg8bit/test/*/*.png'),
-             '-rd', str(work / 'runs'), '--save_labels', '-bs', '2']
+    images = os.path.join(root, 'leftImg8bit/test/*/*.png')
+    flags = ['predict', '-ip', images, '-rd', str(work / 'runs'), '--save_labels', '-bs', '2']
     assert _run(*flags + (['--keep_size'] if keep_size else [])) == 0
     run_dir = _new_run(work, before)
+    out = capsys.readouterr().out.splitlines()
+    # The line naming the images and the run folder, before the summary of the same run.
+    started = out.index('Predicting on test images %s to: %s' % (images, run_dir))
+    assert out[-1].startswith('2 images: model ') and out[-1].endswith('written to ' + run_dir)
+    assert started < len(out) - 1
     sources = sorted(glob.glob(os.path.join(root, 'leftImg8bit/test/*/*.png')))
     for source in sources:
         name = os.path.basename(source)
@@ -184,12 +189,16 @@ def test_evaluate_records_its_scales_flip_and_windows(trained):
 
 
 @pytest.mark.end_to_end
-def test_video_keeps_frames_rate_and_size(trained):
+def test_video_keeps_frames_rate_and_size(trained, capsys):
     root, work = trained
     import imageio_ffmpeg
     out = str(work / 'segmented.mp4')
     assert _run('video', '-vi', demo_data.demo_video_path(root), '-vo', out,
                 '-rd', str(work / 'runs')) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-2:] == ['Running on video %s, output to: %s'
+                            % (demo_data.demo_video_path(root), out),
+                            '7 frames at %g fps written to %s' % (demo_data.VIDEO_FPS, out)]
     frames_in, _ = imageio_ffmpeg.count_frames_and_secs(demo_data.demo_video_path(root))
     frames_out, _ = imageio_ffmpeg.count_frames_and_secs(out)
     assert frames_out == frames_in == 7

@@ -151,9 +151,10 @@ def label_ids(class_ids, label_set):
 
 
 def predict_images(model, image_paths, out_dir, keep_size=False, batch_size=1,
-                   save_labels=False, inference=None):
+                   save_labels=False, inference=None, images_glob=None):
     """Colour overlays (and with save_labels trainIds/labelIds PNGs, with inference.save_probs
     confidences and probabilities) of every image in out_dir; inference: a specs.Inference.
+    images_glob: what the paths were found by, for the line that names the run.
 
     Overlays are drawn and written in a second thread while the model computes the next batch.
     """
@@ -164,6 +165,8 @@ def predict_images(model, image_paths, out_dir, keep_size=False, batch_size=1,
         probability_folders(inference.save_probs))
     for folder in folders:
         os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
+    print('Predicting on test images %s to: %s' % (
+        images_glob or '(%d images)' % len(image_paths), out_dir), flush=True)
     model_seconds, write_seconds, writes = [], [], collections.deque()
     with ThreadPoolExecutor(max_workers=1) as writer, \
             tqdm(total=len(image_paths), desc='Predict', unit='img') as bar:

@@ -159,6 +159,7 @@ def segment_video(model, video_in, video_out, start=None, end=None, keep_size=Fa
         raise UserError('%s is not a readable video' % video_in) from None
     try:
         first, stop = _frame_range(video_in, start, end, frames, clip.fps)
+        print('Running on video %s, output to: %s' % (video_in, video_out), flush=True)
         _write_in_place(video_out, overwrite, stop - first, lambda path: _write_overlays(
             clip, model, path, range(first, stop), keep_size, batch_size, alpha,
             os.path.basename(video_out), inference))
