@@ -515,8 +515,8 @@ def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeyp
     assert set(results['inference_ms_per_image']) == {
         '%s, batch 1' % variant[0] for variant in sections_inference.INFERENCE_VARIANTS}
     assert set(results['training_ms_per_image']) == {'float32', '--xla 2', '--precision bf16'}
-    assert list(results['recipe_step_ms']) == [
-        name for name, _, _ in sections_training.RECIPE_VARIANTS]
+    assert set(results['recipe_step_ms']) == {
+        name for name, _, _ in sections_training.RECIPE_VARIANTS}
     assert set(results['pipeline_step_ms']) == {'in memory', 'tf.data', 'generator'}
     assert set(results['pipeline_images_per_second']) == {'generator', 'tf.data'}
     assert raw['conversions']['tflite']['calibration_images'] == 2
