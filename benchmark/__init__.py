@@ -8,10 +8,12 @@ One run measures, at 256x512 with the real VGG16 widths and the 19 Cityscapes cl
   bfloat16 matrix-multiply rates: the limits the speed targets are measured against;
 - inference: ms per image of the float32 model, --xla 2, --precision bf16, the frozen, the
   optimised and the int8 TFLite model, at batch 1 and 4;
-- training: ms per image of a training step at batch 2 (forward, backward and Adam);
+- training: ms per image of a training step at batch 2 (forward, backward and Adam), and the
+  step of SGD with momentum and a poly schedule and of --accumulate 2 against Adam's, in turn;
 - pipeline: the python generator and tf.data alone on Cityscapes-sized 2048x1024 sources, and a
   training step fed by each against one fed batches already in memory;
-- memory: peak RSS of `main.py train` at batch 2 and of `main.py predict` with the optimised model;
+- memory: peak RSS of `main.py train` at batch 2, at -bs 1 and at -bs 1 --accumulate 2, and of
+  `main.py predict` with the optimised model;
 - export: frozen vs optimised vs int8 TFLite on the demo val split (needs a trained --model_dir).
 Each time is the median of several runs after warm-up runs, and every row that times a model
 runs in a fresh Python process (Run.in_child). Without --model_dir the models have random

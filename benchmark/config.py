@@ -6,6 +6,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder
 IMAGE_SHAPE = (256, 512)
 LABEL_SET = 'cityscapes'  # 19 classes
 TRAIN_BATCH = 2
+ACCUMULATE = 2            # --accumulate's rows: the batch of TRAIN_BATCH in micro-batches of 1
 KEEP_PROB = 0.5           # Cityscapes training's dropout
 GB = 1e9
 BUSY_SHARE = 0.1  # other processes' share of the CPU time above which a run is preliminary

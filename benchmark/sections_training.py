@@ -1,6 +1,8 @@
-"""The training section (a step of float32, --xla 2 and bf16 on a batch in memory, and where a
-profiled float32 step's time goes) and the pipeline section (the python generator and tf.data
+"""The training section (a step of float32, --xla 2 and bf16 on a batch in memory, where a
+profiled float32 step's time goes, and the step of other recipes against Adam's) and the pipeline
+section (the python generator and tf.data
 alone, and a training step fed by each against one fed in memory)."""
+import functools
 import time
 
 import tensorflow as tf
@@ -10,7 +12,7 @@ from roadseg import specs
 from roadseg.data import datasets
 from roadseg.training import graph as train_graph
 from benchmark import measure, models
-from benchmark.config import IMAGE_SHAPE, KEEP_PROB, TRAIN_BATCH
+from benchmark.config import ACCUMULATE, IMAGE_SHAPE, KEEP_PROB, TRAIN_BATCH
 from benchmark.report import SHARE_COLUMN, Table, table_row
 from benchmark.sections_peak import BESIDE_NOTE, sample_peak
 from benchmark.targets import format_value
@@ -20,18 +22,30 @@ tf1 = tf.compat.v1
 TRAINING_VARIANTS = (('float32', 0, 'fp32'), ('--xla 2', 2, 'fp32'),  # (name, xla, precision)
                      ('--precision bf16', 0, 'bf16'))
 TRAINING_TRACE = 'train step'  # the profiled float32 step
+# The recipes whose steps take turns with Adam's at a constant rate: (name, the Recipe's fields
+# that differ from _train_recipe's, the target of the step's time over Adam's).
+ADAM_CONSTANT = 'Adam, constant rate'
+RECIPE_VARIANTS = (
+    (ADAM_CONSTANT, {}, None),
+    ('SGD, momentum 0.9, poly schedule, 100 warm-up steps',
+     dict(optimizer='sgd', momentum=0.9, learning_rate=0.01, lr_schedule='poly',
+          warmup_steps=100), 'sgd_poly_step'),
+    ('Adam, --accumulate %d' % ACCUMULATE, dict(accumulate=ACCUMULATE), None))
+SCHEDULE_STEPS = 1000  # a schedule's steps per epoch: its rate still moves in the timed steps
 
 
-def _train_recipe(precision):
-    """The recipe of `main.py train --gpu 0 --precision P` at Cityscapes' defaults."""
-    return specs.Recipe(epochs=1, batch_size=TRAIN_BATCH, learning_rate=1e-4,
-                        keep_prob=KEEP_PROB, loss_scaling=precision == 'fp16')
+def _train_recipe(precision, **changes):
+    """The recipe of `main.py train --gpu 0 --precision P` at Cityscapes' defaults, with
+    changes to its fields (another optimiser, a schedule, accumulation)."""
+    fields = dict(epochs=1, batch_size=TRAIN_BATCH, learning_rate=1e-4, keep_prob=KEEP_PROB,
+                  loss_scaling=precision == 'fp16')
+    return specs.Recipe(**{**fields, **changes})
 
 
-def _train_session(run, precision, xla, make_inputs=None, serial=False):
+def _train_session(run, precision, xla, make_inputs=None, serial=False, recipe=None):
     """(session, tensors) of graph.build_train_graph, initialised. make_inputs() builds the
     (images, labels) the graph reads unless fed; by default every step is fed. serial: the
-    session runs one op at a time."""
+    session runs one op at a time. recipe: _train_recipe(precision) unless given."""
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(0)
@@ -40,8 +54,9 @@ def _train_session(run, precision, xla, make_inputs=None, serial=False):
         else:  # empty defaults, as with the generator pipeline
             images = tf.zeros((0,) + IMAGE_SHAPE + (3,), tf.uint8)
             labels = tf.zeros((0,) + IMAGE_SHAPE, tf.uint8)
-        tensors = train_graph.build_train_graph(images, labels, run.network,
-                                                _train_recipe(precision), run.label_set)
+        tensors = train_graph.build_train_graph(
+            images, labels, run.network, recipe or _train_recipe(precision), run.label_set,
+            steps_per_epoch=SCHEDULE_STEPS)
         init = tf1.global_variables_initializer()
     session_config = measure.cpu_config(xla, precision)
     if serial:
@@ -129,6 +144,60 @@ def training_section(run):
     parts = run.profile.get(TRAINING_TRACE, {}).get('parts')
     if parts:
         run.tables.append(step_parts_table(parts))
+    recipes_table(run)
+
+
+def recipe_steps(run):
+    """{recipe: seconds per training step} of each of RECIPE_VARIANTS on one float32 batch in
+    memory, a step of each in turn (a row process): what another optimiser, a schedule or
+    accumulation costs a step, with any change in the machine's speed falling on all alike."""
+    images, labels = models.random_batch(TRAIN_BATCH, run.label_set.num_classes)
+    sessions, calls = [], {}
+    try:
+        for name, changes, _ in RECIPE_VARIANTS:
+            session, tensors = _train_session(run, 'fp32', 0,
+                                              recipe=_train_recipe('fp32', **changes))
+            sessions.append(session)
+            feed = {tensors['images']: images, tensors['labels']: labels,
+                    tensors['keep_prob']: KEEP_PROB}
+            calls[name] = functools.partial(session.run, tensors['train_op'], feed)
+        return measure.time_in_turn(calls, run.settings.warmup, run.settings.repeats)
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def recipe_rows(steps):
+    """A row per recipe: ms per step and the step over Adam's at a constant rate."""
+    rows, adam = [], steps.get(ADAM_CONSTANT)
+    for name, _, target in RECIPE_VARIANTS:
+        if name not in steps:
+            rows.append(table_row([name, 'failed', '']))
+            continue
+        ratio = steps[name] / adam if adam else None
+        rows.append(table_row([name, '%.0f' % (1000 * steps[name]), format_value(ratio, 'x')],
+                              ratio if target else None, target))
+    return rows
+
+
+def recipes_table(run):
+    measure.log('training recipes: %s, in turn' % ', '.join(
+        name for name, _, _ in RECIPE_VARIANTS))
+    steps = run.attempt('training recipes', run.in_child, recipe_steps) or {}
+    run.raw['recipe_step_ms'] = {name: 1000 * seconds for name, seconds in steps.items()}
+    rows = recipe_rows(steps)
+    for row in rows:
+        measure.log(' | '.join(row['cells']))
+    run.tables.append(Table(
+        'Training recipes at %dx%d, batch %d' % (IMAGE_SHAPE[0], IMAGE_SHAPE[1], TRAIN_BATCH),
+        ['recipe', 'ms per step', 'step / %s' % ADAM_CONSTANT], rows,
+        ['One fresh process builds the float32 training graph of each recipe and runs a step '
+         'of each in turn on the same batch in memory, dropout on, %d rounds after %d untimed '
+         '(medians). The schedule spreads over %d steps an epoch, so its rate still moves '
+         'in the timed steps. --accumulate %d runs the batch of %d as %d micro-batches one '
+         'after another and makes one update of them all; its peak memory is in the memory '
+         'section.' % (run.settings.repeats, run.settings.warmup, SCHEDULE_STEPS, ACCUMULATE,
+                       TRAIN_BATCH, ACCUMULATE)]))
 
 
 def step_parts_table(parts):

@@ -16,8 +16,8 @@ import helper
 from helper import UserError
 from roadseg import specs
 from roadseg.data import demo_data
-from benchmark import (config, measure, models, report, sections_inference, sections_peak,
-                       sections_training, targets)
+from benchmark import (config, measure, models, report, sections_inference, sections_memory,
+                       sections_peak, sections_training, targets)
 from benchmark import __main__ as cli
 from benchmark.run import Run
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
@@ -399,6 +399,35 @@ def test_peak_rss_is_that_of_the_one_child(tmp_path):
                            log)
 
 
+def test_accumulate_s_peak_memory_is_measured_beside_its_batch_and_its_micro_batch(
+        tmp_path, monkeypatch):
+    run = Run(TINY_QUICK, str(tmp_path))
+    monkeypatch.setattr(Run, 'sources', lambda self: ('images/*.png', 'labels'))
+    monkeypatch.setattr(models.Models, 'optimised_dir', lambda self: 'optimised')
+    commands = []
+
+    def peak_rss(command, log_path):
+        commands.append(command[2:])
+        if command[2] == 'predict':
+            return 1.4e9
+        batch, accumulate = command[command.index('-bs') + 1], '--accumulate' in command
+        return {('2', False): 4.3e9, ('1', False): 4.1e9, ('1', True): 5.4e9}[batch, accumulate]
+    monkeypatch.setattr(measure, 'peak_rss', peak_rss)
+    sections_memory.memory_section(run)
+    assert [command[0] for command in commands] == ['train', 'train', 'train', 'predict']
+    assert commands[2][-2:] == ['--accumulate', '2'] and '--accumulate' not in commands[1]
+    checkpoints = {command[command.index('-cd') + 1] for command in commands[:3]}
+    assert len(checkpoints) == 3  # no train run resumes from another's checkpoint
+    (table,) = run.tables
+    assert [row['cells'][1:] for row in table.rows] == [
+        ['4.30 GB', '1.00x'], ['4.10 GB', '0.95x'], ['5.40 GB', '1.26x'], ['1.40 GB', '']]
+    assert [row['target'] for row in table.rows] == ['train_rss', None, None, 'predict_rss']
+    assert ('-bs 1 --accumulate 2 makes the update of a batch of 2: its peak is 5.40 GB, '
+            '+1.30 GB from -bs 1 alone and +1.10 GB from the batch of 2 without accumulation, '
+            'which itself needs 0.20 GB more than -bs 1.') in table.notes
+    assert run.raw['train_accumulate_rss_bytes'] == 5.4e9
+
+
 class _ConstantModel:
     """predict_batch's interface: every pixel is one class."""
 
@@ -443,6 +472,29 @@ TINY_QUICK = config.QUICK._replace(
     pipeline_batches=1, calibration_images=2)
 
 
+def test_each_recipe_s_step_takes_turns_with_adam_s_on_one_batch(tmp_path, tiny_model):
+    run = Run(TINY_QUICK, str(tmp_path), network=tiny_model)
+    steps = sections_training.recipe_steps(run)
+    names = [name for name, _, _ in sections_training.RECIPE_VARIANTS]
+    assert list(steps) == names and names[0] == sections_training.ADAM_CONSTANT
+    assert all(seconds > 0 for seconds in steps.values())
+
+
+def test_the_sgd_recipe_s_step_is_checked_against_adam_s_and_a_failed_one_says_so():
+    sgd, accumulate = (name for name, _, _ in sections_training.RECIPE_VARIANTS[1:])
+    rows = sections_training.recipe_rows({sections_training.ADAM_CONSTANT: 2.0, sgd: 2.1,
+                                          accumulate: 2.4})
+    assert [row['cells'] for row in rows] == [[sections_training.ADAM_CONSTANT, '2000', '1.00x'],
+                                              [sgd, '2100', '1.05x'], [accumulate, '2400', '1.20x']]
+    assert [(row['target'], row['value']) for row in rows] == [
+        (None, None), ('sgd_poly_step', pytest.approx(1.05)), (None, None)]
+    assert targets.target_met(rows[1]['value'], targets.TARGETS['sgd_poly_step'])
+    rows = sections_training.recipe_rows({sgd: 2.1})
+    assert [row['cells'] for row in rows] == [[sections_training.ADAM_CONSTANT, 'failed', ''],
+                                              [sgd, '2100', 'n/a'], [accumulate, 'failed', '']]
+    assert rows[1]['value'] is None
+
+
 @pytest.mark.end_to_end
 def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeypatch,
                                                     tiny_model):
@@ -463,6 +515,8 @@ def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeyp
     assert set(results['inference_ms_per_image']) == {
         '%s, batch 1' % variant[0] for variant in sections_inference.INFERENCE_VARIANTS}
     assert set(results['training_ms_per_image']) == {'float32', '--xla 2', '--precision bf16'}
+    assert set(results['recipe_step_ms']) == {
+        name for name, _, _ in sections_training.RECIPE_VARIANTS}
     assert set(results['pipeline_step_ms']) == {'in memory', 'tf.data', 'generator'}
     assert set(results['pipeline_images_per_second']) == {'generator', 'tf.data'}
     assert raw['conversions']['tflite']['calibration_images'] == 2
@@ -472,10 +526,12 @@ def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeyp
     assert len(results['peaks_gflops']['fp32']) == 1 + 5 + 2
     assert len(results['peaks_gflops']['bf16']) == 1 + 1 + 1
     for title in ('## Inference at 256x512', '## Training at 256x512, batch 2',
+                  '## Training recipes at 256x512, batch 2',
                   '## Input pipelines', '## Profile', '## Targets',
                   "## Where a float32 training step's time goes", '## Reading the targets'):
         assert title in text
     assert 'float32 training step, share of the peak' in text
+    assert '| %s | ' % targets.TARGETS['sgd_poly_step'].label in text  # in the targets' table
     assert 'in the profiled step the matrix products together ran at' in text
 
 
