@@ -113,7 +113,7 @@ def _training_flags(parser):
         help='the rate rises linearly from 0 over the first N steps')
     add('--accumulate', type=int, default=1, metavar='N',
         help='each step runs N batches of -bs images one after another and makes one update of '
-             'them all: the update of N x -bs images in the memory of -bs')
+             'them all: the update of N x -bs images, the activations of -bs')
     add('-kp', '--keep_prob', type=float, help='dropout keep probability (demo 1.0, else 0.5)')
     add('--pipeline', choices=PIPELINES, default='tfdata', help='input pipeline')
     add('--augment', dest='augment', action='store_true',
