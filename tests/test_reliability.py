@@ -794,3 +794,62 @@ def test_no_usable_checkpoint_is_one_line_and_nothing_is_deleted(demo_root, tmp_
     line = _error(capsys, _flags(demo_root, tmp_path, '--keep_checkpoints', '1', '-ep', '2'))
     assert line.startswith('error: no usable checkpoint in %s' % (tmp_path / 'ckpt'))
     assert sorted(os.listdir(tmp_path / 'ckpt')) == files
+
+
+# ------------------------------------------------------------------- Ctrl-C outside training
+
+@pytest.fixture(scope='module')
+def tiny_model_dir(demo_root, tmp_path_factory):
+    folder = tmp_path_factory.mktemp('model')
+    assert main.main(_flags(demo_root, folder, '-md', str(folder / 'model')),
+                     network=synthetic.TINY_NETWORK) == 0
+    return str(folder / 'model')
+
+
+@pytest.mark.end_to_end
+def test_ctrl_c_in_predict_says_what_was_written_and_leaves_only_whole_files(
+        demo_root, tiny_model_dir, tmp_path):
+    images = os.path.join(demo_root, 'leftImg8bit/train/*/*_leftImg8bit.png')
+    process = _spawn(['predict', '--gpu', '0', '-ip', images, '-md', tiny_model_dir, '-bs', '1',
+                      '-rd', str(tmp_path / 'runs'), '--save_labels'],
+                     tmp_path / 'log', stop_at='predict:4', marker=tmp_path / 'marker')
+    _wait_for_marker(tmp_path / 'marker', process, tmp_path / 'log')
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    log = open(tmp_path / 'log').read()
+    (run,) = glob.glob(str(tmp_path / 'runs' / '*'))
+    assert 'interrupted: 3 of 8 images written to %s' % run in log
+    assert 'Traceback' not in log
+    for folder in ('overlays', 'trainIds', 'labelIds'):
+        written = sorted(os.listdir(os.path.join(run, folder)))
+        assert len(written) == 3, folder
+        for name in written:
+            Image.open(os.path.join(run, folder, name)).load()  # whole, not cut short
+
+
+@pytest.mark.end_to_end
+def test_ctrl_c_in_video_leaves_no_partial_file(tiny_model_dir, tmp_path, capsys,
+                                                monkeypatch):
+    from roadseg.apps import video
+    video_in = demo_data.demo_video_path(demo_data.ensure_demo_dataset(
+        str(tmp_path / 'demo'), split_sizes={'train': 1, 'val': 1, 'test': 1}, video_frames=6))
+    real = video.VideoFileClip
+
+    def interrupted_clip(*args, **kwargs):
+        clip = real(*args, **kwargs)
+        frames = clip.get_frame
+
+        def get_frame(t):
+            if t > 0.1:
+                raise KeyboardInterrupt
+            return frames(t)
+        clip.get_frame = get_frame
+        return clip
+
+    monkeypatch.setattr(video, 'VideoFileClip', interrupted_clip)
+    out = tmp_path / 'out'
+    code = main.main(['video', '--gpu', '0', '-vi', video_in, '-vo', str(out / 'seg.mp4'),
+                      '-md', tiny_model_dir, '-rd', str(tmp_path / 'runs')])
+    assert code == 130
+    assert 'interrupted: %s not written' % (out / 'seg.mp4') in capsys.readouterr().err
+    assert not out.exists() or os.listdir(out) == []

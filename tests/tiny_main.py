@@ -14,6 +14,8 @@ Two environment variables give a test fixed moments to act on instead of guessed
                         `checkpoint` file does not name them yet
         delete-index    inside the deletion of an old checkpoint: its graph and index are
                         deleted, its data not yet
+        predict         predict's model is about to run on a batch (in the main thread,
+                        where Ctrl-C lands), the batches before it handed to the writer
     TINY_MAIN_LOSSES=<file>
         appends the loss of every training step this process runs to <file>, one repr a line.
 
@@ -67,9 +69,11 @@ def _install_stop(moment, count):
     """Wraps what the moment happens in: (owner, attribute, describe, before)."""
     import tensorflow as tf
     from tensorflow.python.checkpoint import checkpoint_management  # what the Saver calls
+    from roadseg.apps import predict
     from roadseg.training import loop
 
     places = {
+        'predict': (predict, 'predict_outputs', lambda *args, **kwargs: 'batch', True),
         'step': (loop, 'train_step', lambda *args, **kwargs: 'done', False),
         'save-graph': (tf.compat.v1.train.Saver, 'save',
                        lambda self, session, prefix, step=None, **kwargs:

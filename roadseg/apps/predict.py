@@ -168,6 +168,18 @@ def predict_images(model, image_paths, out_dir, keep_size=False, batch_size=1,
     print('Predicting on test images %s to: %s' % (
         images_glob or '(%d images)' % len(image_paths), out_dir), flush=True)
     model_seconds, write_seconds, writes = [], [], collections.deque()
+    try:
+        return _predict_all(model, image_paths, out_dir, keep_size, batch_size, save_labels,
+                            inference, model_seconds, write_seconds, writes)
+    except KeyboardInterrupt as interrupt:  # the writes under way end first: no partial file
+        interrupt.message = 'interrupted: %d of %d images written to %s' % (
+            len(write_seconds) + sum(future.done() for future in writes), len(image_paths),
+            out_dir)
+        raise
+
+
+def _predict_all(model, image_paths, out_dir, keep_size, batch_size, save_labels, inference,
+                 model_seconds, write_seconds, writes):
     with ThreadPoolExecutor(max_workers=1) as writer, \
             tqdm(total=len(image_paths), desc='Predict', unit='img') as bar:
         # One batch ahead: decoding a 2048x1024 PNG takes a fraction of a model call, and each

@@ -163,6 +163,9 @@ def segment_video(model, video_in, video_out, start=None, end=None, keep_size=Fa
         _write_in_place(video_out, overwrite, stop - first, lambda path: _write_overlays(
             clip, model, path, range(first, stop), keep_size, batch_size, alpha,
             os.path.basename(video_out), inference))
+    except KeyboardInterrupt as interrupt:  # the partial file is gone with write_atomically
+        interrupt.message = 'interrupted: %s not written' % video_out
+        raise
     finally:
         clip.close()
     return {'frames': stop - first, 'fps': clip.fps, 'size': tuple(clip.size),

@@ -151,6 +151,10 @@ def _copy_split(image_paths, label_paths, source_root, output_root, label_set, c
                   unit='image') as bar:
             for _ in pool.map(_prepare_one, todo):
                 bar.update(1)
+    except KeyboardInterrupt as interrupt:  # each file is renamed into place only when whole
+        interrupt.message = ('interrupted: %d of %d samples in %s; the same command goes on '
+                             'from there' % (bar.n, len(jobs), output_root))
+        raise
     finally:
         pool.shutdown(cancel_futures=True)
     return len(jobs), len(todo)
