@@ -275,7 +275,7 @@ def _load_model(args):
         model = tflite_model.TFLiteModel(os.path.dirname(folder) or '.')
     else:
         model = loader.Model(folder, devices.session_config(
-            args.gpu, args.gpu_mem, args.xla, args.precision))
+            args.gpu, args.gpu_mem, args.xla, args.precision), args.allow_any_op)
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
                                                  model.label_set.num_classes, *model.image_shape))
     args.inference.check_model(model)
@@ -423,7 +423,8 @@ def optimise(args):
     config = model_dir.read_model_config(args.frozen_model_dir)
     calibration = (data_loader.find_images(args.calibration_images)[:100]
                    if args.calibration_images else export.calibration_images(config))
-    stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration)
+    stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration,
+                            args.allow_any_op)
     print('optimised %s into %s: %d ops -> %d ops, %d weights stored in 8 bits, %s -> %s '
           '(%.0f%%); %s calibrated on %d images'
           % (args.frozen_model_dir, args.optimised_model_dir, stats['source_ops'], stats['ops'],

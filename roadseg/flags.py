@@ -182,6 +182,9 @@ def _output_flags(parser):
     group = parser.add_argument_group('predict, video, prepare, optimise, labels',
                                       'what the other actions write')
     add = group.add_argument
+    add('--allow_any_op', action='store_true',
+        help='load a graph.pb holding operations this tool never writes (file access, '
+             'Python): only for a model from a source you trust')
     add('--keep_size', action='store_true',
         help='predict at native resolution (padded to a multiple of 32) instead of resizing')
     add('--save_labels', action='store_true',

@@ -48,14 +48,36 @@ def check_config(config, folder):
                         % (CONFIG_FILE, folder, ', '.join(missing)))
 
 
-def read_graph_def(path):
-    """The GraphDef stored at path (a folder's GRAPH_FILE); a UserError if it is not one."""
+# The operations of the graphs this tool writes (freeze, optimise), and a few more of their
+# kind: arithmetic on tensors only. A graph.pb may hold any operation, reading or writing files
+# (ReadFile, WriteFile, Save) or running Python (PyFunc); one outside this set is refused.
+GRAPH_OPS = frozenset((
+    'Add', 'AddN', 'AddV2', 'ArgMax', 'BiasAdd', 'Cast', 'ConcatV2', 'Const', 'Conv2D',
+    'Conv2DBackpropInput', 'Dequantize', 'EnsureShape', 'ExpandDims', 'Fill', 'GatherV2',
+    'Identity', 'MatMul', 'MaxPool', 'Maximum', 'Minimum', 'Mul', 'NoOp', 'Pack', 'Pad',
+    'PadV2', 'Placeholder', 'PlaceholderWithDefault', 'RealDiv', 'Relu', 'Reshape',
+    'ResizeBilinear', 'ReverseV2', 'Shape', 'Slice', 'Softmax', 'Split', 'Squeeze',
+    'StridedSlice', 'Sub', 'Tile', 'Transpose', 'Unpack'))
+
+
+def read_graph_def(path, allow_any_op=False):
+    """The GraphDef stored at path (a folder's GRAPH_FILE); a UserError if it is not one, or
+    if it holds an operation outside GRAPH_OPS (unless allow_any_op, with a warning)."""
     graph_def = tf1.GraphDef()
     try:
         with open(path, 'rb') as f:
             graph_def.ParseFromString(f.read())
     except (OSError, ValueError, DecodeError) as error:
         raise UserError('cannot read the graph %s: %s' % (path, helper.first_line(error))) from None
+    foreign = sorted({node.op for node in graph_def.node} - GRAPH_OPS
+                     | {function.signature.name for function in graph_def.library.function})
+    if foreign and not allow_any_op:
+        raise UserError('%s holds operations this tool never writes (%s): not loaded; '
+                        '--allow_any_op runs it anyway, if you trust its source'
+                        % (path, ', '.join(foreign)))
+    if foreign:
+        helper.warn('%s holds operations this tool never writes (%s): running it as '
+                    '--allow_any_op asks' % (path, ', '.join(foreign)))
     return graph_def
 
 

@@ -116,7 +116,7 @@ def _predicted(work, root, *flags):
 @pytest.mark.end_to_end
 @pytest.mark.parametrize('default, same', [
     ([], ['--scales', '1', '--tile_overlap', '0.5', '--save_probs']),
-    (['--keep_size'], ['--keep_size', '--tile', '1024', '1024', '-bs', '2'])])
+    (['--keep_size', '-bs', '2'], ['--keep_size', '--tile', '1024', '1024', '-bs', '2'])])
 def test_one_plain_view_predicts_todays_files_bit_for_bit(trained, default, same):
     """--scales 1 (and --save_probs beside it), and with --keep_size one window covering the
     whole image, write the very trainIds, labelIds and overlays of the plain command."""

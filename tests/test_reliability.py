@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -28,6 +29,7 @@ import imageio_ffmpeg
 import main
 import synthetic
 from helper import UserError
+from roadseg import model_dir
 
 tf1 = tf.compat.v1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -853,3 +855,57 @@ def test_ctrl_c_in_video_leaves_no_partial_file(tiny_model_dir, tmp_path, capsys
     assert code == 130
     assert 'interrupted: %s not written' % (out / 'seg.mp4') in capsys.readouterr().err
     assert not out.exists() or os.listdir(out) == []
+
+
+# ------------------------------------------------------------------------- untrusted models
+
+@pytest.fixture(scope='module')
+def frozen_and_optimised(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp('exported')
+    assert main.main(['freeze', '--model_dir', tiny_model_dir,
+                      '--frozen_model_dir', str(folder / 'frozen')]) == 0
+    assert main.main(['optimise', '--frozen_model_dir', str(folder / 'frozen'),
+                      '--optimised_model_dir', str(folder / 'optimised')]) == 0
+    return folder
+
+
+@pytest.mark.end_to_end
+def test_the_tool_s_own_graphs_use_only_the_operations_it_loads(frozen_and_optimised):
+    for kind in ('frozen', 'optimised'):
+        graph_def = model_dir.read_graph_def(str(frozen_and_optimised / kind / 'graph.pb'))
+        assert {node.op for node in graph_def.node} <= model_dir.GRAPH_OPS
+
+
+def _graph_that_writes(source, folder, written):
+    """source's frozen graph with a WriteFile of `written` that its output waits for."""
+    shutil.copytree(source, folder)
+    graph_def = model_dir.read_graph_def(os.path.join(folder, 'graph.pb'))
+    with tf.Graph().as_default() as graph:
+        tf.io.write_file(tf.constant(written, name='sneaky_path'),
+                         tf.constant('pwned', name='sneaky_text'), name='sneaky')
+    graph_def.node.extend(graph.as_graph_def().node)
+    output = helper.read_json(os.path.join(folder, 'fcn8s_config.json'))['output_tensor']
+    (node,) = [node for node in graph_def.node if node.name == output.split(':')[0]]
+    node.input.append('^sneaky')
+    with open(os.path.join(folder, 'graph.pb'), 'wb') as f:
+        f.write(graph_def.SerializeToString())
+
+
+@pytest.mark.end_to_end
+def test_a_graph_that_would_write_a_file_is_refused_unless_allowed(frozen_and_optimised,
+                                                                  tmp_path, capsys):
+    written = tmp_path / 'written.txt'
+    model = str(tmp_path / 'model')
+    _graph_that_writes(str(frozen_and_optimised / 'frozen'), model, str(written))
+    image = synthetic.write_png(str(tmp_path / 'a.png'), synthetic.random_image(64, 128, 0))
+    flags = ['predict', '--gpu', '0', '-ip', image, '-md', model, '-rd', str(tmp_path / 'runs')]
+    line = _error(capsys, flags)
+    assert line == ('error: %s/graph.pb holds operations this tool never writes (WriteFile): '
+                    'not loaded; --allow_any_op runs it anyway, if you trust its source' % model)
+    assert not written.exists() and not os.path.exists(tmp_path / 'runs')
+    line = _error(capsys, ['optimise', '--frozen_model_dir', model, '--optimised_model_dir',
+                           str(tmp_path / 'optimised')])
+    assert 'WriteFile' in line and not os.path.exists(tmp_path / 'optimised')
+    assert main.main(flags + ['--allow_any_op']) == 0  # what the check stops is real
+    assert written.read_text() == 'pwned'
+    assert 'running it as --allow_any_op asks' in capsys.readouterr().err

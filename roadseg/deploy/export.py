@@ -91,16 +91,17 @@ def _write_graph(graph_def, folder, config):
     helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), config)
 
 
-def optimise(frozen_dir, optimised_dir, calibration_paths=None):
+def optimise(frozen_dir, optimised_dir, calibration_paths=None, allow_any_op=False):
     """Prunes and folds the frozen graph, stores its weights in 8 bits, and converts it to a
-    full-integer TFLite model calibrated on calibration_paths (when given)."""
+    full-integer TFLite model calibrated on calibration_paths (when given). allow_any_op: read
+    a graph with operations this tool never writes (model_dir.read_graph_def)."""
     model_dir.check_output_dir(optimised_dir)
     config = model_dir.read_model_config(frozen_dir)
     graph_path = os.path.join(frozen_dir, model_dir.GRAPH_FILE)
     if not os.path.exists(graph_path):
         raise helper.UserError('%s holds no %s: freeze the model first (python main.py freeze)'
                                % (frozen_dir, model_dir.GRAPH_FILE))
-    frozen = model_dir.read_graph_def(graph_path)
+    frozen = model_dir.read_graph_def(graph_path, allow_any_op)
     pruned = graph_surgery.fold_constants(tf1.graph_util.extract_sub_graph(
         frozen, graph_surgery.OUTPUT_NODES))
     quantized, count = graph_surgery.quantize_weights(pruned)

@@ -29,10 +29,11 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
 
 
 class Model:
-    """A loaded model in its own graph and session: uint8 RGB batches in, class ids out."""
+    """A loaded model in its own graph and session: uint8 RGB batches in, class ids out.
+    allow_any_op: load a graph.pb with operations outside model_dir.GRAPH_OPS."""
 
-    def __init__(self, folder, session_config=None):
-        self.model_dir = folder
+    def __init__(self, folder, session_config=None, allow_any_op=False):
+        self.model_dir, self._allow_any_op = folder, allow_any_op
         self.config = model_dir.read_model_config(folder)
         model_dir.check_config(self.config, folder)
         self.label_set = data_loader.label_set_of_config(
@@ -74,7 +75,7 @@ class Model:
         oneDNN lays the convolution filters out once instead of at every run."""
         graph_path = os.path.join(self.model_dir, model_dir.GRAPH_FILE)
         if os.path.exists(graph_path):
-            self._import_graph(model_dir.read_graph_def(graph_path))
+            self._import_graph(model_dir.read_graph_def(graph_path, self._allow_any_op))
             return self.config.get('model_format', 'frozen') + ' graph'
         if os.path.exists(os.path.join(self.model_dir, 'saved_model.pb')):
             prefix, kind = os.path.join(self.model_dir, 'variables', 'variables'), 'SavedModel'
