@@ -239,17 +239,22 @@ def write_atomically(path, write, temporary=None):
             os.remove(temporary)
 
 
+def write_file(path, write, temporary=None):
+    """write_atomically, a failure (a full disk, a file size limit) a UserError naming path."""
+    try:
+        write_atomically(path, write, temporary)
+    except OSError as error:
+        raise UserError('cannot write %s: %s' % (path, first_line(error))) from None
+
+
 def write_json(path, data):
-    """Writes JSON through write_atomically; a failure is a UserError naming path."""
+    """Writes JSON through write_file."""
     def dump(temporary):
         with open(temporary, 'x') as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write('\n')
 
-    try:
-        write_atomically(path, dump)
-    except OSError as error:
-        raise UserError('cannot write %s: %s' % (path, first_line(error))) from None
+    write_file(path, dump)
 
 
 def read_json(path):

@@ -909,3 +909,29 @@ def test_a_graph_that_would_write_a_file_is_refused_unless_allowed(frozen_and_op
     assert main.main(flags + ['--allow_any_op']) == 0  # what the check stops is real
     assert written.read_text() == 'pwned'
     assert 'running it as --allow_any_op asks' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ full disks outside training
+
+@pytest.mark.end_to_end
+@pytest.mark.parametrize('action', ['predict', 'evaluate', 'prepare'])
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_part(demo_root, tiny_model_dir,
+                                                                    tmp_path, action):
+    out = tmp_path / 'out'
+    args = {'predict': ['predict', '-ip', os.path.join(demo_root, 'leftImg8bit/val/*/*.png'),
+                        '-md', tiny_model_dir, '-rd', str(out), '--save_labels'],
+            'evaluate': ['evaluate', '--dataset', 'demo', '--data_root', demo_root,
+                         '-md', tiny_model_dir, '-rd', str(out)],
+            'prepare': ['prepare', '--dataset', 'demo', '--data_root', demo_root,
+                        '--prepared_dir', str(out), '--image_shape', '64', '128']}[action]
+    process = _spawn(args + ['--gpu', '0'], tmp_path / 'log', file_size_limit=3000)
+    assert process.wait(timeout=300) == 2
+    log = open(tmp_path / 'log').read()
+    assert 'Traceback' not in log
+    (line,) = [line for line in log.splitlines() if line.startswith('error:')]
+    assert line.startswith('error: cannot write %s' % out) and line.endswith('File too large')
+    for path in glob.glob(str(out / '**' / '*'), recursive=True):
+        name = os.path.basename(path)
+        assert not name.startswith('.') and not name.endswith('.partial'), path
+        if name.endswith('.png'):
+            Image.open(path).load()  # each file under its name is whole

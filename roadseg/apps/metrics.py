@@ -198,10 +198,10 @@ def write_report(run_dir, metrics, confusion, label_set, inference=None):
             writer.writerow(['truth \\ prediction'] + names)
             writer.writerows([name] + [int(count) for count in row]
                              for name, row in zip(names, confusion))
-    helper.write_atomically(paths[1], write_csv)
+    helper.write_file(paths[1], write_csv)
     for path, image in zip(paths[2:], (_draw_iou_bars(metrics, label_set),
                                        _draw_confusion(confusion, label_set))):
-        helper.write_atomically(path, lambda tmp: image.save(tmp, format='PNG'))
+        helper.write_file(path, lambda tmp: image.save(tmp, format='PNG'))
 
 
 def _font(size):

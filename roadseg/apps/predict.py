@@ -104,7 +104,9 @@ def same_size_batches(items, batch_size, size_of):
 
 def _save_png(array, path):
     # compress_level 1: zlib's fastest level, for slightly larger files than the default 6.
-    Image.fromarray(array).save(path, compress_level=1)
+    # Written beside and renamed: a full disk or Ctrl-C leaves no half file under the name.
+    helper.write_file(path, lambda temporary: Image.fromarray(array).save(
+        temporary, format='PNG', compress_level=1))
 
 
 def _write_outputs(image_path, image, class_ids, out_dir, label_set, save_labels,
@@ -138,8 +140,10 @@ def write_probabilities(out_dir, stem, class_ids, probabilities, save_probs='con
     _save_png(np.round(np.clip(confidence[..., 0], 0, 1) * 65535).astype(np.uint16),
               os.path.join(out_dir, 'confidences', stem + '.png'))
     if save_probs == 'all':
-        np.savez_compressed(os.path.join(out_dir, 'probabilities', stem + '.npz'),
-                            probs=np.moveaxis(probabilities, -1, 0).astype(np.float16))
+        helper.write_file(os.path.join(out_dir, 'probabilities', stem + '.npz'),
+                          lambda temporary: np.savez_compressed(
+                              temporary, probs=np.moveaxis(probabilities, -1, 0).astype(
+                                  np.float16)))
 
 
 def label_ids(class_ids, label_set):

@@ -84,7 +84,7 @@ def _save(write, path):
     """write(path + PARTIAL_SUFFIX), then rename into place: no half-written file has the final
     name, and a rerun writes over what a killed run left."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    helper.write_atomically(path, write, path + PARTIAL_SUFFIX)
+    helper.write_file(path, write, path + PARTIAL_SUFFIX)
 
 
 def _image_size(path):
