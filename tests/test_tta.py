@@ -234,6 +234,21 @@ def test_one_window_covering_the_image_is_keep_size_bit_for_bit(model):
             np.testing.assert_array_equal(ids, expected)
 
 
+def test_keep_size_predicts_an_image_above_the_pixel_budget_in_windows(model, monkeypatch):
+    images = [_scene(100, 150, seed) for seed in (8, 9)]
+    windowed = predict.predict_outputs(model, images, True, specs.Inference(tile=(64, 64)), 2)
+    whole = predict.predict_outputs(model, images, True)
+    assert any((a != b).any() for (a, _), (b, _) in zip(windowed, whole))  # they differ
+    monkeypatch.setattr(predict, 'KEEP_SIZE_PIXELS', 100 * 150 - 1)
+    monkeypatch.setattr(predict, 'KEEP_SIZE_TILE', (64, 64))
+    budgeted = predict.predict_outputs(model, images, True)
+    for (ids, _), (expected, _) in zip(budgeted, windowed):
+        np.testing.assert_array_equal(ids, expected)
+    ids_only = type('IdsOnly', (), dict(has_logits=False, kind='int8 TFLite'))()
+    with pytest.raises(UserError, match='100x150 images are above the 14999 pixels'):
+        predict.predict_outputs(ids_only, images, True)
+
+
 @pytest.mark.parametrize('keep_size', [True, False])
 @pytest.mark.parametrize('flags', [{}, {'scales': (0.75, 1.0), 'flip': True}])
 def test_saved_probabilities_are_the_models_softmax(model, tmp_path, keep_size, flags):

@@ -3,6 +3,7 @@ label and probability files written to a run folder. evaluate and video predict 
 predict_batch and predict_outputs.
 """
 import collections
+import dataclasses
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,11 @@ import helper
 from roadseg import specs
 from roadseg.apps import tta
 from roadseg.deploy import loader
+
+# --keep_size runs an image whole up to Cityscapes' 2048x1024 pixels; a larger one (Mapillary's
+# 4000x3000) goes through the network in windows of KEEP_SIZE_TILE, so that memory stays bounded.
+KEEP_SIZE_PIXELS = 2048 * 1024
+KEEP_SIZE_TILE = (1024, 1024)
 
 
 def predict_batch(model, images, keep_size=False, inference=None, batch_size=1):
@@ -31,12 +37,20 @@ def predict_outputs(model, images, keep_size=False, inference=None, batch_size=1
 
     The network sees each image resized to the model's shape (the prediction is then resized
     back with nearest neighbour, never interpolated) or, with keep_size, at its own size padded
-    to multiples of 32 (the padding cut off again). inference (specs.Inference) other than one
+    to multiples of 32 (the padding cut off again), in KEEP_SIZE_TILE windows when larger than
+    KEEP_SIZE_PIXELS. inference (specs.Inference) other than one
     plain view: the argmax of tta.averaged_probabilities of that image, whose views go
     through the model batch_size at a time; one plain view is one run's own argmax.
     """
     inference = inference or specs.Inference()
     height, width = images[0].shape[:2]
+    if keep_size and inference.tile is None and height * width > KEEP_SIZE_PIXELS:
+        if not getattr(model, 'has_logits', False):
+            raise helper.UserError(
+                '%dx%d images are above the %d pixels --keep_size runs whole, and the %s model '
+                'cannot predict in windows: resize them, or use a model folder'
+                % (height, width, KEEP_SIZE_PIXELS, model.kind))
+        inference = dataclasses.replace(inference, tile=KEEP_SIZE_TILE)
     if not tta.one_plain_view(inference, (height, width) if keep_size else model.image_shape):
         inference.check_model(model)
         bases = [image if keep_size else loader.network_input(image, model.image_shape, False)
