@@ -289,7 +289,7 @@ def _best_dir(args, run_dir, folder):
 def _load_model(args):
     import helper
     from roadseg import devices, model_dir
-    from roadseg.deploy import loader
+    from roadseg.deploy import loader, onnx_model
     folder = args.model_dir
     if folder is None:
         configs = sorted(glob.glob(os.path.join(args.runs_dir, '*', 'model',
@@ -305,6 +305,8 @@ def _load_model(args):
             helper.warn('--precision %s does not apply to the int8 TFLite model'
                         % args.precision)
         model = tflite_model.TFLiteModel(os.path.dirname(folder) or '.')
+    elif folder.endswith('.onnx'):  # optimised_model/model.onnx: float, ONNX Runtime
+        model = onnx_model.ONNXModel(folder, args.gpu, args.precision)
     else:
         model = loader.Model(folder, devices.session_config(
             args.gpu, args.gpu_mem, args.xla, args.precision))
@@ -445,19 +447,20 @@ def freeze(args):
 
 
 def optimise(args):
-    """Frozen graph -> pruned, folded graph with 8-bit weights, and an int8 TFLite model."""
+    """Frozen graph -> pruned, folded graph with 8-bit weights, int8 TFLite and float ONNX."""
     import data_loader
     from roadseg import model_dir
     from roadseg.deploy import export
     config = model_dir.read_model_config(args.frozen_model_dir)
     calibration = (data_loader.find_images(args.calibration_images)[:100]
                    if args.calibration_images else export.calibration_images(config))
-    stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration)
+    stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration, args.onnx)
     print('optimised %s into %s: %d ops -> %d ops, %d weights stored in 8 bits, %s -> %s '
-          '(%.0f%%); %s calibrated on %d images'
+          '(%.0f%%); %smodel.tflite calibrated on %d images'
           % (args.frozen_model_dir, args.optimised_model_dir, stats['source_ops'], stats['ops'],
              stats['quantized'], _megabytes(stats['source_bytes']), _megabytes(stats['bytes']),
-             100 * stats['bytes'] / stats['source_bytes'], 'model.tflite', len(calibration)))
+             100 * stats['bytes'] / stats['source_bytes'], 'model.onnx written, ' * args.onnx,
+             len(calibration)))
 
 
 def _prepared_splits(args, defaults):
