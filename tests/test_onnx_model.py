@@ -49,7 +49,7 @@ def exported(tmp_path_factory):
     helper.write_json(str(folder / model_dir.CONFIG_FILE), dict(
         label_set='cityscapes', image_shape=list(IMAGE_SHAPE), num_classes=NUM_CLASSES,
         input_tensor=fcn8vgg16.INPUT_TENSOR, output_tensor=fcn8vgg16.OUTPUT_TENSOR,
-        onnx=interface))
+        onnx_model=interface))
     return graph_def, path, interface
 
 

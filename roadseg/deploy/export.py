@@ -113,7 +113,7 @@ def optimise(frozen_dir, optimised_dir, calibration_paths=None, onnx=True):
         written = dict(config)
         if onnx:
             os.makedirs(folder, exist_ok=True)
-            written['onnx'] = onnx_model.convert(pruned, os.path.join(
+            written[onnx_model.CONFIG_KEY] = onnx_model.convert(pruned, os.path.join(
                 folder, onnx_model.ONNX_FILE), config['num_classes'])
         _write_graph(quantized, folder, written)
         if calibration_paths:

@@ -19,6 +19,7 @@ from roadseg.deploy import graph_surgery
 from helper import UserError
 
 ONNX_FILE = 'model.onnx'
+CONFIG_KEY = 'onnx_model'  # the model configuration's record of model.onnx: interface()
 OPSET = 17
 # The ONNX names of the graph's interface: those of the SavedModel's serving signature.
 INPUT = 'images'
@@ -168,7 +169,8 @@ class ONNXModel:
 
     def _interface_names(self):
         """(input name, class ids output name) of the configuration, which the model has."""
-        recorded = self.config.get('onnx', {})
+        recorded = self.config.get(CONFIG_KEY)
+        recorded = recorded if isinstance(recorded, dict) else {}
         inputs = [value['name'] for value in recorded.get('inputs', [])] or [INPUT]
         outputs = [value['name'] for value in recorded.get('outputs', [])
                    if value['dtype'] == 'uint8'] or [IDS]
