@@ -116,5 +116,6 @@ def test_every_format_predicts_what_the_frozen_model_predicts(stage, checkpoints
     onnx = os.path.join(optimised, 'model.onnx')
     assert np.mean(_predicted_ids(demo_root, onnx, os.path.join(work, 'onnx_runs'))
                    == expected) >= MIN_AGREEMENT[stage][2]
-    assert not stage.startswith('trained') or abs(_val_mean_iou(demo_root, onnx, os.path.join(work, 'onnx_eval'))
-               - _val_mean_iou(demo_root, frozen, os.path.join(work, 'frozen_eval'))) <= 0.001
+    if stage.startswith('trained'):
+        assert abs(_val_mean_iou(demo_root, onnx, os.path.join(work, 'onnx_eval'))
+                   - _val_mean_iou(demo_root, frozen, os.path.join(work, 'frozen_eval'))) <= 0.001
