@@ -255,7 +255,7 @@ def _best_dir(args, run_dir, folder):
 def _load_model(args):
     import helper
     from roadseg import devices, model_dir, specs
-    from roadseg.deploy import loader
+    from roadseg.deploy import loader, onnx_model
     args.inference = specs.Inference(args.scales, args.flip, args.tile, args.tile_overlap,
                                      args.save_probs)  # checked before the model loads
     folder = args.model_dir
@@ -273,6 +273,8 @@ def _load_model(args):
             helper.warn('--precision %s does not apply to the int8 TFLite model'
                         % args.precision)
         model = tflite_model.TFLiteModel(os.path.dirname(folder) or '.')
+    elif folder.endswith('.onnx'):  # optimised_model/model.onnx: float, ONNX Runtime
+        model = onnx_model.ONNXModel(folder, args.gpu, args.precision)
     else:
         model = loader.Model(folder, devices.session_config(
             args.gpu, args.gpu_mem, args.xla, args.precision), args.allow_any_op)
@@ -416,7 +418,7 @@ def freeze(args):
 
 
 def optimise(args):
-    """Frozen graph -> pruned, folded graph with 8-bit weights, and an int8 TFLite model."""
+    """Frozen graph -> pruned, folded graph with 8-bit weights, int8 TFLite and float ONNX."""
     import data_loader
     from roadseg import model_dir
     from roadseg.deploy import export
@@ -424,12 +426,13 @@ def optimise(args):
     calibration = (data_loader.find_images(args.calibration_images)[:100]
                    if args.calibration_images else export.calibration_images(config))
     stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration,
-                            args.allow_any_op)
+                            args.onnx, args.allow_any_op)
     print('optimised %s into %s: %d ops -> %d ops, %d weights stored in 8 bits, %s -> %s '
-          '(%.0f%%); %s calibrated on %d images'
+          '(%.0f%%); %smodel.tflite calibrated on %d images'
           % (args.frozen_model_dir, args.optimised_model_dir, stats['source_ops'], stats['ops'],
              stats['quantized'], _megabytes(stats['source_bytes']), _megabytes(stats['bytes']),
-             100 * stats['bytes'] / stats['source_bytes'], 'model.tflite', len(calibration)))
+             100 * stats['bytes'] / stats['source_bytes'], 'model.onnx written, ' * args.onnx,
+             len(calibration)))
 
 
 def _prepared_splits(args, defaults):

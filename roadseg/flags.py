@@ -217,6 +217,8 @@ def _output_flags(parser):
     add('--output', help='labels: the .json or .csv file to write the label table to')
     add('--calibration_images', help='optimise: glob of images calibrating the int8 TFLite '
                                      'model (default: 100 training images of the model)')
+    add('--no_onnx', dest='onnx', action='store_false',
+        help='optimise: write no model.onnx (the float model for ONNX Runtime)')
 
 
 def check_positive(args, names):

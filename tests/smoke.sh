@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End to end with the full-size FCN-8s on a few demo images: train, freeze, optimise, predict,
-# evaluate and segment the demo video, checking each output. About 5 minutes on 2 CPU cores.
+# evaluate (the TFLite and ONNX models too) and segment the demo video, checking each output.
+# About 5 minutes on 2 CPU cores.
 # Usage: tests/smoke.sh [WORK_DIR]   (default: a new temporary folder, kept for inspection)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,12 +21,16 @@ run freeze --ckpt_dir=ckpt --frozen_model_dir=frozen_model
 run optimise --frozen_model_dir=frozen_model --optimised_model_dir=optimised_model
 check "import os; r = os.path.getsize('optimised_model/graph.pb') / os.path.getsize('frozen_model/graph.pb'); print('size ratio %.3f' % r); assert r <= 0.27" "optimised graph too large"
 check "import os; assert os.path.getsize('optimised_model/model.tflite') > 0" "no TFLite model"
+check "import os; assert os.path.getsize('optimised_model/model.onnx') > 0" "no ONNX model"
 
 run predict --dataset demo --model_dir=optimised_model -rd predictions --save_labels
 check "import glob; assert len(glob.glob('predictions/*/overlays/*.png')) == 16" "overlays missing"
 
 run evaluate --dataset demo --model_dir=optimised_model/model.tflite -rd evaluation
 check "import glob, json; m = json.load(open(glob.glob('evaluation/*/metrics.json')[0])); print('TFLite mean IoU %.3f' % m['mean_iou']); assert 0 <= m['mean_iou'] <= 1" "no metrics"
+
+run evaluate --dataset demo --model_dir=optimised_model/model.onnx -rd evaluation_onnx
+check "import glob, json; m = json.load(open(glob.glob('evaluation_onnx/*/metrics.json')[0])); print('ONNX mean IoU %.3f' % m['mean_iou']); assert 0 <= m['mean_iou'] <= 1" "no ONNX metrics"
 
 run video --dataset demo --model_dir=frozen_model -vo video.mp4
 check "import imageio_ffmpeg as f, sys; sys.path.insert(0, '$repo'); from roadseg.data import demo_data; assert f.count_frames_and_secs('video.mp4')[0] == f.count_frames_and_secs(demo_data.demo_video_path())[0]" "video frame count differs"

@@ -3,7 +3,10 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
+
+import fcn8vgg16
 
 from roadseg import specs
 from roadseg.training import loop
@@ -15,6 +18,26 @@ TINY_NETWORK = specs.Network(TINY_VGG16, TINY_FC_CHANNELS)
 # The reference tables beside the repository (shared/reference), which CI always has.
 REFERENCE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), 'shared', 'reference')
+
+
+def frozen_tiny_graph(num_classes):
+    """The GraphDef of a tiny FCN-8s with random weights and random (not zero) score layers,
+    frozen, with a keep_prob placeholder (its dropouts stay in the graph)."""
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default() as graph:
+        tf1.set_random_seed(0)
+        images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
+        logits, _ = fcn8vgg16.fcn8s(images, num_classes, encoder=TINY_VGG16,
+                                    fc_channels=TINY_FC_CHANNELS)
+        fcn8vgg16.predictions(logits)
+        rng = np.random.default_rng(0)
+        scores = [tf1.assign(v, rng.normal(0, 0.3, v.shape).astype(np.float32))
+                  for v in tf1.global_variables() if v.op.name.startswith('score_')]
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            session.run(scores)
+            return tf1.graph_util.convert_variables_to_constants(
+                session, graph.as_graph_def(), [fcn8vgg16.OUTPUT_NAME, fcn8vgg16.LOGITS_NAME])
 
 
 def unavailable(reason):

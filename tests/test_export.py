@@ -58,7 +58,7 @@ def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, 
                       '--optimised_model_dir=optimised_model',
                       '--calibration_images', os.path.join(root, 'leftImg8bit/train/*/*.png')]) == 0
     out = capsys.readouterr().out
-    assert 'weights stored in 8 bits' in out
+    assert 'weights stored in 8 bits' in out and 'model.onnx written' in out
 
     frozen = model_dir.read_graph_def('frozen_model/graph.pb')
     ops = {node.op for node in frozen.node}
@@ -75,6 +75,13 @@ def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, 
     optimised = model_dir.read_graph_def('optimised_model/graph.pb')
     assert sum(node.op == 'Dequantize' for node in optimised.node) >= 3
     assert os.path.getsize('optimised_model/model.tflite') > 0
+    assert os.path.getsize('optimised_model/model.onnx') > 0
+    interface = helper.read_json('optimised_model/fcn8s_config.json')['onnx_model']
+    assert [(value['name'], value['dtype'], value['shape']) for value in
+            interface['inputs'] + interface['outputs']] == [
+        ('images', 'uint8', ['batch', 'height', 'width', 3]),
+        ('predictions', 'uint8', ['batch', 'height', 'width']),
+        ('logits', 'float32', ['batch', 'height', 'width', 19])]
 
 
 @pytest.mark.end_to_end
@@ -208,6 +215,43 @@ def test_predict_and_video_run_the_optimised_model(work, monkeypatch):
                       os.path.join(root, 'gtFine/val'), '-rd', 'tflite_eval']) == 0
     (report,) = glob.glob('tflite_eval/*/metrics.json')
     assert 0 <= helper.read_json(report)['mean_iou'] <= 1
+
+
+@pytest.mark.end_to_end
+def test_the_onnx_model_runs_every_action_and_no_onnx_leaves_it_out(work, monkeypatch, capsys):
+    work, root = work
+    monkeypatch.chdir(work)
+    calibration = ['--calibration_images', os.path.join(root, 'leftImg8bit/train/*/*.png')]
+    val = ['-ip', os.path.join(root, 'leftImg8bit/val/*/*.png'), '-lp',
+           os.path.join(root, 'gtFine/val')]
+    assert main.main(['freeze', '--ckpt_dir=ckpt', '--frozen_model_dir=frozen_onnx']) == 0
+    assert main.main(['optimise', '-fd', 'frozen_onnx', '-od', 'optimised_onnx', '--no_onnx']
+                     + calibration) == 0
+    assert 'model.onnx' not in capsys.readouterr().out
+    assert sorted(os.listdir('optimised_onnx')) == ['fcn8s_config.json', 'graph.pb',
+                                                    'model.tflite']
+    assert 'onnx_model' not in helper.read_json('optimised_onnx/fcn8s_config.json')
+    onnx = 'optimised_onnx/model.onnx'
+    test_images = os.path.join(root, 'leftImg8bit/test/*/*.png')
+    assert main.main(['predict', '--gpu', '0', '-md', onnx, '-ip', test_images]) == 2
+    assert capsys.readouterr().err.endswith('holds no model.onnx: export the model with '
+                                            'optimise (without --no_onnx) first\n')
+    assert main.main(['optimise', '-fd', 'frozen_onnx', '-od', 'optimised_onnx']
+                     + calibration) == 0
+    assert main.main(['predict', '--gpu', '0', '-md', onnx, '--keep_size', '-rd', 'onnx_runs',
+                      '-ip', test_images]) == 0
+    assert 'loaded ONNX: cityscapes, 19 classes, 64x128' in capsys.readouterr().out
+    assert len(glob.glob('onnx_runs/*/overlays/*.png')) == 2
+    assert main.main(['video', '--gpu', '0', '-md', onnx, '-vi', demo_data.demo_video_path(root),
+                      '-vo', 'onnx.mp4']) == 0
+    assert os.path.getsize('onnx.mp4') > 0
+    mean_iou = {}
+    for model in ('frozen_onnx', onnx):
+        runs = model.replace('/', '_') + '_eval'
+        assert main.main(['evaluate', '--gpu', '0', '-md', model, '-rd', runs] + val) == 0
+        (report,) = glob.glob(runs + '/*/metrics.json')
+        mean_iou[model] = helper.read_json(report)['mean_iou']
+    assert abs(mean_iou[onnx] - mean_iou['frozen_onnx']) <= 0.001
 
 
 @pytest.mark.end_to_end

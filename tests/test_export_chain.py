@@ -1,7 +1,7 @@
-"""The whole export chain (freeze, optimise with the int8 model, predict with every format) on
-tiny models at every stage of training: straight from initialisation, after one step, trained,
-and trained with --xla 2. Grappler simplifies what it may in each (a bias still all zeros is
-folded away), and every format must still predict what the frozen model predicts."""
+"""The whole export chain (freeze, optimise with the int8 and ONNX models, predict with every
+format) on tiny models at every stage of training: straight from initialisation, after one step,
+trained, and trained with --xla 2. Grappler simplifies what it may in each (a bias still all
+zeros is folded away), and every format must still predict what the frozen model predicts."""
 import glob
 import os
 import shutil
@@ -19,11 +19,12 @@ import synthetic
 
 tf1 = tf.compat.v1
 STAGES = ('initialised', 'one_step', 'trained', 'trained_xla2')
-# The share of pixels the 8-bit-weights graph and the int8 TFLite model must predict as the
-# frozen graph does. After one step the two leading classes' scores are close at most pixels,
-# so that rounding the weights to 8 bits flips a few per cent of them.
-MIN_AGREEMENT = {'initialised': (1.0, 1.0), 'one_step': (0.95, 0.95),
-                 'trained': (0.99, 0.95), 'trained_xla2': (0.99, 0.95)}
+# The share of pixels the 8-bit-weights graph, the int8 TFLite model and the float ONNX model
+# must predict as the frozen graph does. After one step the two leading classes' scores are
+# close at most pixels, so that rounding the weights to 8 bits flips a few per cent of them, and
+# so do ONNX Runtime's float sums, added in another order than TensorFlow's.
+MIN_AGREEMENT = {'initialised': (1.0, 1.0, 1.0), 'one_step': (0.95, 0.95, 0.95),
+                 'trained': (0.99, 0.95, 0.999), 'trained_xla2': (0.99, 0.95, 0.999)}
 
 
 def _train(root, folder, *flags):
@@ -80,6 +81,15 @@ def _predicted_ids(root, model_dir, runs_dir):
     return np.stack([np.asarray(Image.open(path)) for path in paths])
 
 
+def _val_mean_iou(root, model_dir, runs_dir):
+    """The mean IoU `evaluate` reports for the val split."""
+    assert main.main(['evaluate', '--gpu', '0', '--model_dir', model_dir, '-rd', runs_dir,
+                      '-ip', os.path.join(root, 'leftImg8bit/val/*/*.png'),
+                      '-lp', os.path.join(root, 'gtFine/val')]) == 0
+    (report,) = glob.glob(os.path.join(runs_dir, '*', 'metrics.json'))
+    return helper.read_json(report)['mean_iou']
+
+
 @pytest.mark.end_to_end
 @pytest.mark.parametrize('stage', STAGES)
 def test_every_format_predicts_what_the_frozen_model_predicts(stage, checkpoints, demo_root,
@@ -100,3 +110,12 @@ def test_every_format_predicts_what_the_frozen_model_predicts(stage, checkpoints
     int8 = _predicted_ids(demo_root, os.path.join(optimised, 'model.tflite'),
                           os.path.join(work, 'tflite_runs'))
     assert np.mean(int8 == expected) >= MIN_AGREEMENT[stage][1]
+    # The float ONNX model, through ONNX Runtime: the frozen model's ids and, once trained (after
+    # one step the leading scores differ by float rounding, 1e-8), its val mean IoU within 0.1
+    # points.
+    onnx = os.path.join(optimised, 'model.onnx')
+    assert np.mean(_predicted_ids(demo_root, onnx, os.path.join(work, 'onnx_runs'))
+                   == expected) >= MIN_AGREEMENT[stage][2]
+    if stage.startswith('trained'):
+        assert abs(_val_mean_iou(demo_root, onnx, os.path.join(work, 'onnx_eval'))
+                   - _val_mean_iou(demo_root, frozen, os.path.join(work, 'frozen_eval'))) <= 0.001

@@ -13,7 +13,7 @@ from roadseg.deploy import graph_surgery
 from roadseg.apps import predict
 from roadseg.deploy import tflite_model
 from helper import UserError
-from synthetic import TINY_FC_CHANNELS, TINY_VGG16
+from synthetic import TINY_FC_CHANNELS, TINY_VGG16, frozen_tiny_graph
 
 tf1 = tf.compat.v1
 
@@ -25,24 +25,6 @@ def _scene(seed):
     """A smooth random RGB image: bilinear 8x upsampling of 8x16 random colours."""
     small = np.random.default_rng(seed).integers(0, 256, (8, 16, 3), dtype=np.uint8)
     return np.asarray(Image.fromarray(small).resize(IMAGE_SHAPE[::-1], Image.BILINEAR))
-
-
-def _frozen_tiny_graph():
-    """A tiny FCN-8s with random weights and random (not zero) score layers, frozen."""
-    with tf.Graph().as_default() as graph:
-        tf1.set_random_seed(0)
-        images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
-        logits, _ = fcn8vgg16.fcn8s(images, NUM_CLASSES, encoder=TINY_VGG16,
-                                    fc_channels=TINY_FC_CHANNELS)
-        fcn8vgg16.predictions(logits)
-        rng = np.random.default_rng(0)
-        scores = [tf1.assign(v, rng.normal(0, 0.3, v.shape).astype(np.float32))
-                  for v in tf1.global_variables() if v.op.name.startswith('score_')]
-        with tf1.Session() as session:
-            session.run(tf1.global_variables_initializer())
-            session.run(scores)
-            return tf1.graph_util.convert_variables_to_constants(
-                session, graph.as_graph_def(), [fcn8vgg16.OUTPUT_NAME, fcn8vgg16.LOGITS_NAME])
 
 
 def _float_predictions(graph_def, images):
@@ -65,7 +47,7 @@ def exported(tmp_path_factory):
     helper.write_json(str(folder / model_dir.CONFIG_FILE), dict(
         label_set='cityscapes', image_shape=list(IMAGE_SHAPE),
         input_tensor=fcn8vgg16.INPUT_TENSOR, output_tensor=fcn8vgg16.OUTPUT_TENSOR))
-    graph_def = _frozen_tiny_graph()
+    graph_def = frozen_tiny_graph(NUM_CLASSES)
     info = tflite_model.convert_int8(graph_def, str(folder / tflite_model.TFLITE_FILE),
                                      IMAGE_SHAPE, calibration)
     return graph_def, str(folder), info

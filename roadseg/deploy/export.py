@@ -1,9 +1,10 @@
 """Export: freeze a trained model into one constant graph, and optimise that graph to 8-bit
-weights plus a full-integer TensorFlow Lite model.
+weights plus a full-integer TensorFlow Lite model and a float ONNX model.
 
 A frozen folder holds graph.pb, a SavedModel of the same constant graph (saved_model.pb with the
 serving signature) and fcn8s_config.json. An optimised folder holds graph.pb with 8-bit weights,
-model.tflite and fcn8s_config.json. Each folder is written to a temporary folder and renamed
+model.tflite, model.onnx and fcn8s_config.json, which also says the ONNX model's inputs and
+outputs. Each folder is written to a temporary folder and renamed
 into place; an existing folder is replaced only if this tool wrote it.
 """
 import os
@@ -15,6 +16,7 @@ import data_loader
 import helper
 from roadseg import model_dir
 from roadseg.deploy import graph_surgery
+from roadseg.deploy import onnx_model
 from roadseg.deploy import tflite_model
 
 tf1 = tf.compat.v1
@@ -91,10 +93,12 @@ def _write_graph(graph_def, folder, config):
     helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), config)
 
 
-def optimise(frozen_dir, optimised_dir, calibration_paths=None, allow_any_op=False):
+def optimise(frozen_dir, optimised_dir, calibration_paths=None, onnx=True,
+             allow_any_op=False):
     """Prunes and folds the frozen graph, stores its weights in 8 bits, and converts it to a
-    full-integer TFLite model calibrated on calibration_paths (when given). allow_any_op: read
-    a graph with operations this tool never writes (model_dir.read_graph_def)."""
+    full-integer TFLite model calibrated on calibration_paths (when given) and, with onnx, to a
+    float ONNX model. allow_any_op: read a graph with operations this tool never writes
+    (model_dir.read_graph_def)."""
     model_dir.check_output_dir(optimised_dir)
     config = model_dir.read_model_config(frozen_dir)
     graph_path = os.path.join(frozen_dir, model_dir.GRAPH_FILE)
@@ -108,7 +112,12 @@ def optimise(frozen_dir, optimised_dir, calibration_paths=None, allow_any_op=Fal
     config = dict(config, model_format='optimised', source_model=os.path.abspath(frozen_dir))
 
     def _write(folder):
-        _write_graph(quantized, folder, config)
+        written = dict(config)
+        if onnx:
+            os.makedirs(folder, exist_ok=True)
+            written[onnx_model.CONFIG_KEY] = onnx_model.convert(pruned, os.path.join(
+                folder, onnx_model.ONNX_FILE), config['num_classes'])
+        _write_graph(quantized, folder, written)
         if calibration_paths:
             tflite_model.convert_int8(pruned, os.path.join(folder, tflite_model.TFLITE_FILE),
                                       config['image_shape'], calibration_paths)

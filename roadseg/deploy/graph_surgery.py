@@ -5,6 +5,8 @@ graph. optimise: fold_constants() folds and prunes it once, offline, and quantiz
 stores its large weights in 8 bits. Loading: dequantize_constants() turns those back into
 float constants once, and split_matmul_weights() takes the fc6/fc7 weights out to feed them
 into variables. TFLite: graph_for_tflite() rewrites the frozen graph for the int8 converter.
+ONNX: graph_for_onnx() rewrites it for tf2onnx, and weights_as_placeholders() keeps its weights
+out of the converter.
 """
 import collections
 
@@ -219,21 +221,10 @@ def graph_for_tflite(graph_def):
     - upscore8 upsamples clipped scores (_clip_scores).
     - fc6 and fc7 are convolutions again (_matmuls_as_convolutions).
     """
-    names = {node.name for node in graph_def.node}
-    for name in (fcn8vgg16.INPUT_NAME, fcn8vgg16.OUTPUT_NAME):
-        if name not in names:
-            raise UserError('the frozen graph has no %r node: not a graph of this tool' % name)
-    graph_def = tf1.graph_util.extract_sub_graph(graph_def, [fcn8vgg16.OUTPUT_NAME])
+    graph_def = _without_dropout(_outputs_of(graph_def, [fcn8vgg16.OUTPUT_NAME]))
     nodes = {node.name: node for node in graph_def.node}
-
-    def op_of(name):
-        return nodes[name.lstrip('^').split(':')[0]].op
-
     for node in list(graph_def.node):
-        if node.op == 'SelectV2' and op_of(node.input[0]) == 'GreaterEqual' and \
-                op_of(nodes[node.input[0]].input[0]) == 'RandomUniform':
-            _make_identity(node, nodes[node.input[1]].input[0], node.attr['T'].type)
-        elif node.op == 'ReverseV2' and op_of(node.input[0]) == 'Cast' and \
+        if node.op == 'ReverseV2' and nodes[_data_input(node.input[0])].op == 'Cast' and \
                 nodes[node.input[0]].input[0] == fcn8vgg16.INPUT_NAME:
             node.op = 'GatherV2'
             node.input[1] = _add_const(graph_def, node.name + '/channels', [2, 1, 0], tf.int32)
@@ -251,6 +242,30 @@ def graph_for_tflite(graph_def):
     _clip_scores(graph_def)
     _matmuls_as_convolutions(graph_def)
     return tf1.graph_util.extract_sub_graph(graph_def, [fcn8vgg16.OUTPUT_NAME])
+
+
+def _outputs_of(graph_def, outputs):
+    """graph_def pruned to the named outputs, which it must have, as the image input."""
+    names = {node.name for node in graph_def.node}
+    for name in [fcn8vgg16.INPUT_NAME] + outputs:
+        if name not in names:
+            raise UserError('the frozen graph has no %r node: not a graph of this tool' % name)
+    return tf1.graph_util.extract_sub_graph(graph_def, outputs)
+
+
+def _without_dropout(graph_def):
+    """Each dropout, select(uniform >= rate, x / (1 - rate), 0), becomes x: keep_prob is 1 at
+    inference, and neither TFLite nor ONNX has a use for the random op. In place."""
+    nodes = {node.name: node for node in graph_def.node}
+
+    def op_of(name):
+        return nodes[_data_input(name)].op
+
+    for node in list(graph_def.node):
+        if node.op == 'SelectV2' and op_of(node.input[0]) == 'GreaterEqual' and \
+                op_of(nodes[node.input[0]].input[0]) == 'RandomUniform':
+            _make_identity(node, nodes[node.input[1]].input[0], node.attr['T'].type)
+    return graph_def
 
 
 def _make_identity(node, input_name, dtype):
@@ -372,3 +387,39 @@ def _back_to_image_shape(graph_def, output, layer):
         node = following[0]
         if node.op == 'Reshape':
             return node
+
+
+# -------------------------------------------------------------------------------------- ONNX
+
+def graph_for_onnx(graph_def):
+    """The frozen graph, pruned to its class ids and logits, for tf2onnx: without dropout, and
+    fc6 and fc7 convolutions again (_matmuls_as_convolutions), so that ONNX Runtime runs them
+    as the convolutions they are and the model takes any height and width."""
+    graph_def = _without_dropout(_outputs_of(graph_def, OUTPUT_NODES))
+    _matmuls_as_convolutions(graph_def)
+    return tf1.graph_util.extract_sub_graph(graph_def, OUTPUT_NODES)
+
+
+def weights_as_placeholders(graph_def, min_elements=MIN_QUANTIZED_ELEMENTS):
+    """(graph_def with every float constant of min_elements or more replaced by a placeholder
+    of its name, dtype and shape, {name: float32 values}).
+
+    tf2onnx copies every constant into a new protobuf message after each of its optimisers,
+    and with protobuf's upb backend the copies it replaces stay in the message's arena until
+    the model is freed: on VGG16's 538 MB of weights that grows past 24 GB. Converted as
+    placeholders, the weights are a few bytes each; onnx_model puts them back as initializers.
+    """
+    output = tf1.GraphDef()
+    output.versions.CopyFrom(graph_def.versions)
+    weights = {}
+    for node in graph_def.node:
+        value = node.attr['value'].tensor if node.op == 'Const' else None
+        if value is None or value.dtype != tf.float32.as_datatype_enum or (
+                np.prod([d.size for d in value.tensor_shape.dim]) < min_elements):
+            output.node.add().CopyFrom(node)
+            continue
+        weights[node.name] = tf.make_ndarray(value)
+        placeholder = output.node.add(name=node.name, op='Placeholder', device=node.device)
+        placeholder.attr['dtype'].type = value.dtype
+        placeholder.attr['shape'].shape.CopyFrom(value.tensor_shape)
+    return output, weights
