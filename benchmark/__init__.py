@@ -6,8 +6,9 @@
 One run measures, at 256x512 with the real VGG16 widths and the 19 Cityscapes classes:
 - peak: the model's FLOPs per image (TensorFlow's profiler) and this machine's float32 and
   bfloat16 matrix-multiply rates: the limits the speed targets are measured against;
-- inference: ms per image of the float32 model, --xla 2, --precision bf16, the frozen, the
-  optimised and the int8 TFLite model, at batch 1 and 4;
+- inference: ms per image of the float32 model, --xla 2, --precision bf16, the frozen graph,
+  its ONNX copy run by ONNX Runtime, the optimised and the int8 TFLite model, at batch 1 and 4;
+  and the float32 model's cost with --flip, six --scales and both (test-time augmentation);
 - training: ms per image of a training step at batch 2 (forward, backward and Adam), and the
   step of SGD with momentum and a poly schedule and of --accumulate 2 against Adam's, in turn;
 - pipeline: the python generator and tf.data alone on Cityscapes-sized 2048x1024 sources, and a

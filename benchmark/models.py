@@ -1,5 +1,7 @@
 """The models a run times: the float model (--model_dir, or one with random weights), its frozen
-export and its optimised export with an int8 TFLite model, all at config.IMAGE_SHAPE."""
+export and its optimised export with an int8 TFLite model and a float ONNX model, all at
+config.IMAGE_SHAPE."""
+import importlib.util
 import os
 import time
 
@@ -12,7 +14,7 @@ import helper
 from helper import UserError
 from roadseg.data import demo_data
 from roadseg import model_dir
-from roadseg.deploy import export, loader, tflite_model
+from roadseg.deploy import export, loader, onnx_model, tflite_model
 from benchmark import config, measure
 from benchmark.config import IMAGE_SHAPE
 
@@ -22,6 +24,11 @@ tf1 = tf.compat.v1
 def demo_split(split):
     """(images glob, labels folder) of a demo split; the demo dataset is drawn on first use."""
     return demo_data.demo_paths(split, demo_data.ensure_demo_dataset())
+
+
+def has_module(name):
+    """Whether an optional package (onnxruntime, tf2onnx) can be imported here."""
+    return importlib.util.find_spec(name) is not None
 
 
 def random_batch(batch_size, num_classes, seed=0):
@@ -52,8 +59,8 @@ def _write_random_model(folder, network, label_set, calibration_glob):
 class Models:
     """The model folders the benchmark runs, made on first use in its work folder: the float
     model (--model_dir, or a SavedModel with random weights), its frozen export, and its
-    optimised export with an int8 TFLite model at IMAGE_SHAPE. Conversion times and sizes go
-    to self.stats."""
+    optimised export with an int8 TFLite model at IMAGE_SHAPE and, where tf2onnx is
+    installed, a float ONNX model. Conversion times and sizes go to self.stats."""
 
     def __init__(self, work_dir, model_dir, calibration_count, network):
         self.work_dir, self.model_dir, self.network = work_dir, model_dir, network
@@ -89,7 +96,8 @@ class Models:
             frozen = self.frozen_dir()
             measure.log('optimising %s' % frozen)
             started = time.perf_counter()
-            self.stats['optimise'] = export.optimise(frozen, path)
+            self.stats['optimise'] = export.optimise(frozen, path,
+                                                     onnx=has_module('tf2onnx'))
             self.stats['optimise']['seconds'] = time.perf_counter() - started
             self._convert_tflite(frozen, os.path.join(path, tflite_model.TFLITE_FILE))
         return path
@@ -109,16 +117,23 @@ class Models:
         self.stats['tflite']['seconds'] = time.perf_counter() - started
 
     def folder(self, kind):
-        """The folder of the model of kind 'float', 'frozen', 'optimised' or 'tflite' (the
-        optimised folder holds model.tflite), made now if it is not there yet."""
+        """The folder of the model of kind 'float', 'frozen', 'optimised', 'tflite' or 'onnx'
+        (the optimised folder holds model.tflite and model.onnx), made now if it is not there
+        yet."""
         return {'float': self.float_dir, 'frozen': self.frozen_dir,
-                'optimised': self.optimised_dir, 'tflite': self.optimised_dir}[kind]()
+                'optimised': self.optimised_dir, 'tflite': self.optimised_dir,
+                'onnx': self.optimised_dir}[kind]()
 
 
 def load_model(folder, kind, xla=0, precision='fp32'):
     """The model of kind (see Models.folder) in folder, ready to predict at IMAGE_SHAPE."""
     if kind == 'tflite':
         return tflite_model.TFLiteModel(folder)
+    if kind == 'onnx':  # on all cores, as TensorFlow's sessions run
+        model = onnx_model.ONNXModel(os.path.join(folder, onnx_model.ONNX_FILE),
+                                     threads=os.cpu_count())
+        model.image_shape = IMAGE_SHAPE
+        return model
     model = loader.Model(folder, measure.cpu_config(xla, precision))
     model.image_shape = IMAGE_SHAPE  # a trained model may have been trained at another
     return model

@@ -1,5 +1,6 @@
-"""The inference section (every model kind at each batch size, each in a fresh process) and the
-export section (the frozen, optimised and int8 TFLite models scored on the demo val split)."""
+"""The inference section (every model kind at each batch size, each in a fresh process, and the
+cost of test-time augmentation) and the export section (the frozen, optimised and int8 TFLite
+models scored on the demo val split)."""
 import collections
 import os
 import time
@@ -7,9 +8,12 @@ import time
 import numpy as np
 
 import data_loader
+import fcn8vgg16
 import helper
+from roadseg import specs
 from roadseg.apps import metrics
 from roadseg.apps import predict
+from roadseg.apps import tta
 from benchmark import measure, models
 from benchmark.config import IMAGE_SHAPE
 from benchmark.report import SHARE_COLUMN, Table, table_row
@@ -22,8 +26,17 @@ EXPORTED_KINDS = collections.OrderedDict((('frozen', 'frozen'), ('optimised', 'o
 INFERENCE_VARIANTS = (  # (row name, model kind, xla, precision)
     ('float32', 'float', 0, 'fp32'), ('--xla 2', 'float', 2, 'fp32'),
     ('--precision bf16', 'float', 0, 'bf16'), ('frozen', 'frozen', 0, 'fp32'),
-    ('optimised (8-bit weights)', 'optimised', 0, 'fp32'), ('int8 TFLite', 'tflite', 0, 'fp32'))
+    ('ONNX Runtime', 'onnx', 0, 'fp32'), ('optimised (8-bit weights)', 'optimised', 0, 'fp32'),
+    ('int8 TFLite', 'tflite', 0, 'fp32'))
 INFERENCE_TRACE = 'inference step'  # the profiled step: float32 at batch 1
+UNTRACED_KINDS = ('tflite', 'onnx')  # no TensorFlow session to trace
+# Test-time augmentation of the float32 model: (row name, specs.Inference), the plain one first.
+TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+_SCALES_FLAG = '--scales ' + ' '.join('%g' % scale for scale in TTA_SCALES)
+TTA_VARIANTS = (('one scale (plain)', specs.Inference()),
+                ('--flip', specs.Inference(flip=True)),
+                (_SCALES_FLAG, specs.Inference(scales=TTA_SCALES)),
+                (_SCALES_FLAG + ' --flip', specs.Inference(scales=TTA_SCALES, flip=True)))
 
 
 def _traced_step_name(name, batch_size):
@@ -44,7 +57,7 @@ def time_inference(run, folder, kind, xla, precision, name, score=None):
             seconds = measure.time_calls(lambda: model.predict(images), run.settings.warmup,
                                          run.settings.repeats)
             rewrites = {}
-            if kind != 'tflite':  # a run traced once warm: which rewrites ran, its ops' times
+            if kind not in UNTRACED_KINDS:  # traced once warm: which rewrites ran, ops' times
                 rewrites = run.trace(model.session, model.output, {model.input: images},
                                      _traced_step_name(name, batch_size))
             results.append((seconds / batch_size, rewrites))
@@ -59,12 +72,14 @@ def _inference_targets(name, seconds, times, batch_size):
     if name == 'float32':
         return None, 'inference_fp32'
     reference = {'--precision bf16': 'float32', 'optimised (8-bit weights)': 'frozen',
-                 'int8 TFLite': 'frozen'}.get(name)
+                 'int8 TFLite': 'frozen', 'ONNX Runtime': 'frozen'}.get(name)
     if reference is None or not times.get((reference, batch_size)):
         return None, None
     ratio = times[(reference, batch_size)] / seconds
     if name.startswith('optimised'):
         return 1 / ratio, 'optimised_time'
+    if name == 'ONNX Runtime':  # its time over the frozen graph's: >= 1 when ours is as fast
+        return 1 / ratio, 'onnx_runtime'
     return ratio, 'inference_bf16' if 'bf16' in name else 'tflite_speed'
 
 
@@ -88,6 +103,12 @@ def inference_section(run):
     for name, kind, xla, precision in INFERENCE_VARIANTS:
         what = 'inference %s' % name
         measure.log(what)
+        if kind == 'onnx' and not models.has_module('onnxruntime'):
+            rows += [table_row([name, batch_size, 'not run: onnxruntime is not installed', '',
+                                '', ''], None, 'onnx_runtime',
+                               '%s, batch %d' % (TARGETS['onnx_runtime'].label, batch_size))
+                     for batch_size in run.settings.batches]
+            continue
         score = _score_spec(run, kind) if run.score_split and kind in EXPORTED_KINDS.values() \
             else None
         reply = run.attempt(what, lambda: run.in_child(
@@ -112,9 +133,78 @@ def inference_section(run):
              'and the first model of a process decides how later ones of the same shapes run.']
     if not run.models.model_dir:
         notes.append('Models with random weights (no --model_dir): times only.')
+    notes.append('ONNX Runtime: the optimised folder\'s float model.onnx (tf2onnx) on the '
+                 'CPUExecutionProvider, intra-op threads = the %d cores, sequential execution, '
+                 'all graph optimisations on.' % os.cpu_count())
     run.tables.append(Table('Inference at %dx%d' % IMAGE_SHAPE,
                             ['model', 'batch', 'ms per image', 'GFLOP/s', SHARE_COLUMN,
                              'notes'], rows, notes))
+    tta_table(run)
+
+
+# ---------------------------------------------------------------------------- augmentation
+
+def time_tta(run):
+    """{row name: median seconds per image} of predict_outputs of the float32 model on one
+    random image, at batch 1, for each of TTA_VARIANTS in turn (a row process)."""
+    model = models.load_model(run.models.folder('float'), 'float')
+    try:
+        images, _ = models.random_batch(1, run.label_set.num_classes)
+        calls = {name: (lambda inference=inference: predict.predict_outputs(
+            model, [images[0]], inference=inference)) for name, inference in TTA_VARIANTS}
+        return measure.time_in_turn(calls, run.settings.warmup, run.settings.repeats)
+    finally:
+        model.close()
+
+
+def _padded_pixels(shape):
+    return np.prod([-(-side // fcn8vgg16.STRIDE) * fcn8vgg16.STRIDE for side in shape])
+
+
+def tta_views(inference):
+    """(views the network runs per image, their pixels padded to multiples of 32 over the
+    plain view's) of an augmentation at IMAGE_SHAPE."""
+    flips = 2 if inference.flip else 1
+    pixels = sum(_padded_pixels(tta.scaled_size(IMAGE_SHAPE, scale))
+                 for scale in inference.scales)
+    return len(inference.scales) * flips, flips * pixels / _padded_pixels(IMAGE_SHAPE)
+
+
+def tta_rows(seconds):
+    """The rows of time_tta's {row name: seconds per image} (None: failed), with each one's
+    multiple of the plain time, and the note its numbers say."""
+    plain = seconds.get(TTA_VARIANTS[0][0])
+    rows, clauses = [], []
+    for name, inference in TTA_VARIANTS:
+        views, pixels = tta_views(inference)
+        spent = seconds.get(name)
+        multiple = spent / plain if spent and plain else None
+        rows.append(table_row([name, views, '%.2fx' % pixels,
+                               '%.0f' % (1000 * spent) if spent else 'failed',
+                               format_value(multiple, 'x') if spent else '']))
+        if multiple and name != TTA_VARIANTS[0][0]:
+            clauses.append('%s costs %.2fx the plain time for %.2fx its pixels (%.2fx the '
+                           'time per pixel)' % (name, multiple, pixels, multiple / pixels))
+    note = ('In this run ' + '; '.join(clauses) + '.') if clauses else None
+    return rows, note
+
+
+def tta_table(run):
+    """The cost of test-time augmentation: the float32 model's ms per image with each of
+    TTA_VARIANTS, against the plain prediction."""
+    measure.log('test-time augmentation')
+    seconds = run.attempt('test-time augmentation', run.in_child, time_tta) or {}
+    rows, note = tta_rows(seconds)
+    run.raw['tta_ms_per_image'] = {name: 1000 * value for name, value in seconds.items()}
+    notes = ['The float32 model of the inference rows, in one fresh process, on one random '
+             '%dx%d image at a time through predict_outputs (as `main.py predict -bs 1` with '
+             '`--flip` and `--scales`), the variants in turn, so that a change in the '
+             'machine\'s speed falls on all alike. Views: the images the network runs per '
+             'image; pixels: theirs, each padded to multiples of %d, over the plain view\'s. '
+             'Costs, not targets.' % (IMAGE_SHAPE + (fcn8vgg16.STRIDE,))]
+    run.tables.append(Table('Test-time augmentation at %dx%d, float32, batch 1' % IMAGE_SHAPE,
+                            ['inference', 'views', 'pixels', 'ms per image', 'x plain'], rows,
+                            notes + ([note] if note else [])))
 
 
 # ---------------------------------------------------------------------------- scoring

@@ -19,6 +19,8 @@ TARGETS = {key: Target(*line) for key, line in {
     'optimised_agreement': ('optimised: pixels agreeing with the frozen model', '>=', 0.99, '%'),
     'optimised_miou': ('optimised: |mean IoU - frozen mean IoU|', '<=', 0.5, 'points'),
     'optimised_time': ('optimised time / frozen time', '<=', 1.10, 'x'),
+    'onnx_runtime': ('float32 inference (frozen graph) at least as fast as ONNX Runtime on the '
+                     'same network: ONNX Runtime time / frozen time', '>=', 1.0, 'x'),
     'tflite_speed': ('int8 TFLite speed-up over the frozen float model', '>=', 3.0, 'x'),
     'tflite_agreement': ('int8 TFLite: pixels agreeing with the frozen model', '>=', 0.97, '%'),
     'tflite_miou': ('int8 TFLite: |mean IoU - frozen mean IoU|', '<=', 1.5, 'points'),

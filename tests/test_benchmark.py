@@ -16,6 +16,7 @@ import helper
 from helper import UserError
 from roadseg import specs
 from roadseg.data import demo_data
+from roadseg.deploy import export
 from benchmark import (config, measure, models, report, sections_inference, sections_memory,
                        sections_peak, sections_training, targets)
 from benchmark import __main__ as cli
@@ -190,16 +191,23 @@ def test_each_inference_model_is_timed_at_every_batch_size_by_one_process(tmp_pa
     calls, rates = [], iter(range(100, 1000, 10))
     monkeypatch.setattr(models.Models, 'folder', lambda self, kind: 'models/' + kind)
     monkeypatch.setattr(measure, 'matmul_rate', lambda *args: float(next(rates)))
+    monkeypatch.setattr(models, 'has_module', lambda name: True)
 
-    def child(run, function, folder, kind, xla, precision, name, score):
+    def child(run, function, *args):
+        if function is sections_inference.time_tta:
+            calls.append((function,))
+            return {name: 0.1 * (index + 1)
+                    for index, (name, _) in enumerate(sections_inference.TTA_VARIANTS)}
+        folder, kind, xla, precision, name, score = args
         calls.append((function, folder, name))
         assert score is None  # no export comparison in this run
         return dict(batches=[[1.0 + len(calls), {}], [0.5 + len(calls), {}]], score=None)
     monkeypatch.setattr(Run, 'in_child', child)
     sections_inference.inference_section(run)
     assert calls == [(sections_inference.time_inference, 'models/' + kind, name)
-                     for name, kind, _, _ in sections_inference.INFERENCE_VARIANTS]
-    (table,) = run.tables
+                     for name, kind, _, _ in sections_inference.INFERENCE_VARIANTS] + [
+        (sections_inference.time_tta,)]
+    table, augmentation = run.tables
     assert [(row['cells'][0], row['cells'][1], row['cells'][2]) for row in table.rows] == [
         (name, str(batch), '%.0f' % (1000 * (base + index)))
         for index, (name, _, _, _) in enumerate(sections_inference.INFERENCE_VARIANTS, 1)
@@ -207,9 +215,61 @@ def test_each_inference_model_is_timed_at_every_batch_size_by_one_process(tmp_pa
     # One peak after each process: both of its rows are beside it.
     besides = [row['beside_peak'] for row in table.rows]
     assert besides[0::2] == besides[1::2] and len(set(besides)) == len(besides) // 2
-    assert len(run.raw['peaks_gflops']['fp32']) + len(run.raw['peaks_gflops']['bf16']) == 2 + 6
+    assert len(run.raw['peaks_gflops']['fp32']) + len(run.raw['peaks_gflops']['bf16']) == 2 + 7
     ratio = dict((row['label'], row['value']) for row in table.rows if row['label'])
     assert ratio['bf16 inference, speed-up over float32, batch 4'] == pytest.approx(1.5 / 3.5)
+    # ONNX Runtime (6.0 s, 5.5 s per image) against the frozen graph just before it (5.0, 4.5).
+    onnx = targets.TARGETS['onnx_runtime']
+    assert ratio[onnx.label + ', batch 1'] == pytest.approx(6.0 / 5.0)
+    assert ratio[onnx.label + ', batch 4'] == pytest.approx(5.5 / 4.5)
+    text = report.format_report(dict(_results(), tables=run.tables))
+    assert '| %s, batch 1 | 1.20x | >= 1.00x | met (0.20x to spare) |' % onnx.label in text
+    assert '## Test-time augmentation at 256x512, float32, batch 1' in text
+    assert '| --flip | 2 | 2.00x | 200 | 2.00x |' in text
+    assert augmentation.rows[-1]['cells'][-1] == '4.00x'
+    assert run.raw['tta_ms_per_image']['one scale (plain)'] == pytest.approx(100.0)
+
+
+def test_without_onnxruntime_its_rows_say_so_and_nothing_fails(tmp_path, monkeypatch):
+    run = Run(config.QUICK._replace(batches=(1, 4)), str(tmp_path))
+    monkeypatch.setattr(models.Models, 'folder', lambda self, kind: 'models/' + kind)
+    monkeypatch.setattr(models, 'has_module', lambda name: name != 'onnxruntime')
+    kinds = []
+
+    def child(run, function, *args):
+        if function is sections_inference.time_tta:
+            return {}  # every augmentation row failed
+        kinds.append(args[1])
+        return dict(batches=[[1.0, {}], [1.0, {}]], score=None)
+    monkeypatch.setattr(Run, 'in_child', child)
+    sections_inference.inference_section(run)
+    assert 'onnx' not in kinds and run.errors == []
+    table, augmentation = run.tables
+    onnx = [row for row in table.rows if row['cells'][0] == 'ONNX Runtime']
+    assert [row['cells'][:3] for row in onnx] == [
+        ['ONNX Runtime', str(batch), 'not run: onnxruntime is not installed'] for batch in (1, 4)]
+    markdown = report.table_markdown(table)
+    assert 'not run: onnxruntime is not installed |  |  |  | >= 1.00x | not measured |' in markdown
+    assert [row['cells'][3:] for row in augmentation.rows] == [['failed', '']] * 4
+    assert len(augmentation.notes) == 1  # no numbers, nothing read from them
+
+
+def test_augmentation_rows_give_views_pixels_and_the_multiple_of_the_plain_time():
+    plain, flip, scales, both = (name for name, _ in sections_inference.TTA_VARIANTS)
+    # The six scales of 256x512: 128x256 ... 448x896, multiples of 32 already.
+    pixels = 0.25 + 0.5625 + 1 + 1.5625 + 2.25 + 3.0625
+    assert sections_inference.tta_views(sections_inference.TTA_VARIANTS[3][1]) == (
+        12, pytest.approx(2 * pixels))
+    rows, note = sections_inference.tta_rows({plain: 0.5, flip: 1.0, scales: 4.0, both: 9.0})
+    assert [row['cells'] for row in rows] == [
+        [plain, '1', '1.00x', '500', '1.00x'], [flip, '2', '2.00x', '1000', '2.00x'],
+        [scales, '6', '8.69x', '4000', '8.00x'], [both, '12', '17.38x', '9000', '18.00x']]
+    assert all(row['target'] is None for row in rows)  # costs, not targets
+    assert note.startswith('In this run --flip costs 2.00x the plain time for 2.00x its pixels '
+                           '(1.00x the time per pixel); --scales 0.5 0.75 1 1.25 1.5 1.75 costs '
+                           '8.00x the plain time for 8.69x its pixels (0.92x the time per pixel)')
+    rows, note = sections_inference.tta_rows({flip: 1.0})  # the plain one failed
+    assert rows[1]['cells'][3:] == ['1000', 'n/a'] and note is None
 
 
 def test_the_processes_that_time_the_exported_models_score_them(tmp_path, monkeypatch):
@@ -472,6 +532,29 @@ TINY_QUICK = config.QUICK._replace(
     pipeline_batches=1, calibration_images=2)
 
 
+def test_augmentation_and_onnx_runtime_rows_time_a_tiny_network(tmp_path, tiny_model,
+                                                                demo_split):
+    onnxruntime = pytest.importorskip('onnxruntime')
+    run = Run(TINY_QUICK, str(tmp_path), network=tiny_model)
+    seconds = sections_inference.time_tta(run)
+    assert list(seconds) == [name for name, _ in sections_inference.TTA_VARIANTS]
+    assert all(value > 0 for value in seconds.values())
+    frozen, optimised = str(tmp_path / 'frozen'), str(tmp_path / 'optimised')
+    export.freeze(run.models.folder('float'), frozen, measure.cpu_config(), config.IMAGE_SHAPE)
+    export.optimise(frozen, optimised)  # model.onnx, without the int8 model's calibration
+    model = models.load_model(optimised, 'onnx')
+    try:  # on every core, one op at a time, all optimisations on
+        options = model.session.get_session_options()
+        assert options.intra_op_num_threads == os.cpu_count()
+        assert options.execution_mode == onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        assert options.graph_optimization_level == \
+            onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    finally:
+        model.close()
+    result = sections_inference.time_inference(run, optimised, 'onnx', 0, 'fp32', 'ONNX Runtime')
+    assert [(seconds > 0, rewrites) for seconds, rewrites in result['batches']] == [(True, {})]
+
+
 def test_each_recipe_s_step_takes_turns_with_adam_s_on_one_batch(tmp_path, tiny_model):
     run = Run(TINY_QUICK, str(tmp_path), network=tiny_model)
     steps = sections_training.recipe_steps(run)
@@ -522,16 +605,21 @@ def test_sections_run_end_to_end_on_a_tiny_network(demo_split, tmp_path, monkeyp
     assert raw['conversions']['tflite']['calibration_images'] == 2
     assert sorted(os.listdir(str(tmp_path / 'profile'))) == ['inference_step.json',
                                                              'train_step.json']
-    # The peak section's, then one beside each row: 5 inference and 2 training rows in fp32.
-    assert len(results['peaks_gflops']['fp32']) == 1 + 5 + 2
+    assert set(results['tta_ms_per_image']) == {
+        name for name, _ in sections_inference.TTA_VARIANTS}
+    # The peak section's, then one beside each row: 6 inference and 2 training rows in fp32.
+    assert len(results['peaks_gflops']['fp32']) == 1 + 6 + 2
     assert len(results['peaks_gflops']['bf16']) == 1 + 1 + 1
     for title in ('## Inference at 256x512', '## Training at 256x512, batch 2',
+                  '## Test-time augmentation at 256x512, float32, batch 1',
                   '## Training recipes at 256x512, batch 2',
                   '## Input pipelines', '## Profile', '## Targets',
                   "## Where a float32 training step's time goes", '## Reading the targets'):
         assert title in text
     assert 'float32 training step, share of the peak' in text
     assert '| %s | ' % targets.TARGETS['sgd_poly_step'].label in text  # in the targets' table
+    assert '| %s, batch 1 | ' % targets.TARGETS['onnx_runtime'].label in text
+    assert 'In this run --flip costs' in text
     assert 'in the profiled step the matrix products together ran at' in text
 
 
