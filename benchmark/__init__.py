@@ -13,6 +13,8 @@ One run measures, at 256x512 with the real VGG16 widths and the 19 Cityscapes cl
   step of SGD with momentum and a poly schedule and of --accumulate 2 against Adam's, in turn;
 - pipeline: the python generator and tf.data alone on Cityscapes-sized 2048x1024 sources, and a
   training step fed by each against one fed batches already in memory;
+- video: frames per second of `main.py video`'s segment_video on the demo video against the
+  float model alone on the same frames;
 - memory: peak RSS of `main.py train` at batch 2, at -bs 1 and at -bs 1 --accumulate 2, and of
   `main.py predict` with the optimised model;
 - export: frozen vs optimised vs int8 TFLite on the demo val split (needs a trained --model_dir).

@@ -31,6 +31,11 @@ def has_module(name):
     return importlib.util.find_spec(name) is not None
 
 
+def demo_video():
+    """The demo video's path; the demo dataset is drawn on first use."""
+    return demo_data.demo_video_path(demo_data.ensure_demo_dataset())
+
+
 def random_batch(batch_size, num_classes, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (batch_size,) + IMAGE_SHAPE + (3,), dtype=np.uint8)

@@ -1,19 +1,19 @@
 """The inference section (every model kind at each batch size, each in a fresh process, and the
-cost of test-time augmentation) and the export section (the frozen, optimised and int8 TFLite
-models scored on the demo val split)."""
+cost of test-time augmentation), the video section (`video` against the model alone on the demo
+video) and the export section (the frozen, optimised and int8 TFLite models scored on the demo
+val split)."""
 import collections
 import os
 import time
 
+import imageio_ffmpeg
 import numpy as np
 
 import data_loader
 import fcn8vgg16
 import helper
 from roadseg import specs
-from roadseg.apps import metrics
-from roadseg.apps import predict
-from roadseg.apps import tta
+from roadseg.apps import metrics, predict, tta, video
 from benchmark import measure, models
 from benchmark.config import IMAGE_SHAPE
 from benchmark.report import SHARE_COLUMN, Table, table_row
@@ -354,3 +354,59 @@ def export_section(run):
         'Model %s, %d val images predicted one at a time (ms: median after the first), each '
         'model in a fresh process: the one that timed it in the inference section, when that '
         'section ran.' % (run.models.model_dir, len(image_paths))]))
+
+
+# ---------------------------------------------------------------------------- video section
+
+def time_video(run, folder, video_in, batch_size):
+    """{'frames', 'model_seconds', 'video_seconds'} of the float model in a row process: the
+    model alone (predict_batch, the frames decoded beforehand, after one warm-up batch) and
+    video.segment_video, decoding, counting and encoding included, on the same frames."""
+    reader = imageio_ffmpeg.read_frames(video_in)
+    try:
+        width, height = next(reader)['size']
+        frames = [np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader]
+    finally:
+        reader.close()
+    model = models.load_model(folder, 'float')
+    try:
+        predict.predict_batch(model, frames[:batch_size], batch_size=batch_size)
+        started = time.perf_counter()
+        for start in range(0, len(frames), batch_size):
+            predict.predict_batch(model, frames[start:start + batch_size], batch_size=batch_size)
+        model_seconds = time.perf_counter() - started
+        result = video.segment_video(model, video_in, os.path.join(run.work_dir, 'video.mp4'),
+                                     batch_size=batch_size, overwrite=True)
+    finally:
+        model.close()
+    return dict(frames=len(frames), model_seconds=model_seconds,
+                video_seconds=result['seconds'])
+
+
+def video_rows(reply, batch_size):
+    """The model alone's and the video's frames per second, the video's share the target's."""
+    model_rate = reply['frames'] / reply['model_seconds']
+    video_rate = reply['frames'] / reply['video_seconds']
+    return [table_row(['model alone (frames decoded beforehand)', batch_size,
+                       '%.2f' % model_rate, '']),
+            table_row(['`video` (decode, model, overlay, encode)', batch_size,
+                       '%.2f' % video_rate, format_value(video_rate / model_rate, '%')],
+                      video_rate / model_rate, 'video_throughput')]
+
+
+def video_section(run):
+    """`video` on the demo video against the float model alone, at batch 1."""
+    video_in = models.demo_video()
+    measure.log('video on %s' % video_in)
+    reply = run.attempt('video', lambda: run.in_child(
+        time_video, run.models.folder('float'), video_in, 1))
+    rows = video_rows(reply, 1) if reply else [table_row(['video', 1, 'failed', ''])]
+    if reply:
+        run.raw['video_frames_per_second'] = {
+            'model': reply['frames'] / reply['model_seconds'],
+            'video': reply['frames'] / reply['video_seconds']}
+    run.tables.append(Table('Video', ['what', 'batch', 'frames/s', 'of the model alone\'s'], rows, [
+        'The demo video (%s), its frames resized to the float model\'s %dx%d, in one fresh '
+        'process: the model alone on the frames decoded beforehand, then `video`\'s '
+        'segment_video on the same file, counting its frames before and after included.'
+        % ((os.path.basename(video_in),) + IMAGE_SHAPE)]))

@@ -509,6 +509,36 @@ def demo_split(tmp_path_factory, monkeypatch):
                         lambda split: demo_data.demo_paths(split, root))
 
 
+def test_the_video_row_is_its_frame_rate_over_the_model_alone_s(tmp_path, monkeypatch):
+    run = Run(config.QUICK, str(tmp_path))
+    monkeypatch.setattr(models.Models, 'folder', lambda self, kind: 'models/' + kind)
+    monkeypatch.setattr(models, 'demo_video', lambda: 'demo/video/drive.mp4')
+    calls = []
+
+    def child(run, function, folder, video_in, batch_size):
+        calls.append((function, folder, video_in, batch_size))
+        return dict(frames=40, model_seconds=10.0, video_seconds=12.5)
+    monkeypatch.setattr(Run, 'in_child', child)
+    sections_inference.video_section(run)
+    assert calls == [(sections_inference.time_video, 'models/float', 'demo/video/drive.mp4', 1)]
+    (table,) = run.tables
+    assert [row['cells'][2:] for row in table.rows] == [['4.00', ''], ['3.20', '80.0%']]
+    assert (table.rows[1]['target'], table.rows[1]['value']) == ('video_throughput', 0.8)
+    assert not targets.target_met(0.8, targets.TARGETS['video_throughput'])
+    assert targets.target_met(0.85, targets.TARGETS['video_throughput'])
+    assert run.raw['video_frames_per_second'] == {'model': 4.0, 'video': 3.2}
+
+
+@pytest.mark.end_to_end
+def test_the_video_row_times_the_model_and_the_video_on_the_same_frames(tmp_path, demo_root,
+                                                                       tiny_model):
+    run = Run(TINY_QUICK, str(tmp_path), network=tiny_model)
+    video_in = demo_data.demo_video_path(demo_root)
+    reply = sections_inference.time_video(run, run.models.folder('float'), video_in, 1)
+    assert reply['frames'] == 4 and reply['model_seconds'] > 0 and reply['video_seconds'] > 0
+    assert os.path.getsize(os.path.join(str(tmp_path), 'video.mp4')) > 0
+
+
 def test_scores_and_agreement_of_exported_models(demo_split):
     image_paths, label_paths = sections_inference.val_pairs(5)
     assert len(image_paths) == 2

@@ -835,20 +835,16 @@ def test_ctrl_c_in_video_leaves_no_partial_file(tiny_model_dir, tmp_path, capsys
     from roadseg.apps import video
     video_in = demo_data.demo_video_path(demo_data.ensure_demo_dataset(
         str(tmp_path / 'demo'), split_sizes={'train': 1, 'val': 1, 'test': 1}, video_frames=6))
-    real = video.VideoFileClip
+    real = video.overlay
+    drawn = []
 
-    def interrupted_clip(*args, **kwargs):
-        clip = real(*args, **kwargs)
-        frames = clip.get_frame
+    def interrupted_overlay(*args, **kwargs):  # Ctrl-C in the main thread, at the 3rd frame
+        drawn.append(1)
+        if len(drawn) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
 
-        def get_frame(t):
-            if t > 0.1:
-                raise KeyboardInterrupt
-            return frames(t)
-        clip.get_frame = get_frame
-        return clip
-
-    monkeypatch.setattr(video, 'VideoFileClip', interrupted_clip)
+    monkeypatch.setattr(video, 'overlay', interrupted_overlay)
     out = tmp_path / 'out'
     code = main.main(['video', '--gpu', '0', '-vi', video_in, '-vo', str(out / 'seg.mp4'),
                       '-md', tiny_model_dir, '-rd', str(tmp_path / 'runs')])

@@ -3,22 +3,27 @@
 A fake model (class = brightness band) stands in for the network except in one test, which runs
 a tiny real checkpoint through loader.Model.
 """
+import _thread
 import os
 import subprocess
+import threading
+import time
 
 import imageio.v2
 import imageio_ffmpeg
 import numpy as np
 import pytest
 import tensorflow as tf
+from moviepy import VideoFileClip
 from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
 
 import data_loader
 import fcn8vgg16
 import helper
 from roadseg import model_dir
+from roadseg.data import demo_data
 from roadseg.deploy import loader
-from roadseg.apps import video
+from roadseg.apps import predict, video
 from helper import UserError
 
 tf1 = tf.compat.v1
@@ -253,3 +258,68 @@ def test_failure_midway_leaves_no_partial_file(tmp_path):
     assert os.listdir(tmp_path) == ['in.mp4']
     with pytest.raises(UserError, match='no extension'):
         video.segment_video(FakeModel(), video_in, str(tmp_path / 'out'))
+
+
+def _stage_threads():
+    return [thread for thread in threading.enumerate() if thread.name.startswith('video-')]
+
+
+@pytest.mark.end_to_end
+@pytest.mark.parametrize('first, stop, batch_size', [(0, 12, 5), (3, 11, 4)])
+def test_pipelined_overlays_are_the_frame_by_frame_reader_s_exactly(tmp_path, first, stop,
+                                                                      batch_size):
+    # The demo video (512x256, 10 fps) read in order by the pipeline, against moviepy fetching
+    # each frame by its time as the video action did: the same pixels, the same class ids.
+    root = demo_data.ensure_demo_dataset(str(tmp_path / 'demo'), video_frames=12,
+                                         split_sizes={'train': 1, 'val': 1, 'test': 1})
+    video_in = demo_data.demo_video_path(root)
+    model = FakeModel()
+    overlays = list(video.frame_overlays(model, video_in, (512, 256), first, stop,
+                                         batch_size=batch_size, alpha=0.4))
+    assert len(overlays) == stop - first
+    assert [shape[0] for shape in model.batch_shapes] == [
+        min(batch_size, stop - start) for start in range(first, stop, batch_size)]
+    with VideoFileClip(video_in, audio=False) as clip:
+        for index, image in zip(range(first, stop), overlays):
+            frame = clip.get_frame(index / clip.fps)
+            expected = helper.overlay(frame, predict.predict_batch(model, [frame])[0],
+                                      LABEL_SET.colors, 0.4)
+            np.testing.assert_array_equal(image, expected, err_msg='frame %d' % index)
+    assert not _stage_threads()
+
+
+@pytest.mark.end_to_end
+def test_an_error_in_either_thread_reaches_the_caller_and_both_threads_end(tmp_path):
+    class RefusingModel(FakeModel):
+        def predict(self, images):
+            if self.batch_shapes:
+                raise UserError('model refuses frame batch 2')
+            return super().predict(images)
+
+    video_in = make_video(tmp_path / 'in.mp4', frames=12, fps=6, height=32, width=64)
+    with pytest.raises(UserError, match='^model refuses frame batch 2$'):
+        video.segment_video(RefusingModel(), video_in, str(tmp_path / 'out.mp4'), batch_size=2)
+    assert os.listdir(tmp_path) == ['in.mp4'] and not _stage_threads()
+    # The decoding thread's error: frames of another size than the header's.
+    with pytest.raises(UserError, match='frame 0 holds 6144 bytes, not the 64x64 RGB'):
+        list(video.frame_overlays(FakeModel(), video_in, (64, 64), 0, 12))
+    assert not _stage_threads()
+
+
+@pytest.mark.end_to_end
+def test_ctrl_c_while_the_model_runs_stops_at_once_and_leaves_no_partial_file(tmp_path):
+    class SlowModel(FakeModel):
+        def predict(self, images):
+            time.sleep(0.3)  # as a network call would hold its thread
+            return super().predict(images)
+
+    video_in = make_video(tmp_path / 'in.mp4', frames=40, fps=6, height=32, width=64)
+    timer = threading.Timer(1.0, _thread.interrupt_main)  # SIGINT's effect in the main thread
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt) as interrupt:
+        video.segment_video(SlowModel(), video_in, str(tmp_path / 'out.mp4'))
+    # 40 frames would take 12 s: the interrupt ends it within one model call of arriving.
+    assert time.monotonic() - started < 2.5
+    assert interrupt.value.message == 'interrupted: %s not written' % (tmp_path / 'out.mp4')
+    assert os.listdir(tmp_path) == ['in.mp4'] and not _stage_threads()
