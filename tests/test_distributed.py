@@ -379,3 +379,46 @@ def _wait_for_marker(marker, process, log):
         assert process.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, 'the process never reached its moment'
         time.sleep(0.05)
+
+
+def _latest_step(ckpt_dir):
+    return int(tf.train.latest_checkpoint(str(ckpt_dir)).rpartition('-')[2])
+
+
+@pytest.mark.end_to_end
+def test_killed_ps_ends_the_workers_in_one_line_and_the_same_commands_resume(demo_root,
+                                                                             tmp_path):
+    """The ps is killed while worker 1 waits after its 5th step (tests/tiny_main.py stops it
+    there): within --cluster_timeout both workers end with exit code 2 and one line naming the
+    ps. The same three commands again resume from the chief's last checkpoint and complete."""
+    timeout = 10
+    cluster = Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val',
+                      '--cluster_timeout', timeout)
+    marker = tmp_path / 'worker1.marker'
+    try:
+        cluster.start('ps', 'ps', 0)
+        cluster.start('chief', 'worker', 0)
+        cluster.start('worker1', 'worker', 1, TINY_MAIN_STOP_AT='step:5',
+                      TINY_MAIN_MARKER=str(marker))
+        _wait_for_marker(marker, cluster.processes['worker1'], cluster.logs['worker1'])
+        cluster.processes['ps'].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        assert cluster.processes['ps'].wait(timeout=TIMEOUT) == -signal.SIGKILL
+        for name in ('chief', 'worker1'):
+            assert cluster.processes[name].wait(timeout=TIMEOUT) == 2, cluster.output(name)
+            last = cluster.output(name).strip().splitlines()[-1]
+            assert last.startswith("error: the cluster's ps 0 (%s) has not answered for 10 s: "
+                                   % cluster.hosts['ps'][0]), cluster.output(name)[-3000:]
+        assert time.monotonic() - killed < 3 * timeout  # no wait for TIMEOUT
+        saved = _latest_step(tmp_path / 'ckpt')
+        assert 2 <= saved < 8
+        cluster.start('ps_again', 'ps', 0)
+        cluster.start('chief_again', 'worker', 0)
+        cluster.start('worker1_again', 'worker', 1)
+        assert took(cluster.wait('chief_again'), 0)[1:] == (saved, 16)
+        assert took(cluster.wait('worker1_again'), 1)[1:] == (saved, 16)
+        assert 'all 2 workers have finished' in cluster.wait('ps_again')
+    finally:
+        cluster.kill()
+    assert _latest_step(tmp_path / 'ckpt') == 16
+
