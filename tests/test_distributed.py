@@ -422,3 +422,32 @@ def test_killed_ps_ends_the_workers_in_one_line_and_the_same_commands_resume(dem
         cluster.kill()
     assert _latest_step(tmp_path / 'ckpt') == 16
 
+
+
+@pytest.mark.end_to_end
+def test_killed_chief_restarts_and_the_run_completes(demo_root, tmp_path):
+    """The chief is killed between steps, after its 5th: worker 1 waits for it (its ps still
+    answers, so --cluster_timeout does not end it); restarted, the chief resumes from its
+    last checkpoint and both workers train to the end."""
+    cluster = Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val',
+                      '--cluster_timeout', 10)
+    marker = tmp_path / 'chief.marker'
+    try:
+        cluster.start('ps', 'ps', 0)
+        cluster.start('chief', 'worker', 0, TINY_MAIN_STOP_AT='step:5',
+                      TINY_MAIN_MARKER=str(marker))
+        cluster.start('worker1', 'worker', 1)
+        _wait_for_marker(marker, cluster.processes['chief'], cluster.logs['chief'])
+        cluster.processes['chief'].send_signal(signal.SIGKILL)
+        assert cluster.processes['chief'].wait(timeout=TIMEOUT) == -signal.SIGKILL
+        saved = _latest_step(tmp_path / 'ckpt')
+        assert 2 <= saved < 8
+        time.sleep(15)  # longer than --cluster_timeout: worker 1 waits all the same
+        assert cluster.processes['worker1'].poll() is None, cluster.output('worker1')[-3000:]
+        cluster.start('chief_again', 'worker', 0)
+        assert took(cluster.wait('chief_again'), 0)[1:] == (saved, 16)
+        assert took(cluster.wait('worker1'), 1)[2] == 16
+        assert 'all 2 workers have finished' in cluster.wait('ps')
+    finally:
+        cluster.kill()
+    assert _latest_step(tmp_path / 'ckpt') == 16
