@@ -423,7 +423,6 @@ def test_killed_ps_ends_the_workers_in_one_line_and_the_same_commands_resume(dem
     assert _latest_step(tmp_path / 'ckpt') == 16
 
 
-
 @pytest.mark.end_to_end
 def test_killed_chief_restarts_and_the_run_completes(demo_root, tmp_path):
     """The chief is killed between steps, after its 5th: worker 1 waits for it (its ps still
@@ -451,3 +450,44 @@ def test_killed_chief_restarts_and_the_run_completes(demo_root, tmp_path):
     finally:
         cluster.kill()
     assert _latest_step(tmp_path / 'ckpt') == 16
+
+
+def test_ps_watch_counts_a_ps_silent_only_while_it_refuses():
+    """A ps that refuses connections is silent from its first refusal until it answers; the
+    watch re-raises a worker's lost connection once every ps answers."""
+    listening, refusing = _reserved_ports(2)
+    listening.listen()
+    task = cluster.Task({'ps': ['127.0.0.1:%d' % sock.getsockname()[1]
+                                for sock in (listening, refusing)],
+                         'worker': ['127.0.0.1:1']}, 'worker', 0, timeout=60)
+    watch = cluster.PsWatch(task)
+    try:
+        watch.check()
+        assert list(watch.silent_since) == [1]
+        refusing.listen()
+        watch.check()
+        assert watch.silent_since == {}
+        with pytest.raises(tf.errors.UnavailableError):
+            watch.verdict(tf.errors.UnavailableError(None, None, 'lost'))
+    finally:
+        listening.close()
+        refusing.close()
+
+
+@pytest.mark.end_to_end
+def test_ps_watch_ends_the_worker_in_one_line_after_the_timeout():
+    (refusing,) = _reserved_ports(1)
+    address = '127.0.0.1:%d' % refusing.getsockname()[1]
+    code = ('import sys, time; sys.path.insert(0, %r)\n'
+            'from roadseg.training import cluster\n'
+            'task = cluster.Task({"ps": [%r], "worker": ["127.0.0.1:1"]}, "worker", 0, 0.5)\n'
+            'with cluster.PsWatch(task, period=0.1):\n'
+            '    time.sleep(30)\n' % (REPO, address))
+    try:
+        done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                              timeout=TIMEOUT)
+    finally:
+        refusing.close()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "error: the cluster's ps 0 (%s) has not answered for 0.5 s: " % address)

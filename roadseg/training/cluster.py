@@ -189,6 +189,16 @@ class PsWatch:
                 if time.monotonic() - since >= self.task.timeout and not self.stopped.is_set():
                     self._end(index, address, error)
 
+    def verdict(self, error):
+        """After error, a lost connection that reached the main thread: waits while a ps is
+        silent (check() ends the process with its line), and raises error once every ps
+        answers."""
+        self.check()
+        while self.silent_since:
+            time.sleep(self.period)
+            self.check()
+        raise error
+
     def _watch(self):
         while not self.stopped.wait(self.period):
             self.check()
@@ -301,18 +311,21 @@ def train_on_cluster(run):
     server = _start_server(task, run.session_config)
     graph, tensors, saver = _build_cluster_graph(run)
     raw = _RawSession()
-    with graph.as_default(), PsWatch(task):
+    with graph.as_default(), PsWatch(task) as watch:
         hooks = [tensors['optimizer'].make_session_run_hook(task.is_chief, num_tokens=0),
                  tf1.train.StopAtStepHook(last_step=run.last_step), raw]
         creator = _session_creator(run, saver, server.target, config_with_filters)
         print('worker %d of %d: waiting for the cluster' % (task.index, task.num_workers),
               flush=True)
-        with tf1.train.MonitoredSession(creator, hooks, stop_grace_period_secs=2) as session:
-            _worker_steps(run, session, raw, tensors, saver)
-            if task.is_chief:
-                raw.end_sync(tensors['optimizer'])
-        with tf1.Session(server.target, graph=graph, config=config_with_filters) as session:
-            session.run(tensors['done'])
+        try:
+            with tf1.train.MonitoredSession(creator, hooks, stop_grace_period_secs=2) as session:
+                _worker_steps(run, session, raw, tensors, saver)
+                if task.is_chief:
+                    raw.end_sync(tensors['optimizer'])
+            with tf1.Session(server.target, graph=graph, config=config_with_filters) as session:
+                session.run(tensors['done'])
+        except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
+            watch.verdict(error)  # a dead ps: its one line, not this error
 
 
 def _worker_steps(run, session, raw, tensors, saver):
