@@ -204,7 +204,7 @@ def train(args, network=None):
     from roadseg import specs
     from roadseg.training import cluster, graph, trainer
     task = cluster.cluster_task(args.ps_hosts, args.worker_hosts, args.job_name,
-                                args.task_index)
+                                args.task_index, args.cluster_timeout)
     if task is not None and task.job == 'ps':  # holds variables; reads no data
         cluster.serve(task)
         return

@@ -176,6 +176,9 @@ def _cluster_flags(parser):
                                'chief); default: the TF_CONFIG environment variable')
     add('--job_name', choices=('ps', 'worker'), help='train on a cluster: this task\'s job')
     add('--task_index', type=int, default=0, help='train on a cluster: this task\'s index')
+    add('--cluster_timeout', type=float, default=180, metavar='SECONDS',
+        help='train on a cluster: a worker whose parameter server has not answered for this '
+             'long stops with exit code 2; the same commands resume (default %(default)g)')
 
 
 def _output_flags(parser):

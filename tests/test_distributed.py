@@ -379,3 +379,115 @@ def _wait_for_marker(marker, process, log):
         assert process.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, 'the process never reached its moment'
         time.sleep(0.05)
+
+
+def _latest_step(ckpt_dir):
+    return int(tf.train.latest_checkpoint(str(ckpt_dir)).rpartition('-')[2])
+
+
+@pytest.mark.end_to_end
+def test_killed_ps_ends_the_workers_in_one_line_and_the_same_commands_resume(demo_root,
+                                                                             tmp_path):
+    """The ps is killed while worker 1 waits after its 5th step (tests/tiny_main.py stops it
+    there): within --cluster_timeout both workers end with exit code 2 and one line naming the
+    ps. The same three commands again resume from the chief's last checkpoint and complete."""
+    timeout = 10
+    cluster = Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val',
+                      '--cluster_timeout', timeout)
+    marker = tmp_path / 'worker1.marker'
+    try:
+        cluster.start('ps', 'ps', 0)
+        cluster.start('chief', 'worker', 0)
+        cluster.start('worker1', 'worker', 1, TINY_MAIN_STOP_AT='step:5',
+                      TINY_MAIN_MARKER=str(marker))
+        _wait_for_marker(marker, cluster.processes['worker1'], cluster.logs['worker1'])
+        cluster.processes['ps'].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        assert cluster.processes['ps'].wait(timeout=TIMEOUT) == -signal.SIGKILL
+        for name in ('chief', 'worker1'):
+            assert cluster.processes[name].wait(timeout=TIMEOUT) == 2, cluster.output(name)
+            last = cluster.output(name).strip().splitlines()[-1]
+            assert last.startswith("error: the cluster's ps 0 (%s) has not answered for 10 s: "
+                                   % cluster.hosts['ps'][0]), cluster.output(name)[-3000:]
+        assert time.monotonic() - killed < 3 * timeout  # no wait for TIMEOUT
+        saved = _latest_step(tmp_path / 'ckpt')
+        assert 2 <= saved < 8
+        cluster.start('ps_again', 'ps', 0)
+        cluster.start('chief_again', 'worker', 0)
+        cluster.start('worker1_again', 'worker', 1)
+        assert took(cluster.wait('chief_again'), 0)[1:] == (saved, 16)
+        assert took(cluster.wait('worker1_again'), 1)[1:] == (saved, 16)
+        assert 'all 2 workers have finished' in cluster.wait('ps_again')
+    finally:
+        cluster.kill()
+    assert _latest_step(tmp_path / 'ckpt') == 16
+
+
+@pytest.mark.end_to_end
+def test_killed_chief_restarts_and_the_run_completes(demo_root, tmp_path):
+    """The chief is killed between steps, after its 5th: worker 1 waits for it (its ps still
+    answers, so --cluster_timeout does not end it); restarted, the chief resumes from its
+    last checkpoint and both workers train to the end."""
+    cluster = Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val',
+                      '--cluster_timeout', 10)
+    marker = tmp_path / 'chief.marker'
+    try:
+        cluster.start('ps', 'ps', 0)
+        cluster.start('chief', 'worker', 0, TINY_MAIN_STOP_AT='step:5',
+                      TINY_MAIN_MARKER=str(marker))
+        cluster.start('worker1', 'worker', 1)
+        _wait_for_marker(marker, cluster.processes['chief'], cluster.logs['chief'])
+        cluster.processes['chief'].send_signal(signal.SIGKILL)
+        assert cluster.processes['chief'].wait(timeout=TIMEOUT) == -signal.SIGKILL
+        saved = _latest_step(tmp_path / 'ckpt')
+        assert 2 <= saved < 8
+        time.sleep(15)  # longer than --cluster_timeout: worker 1 waits all the same
+        assert cluster.processes['worker1'].poll() is None, cluster.output('worker1')[-3000:]
+        cluster.start('chief_again', 'worker', 0)
+        assert took(cluster.wait('chief_again'), 0)[1:] == (saved, 16)
+        assert took(cluster.wait('worker1'), 1)[2] == 16
+        assert 'all 2 workers have finished' in cluster.wait('ps')
+    finally:
+        cluster.kill()
+    assert _latest_step(tmp_path / 'ckpt') == 16
+
+
+def test_ps_watch_counts_a_ps_silent_only_while_it_refuses():
+    """A ps that refuses connections is silent from its first refusal until it answers; the
+    watch re-raises a worker's lost connection once every ps answers."""
+    listening, refusing = _reserved_ports(2)
+    listening.listen()
+    task = cluster.Task({'ps': ['127.0.0.1:%d' % sock.getsockname()[1]
+                                for sock in (listening, refusing)],
+                         'worker': ['127.0.0.1:1']}, 'worker', 0, timeout=60)
+    watch = cluster.PsWatch(task)
+    try:
+        watch.check()
+        assert list(watch.silent_since) == [1]
+        refusing.listen()
+        watch.check()
+        assert watch.silent_since == {}
+        with pytest.raises(tf.errors.UnavailableError):
+            watch.verdict(tf.errors.UnavailableError(None, None, 'lost'))
+    finally:
+        listening.close()
+        refusing.close()
+
+
+@pytest.mark.end_to_end
+def test_ps_watch_ends_the_worker_in_one_line_after_the_timeout():
+    (refusing,) = _reserved_ports(1)
+    address = '127.0.0.1:%d' % refusing.getsockname()[1]
+    code = ('import sys, time; sys.path.insert(0, %r)\n'
+            'from roadseg.training import cluster\n'
+            'task = cluster.Task({"ps": [%r], "worker": ["127.0.0.1:1"]}, "worker", 0, 0.5)\n'
+            'with cluster.PsWatch(task, period=0.1):\n'
+            '    time.sleep(30)\n' % (REPO, address))
+    try:
+        done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                              timeout=TIMEOUT)
+    finally:
+        refusing.close()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "error: the cluster's ps 0 (%s) has not answered for 0.5 s: " % address)

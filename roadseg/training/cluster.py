@@ -9,6 +9,10 @@ chief has its duties.
 import collections
 import json
 import os
+import socket
+import sys
+import threading
+import time
 import zlib
 
 import numpy as np
@@ -22,12 +26,15 @@ tf1 = tf.compat.v1
 
 JOBS = ('ps', 'worker')
 DONE_QUEUE_CAPACITY = 1000  # "finished" tokens a parameter server can hold; never reached
+CLUSTER_TIMEOUT = 180  # seconds a worker waits for a parameter server that does not answer
 
 
 # ---------------------------------------------------------------------- the cluster and its task
 
-class Task(collections.namedtuple('Task', 'cluster job index')):
-    """This process's place in a cluster: cluster {'ps': [host:port], 'worker': [...]}."""
+class Task(collections.namedtuple('Task', 'cluster job index timeout',
+                                  defaults=(CLUSTER_TIMEOUT,))):
+    """This process's place in a cluster: cluster {'ps': [host:port], 'worker': [...]};
+    timeout: the seconds a worker waits for a parameter server that does not answer."""
 
     @property
     def num_workers(self):
@@ -71,9 +78,13 @@ def _task_from_tf_config(text):
                         '"index": ...}}: %s' % error) from None
 
 
-def cluster_task(ps_hosts=None, worker_hosts=None, job_name=None, task_index=0):
+def cluster_task(ps_hosts=None, worker_hosts=None, job_name=None, task_index=0,
+                 timeout=CLUSTER_TIMEOUT):
     """This process's Task, from --ps_hosts, --worker_hosts, --job_name and --task_index or
-    else the TF_CONFIG environment variable; None when it trains alone."""
+    else the TF_CONFIG environment variable; None when it trains alone. timeout:
+    --cluster_timeout."""
+    if not timeout > 0:
+        raise UserError('--cluster_timeout %g must be positive' % timeout)
     if ps_hosts or worker_hosts or job_name:
         source = '--job_name'
         cluster = {'ps': _hosts(ps_hosts, '--ps_hosts'),
@@ -96,7 +107,7 @@ def cluster_task(ps_hosts=None, worker_hosts=None, job_name=None, task_index=0):
     if not 0 <= index < len(cluster[job]):
         raise UserError('%s: task index %d is not among the %d %s tasks'
                         % (source, index, len(cluster[job]), job))
-    return Task(cluster, job, index)
+    return Task(cluster, job, index, timeout)
 
 
 def _start_server(task, config=None):
@@ -135,6 +146,69 @@ def serve(task):
         while len(finished) < task.num_workers:
             finished.add(int(session.run(next_done)))
     print('ps %d: all %d workers have finished' % (task.index, task.num_workers))
+
+
+# ------------------------------------------------------------- a parameter server that is gone
+
+class PsWatch:
+    """Ends this worker, with one line and exit code 2, once a parameter server has not
+    accepted a TCP connection for task.timeout seconds.
+
+    A thread of its own, not a deadline on TensorFlow's calls: a worker waiting for a dead
+    ps may be inside any of them (creating a session, which retries without end; a step
+    waiting for a gradient or a token; MonitoredSession recreating its session after an
+    UnavailableError), and a thread cannot interrupt C++ code in the main thread. So it ends
+    the process as kill -9 would, which the checkpoints are made to survive; the chief's last
+    checkpoint is where the same commands resume. A connect says nothing of a ps that accepts
+    and then hangs: operation_timeout_in_ms would, but also ends a step that is merely slow.
+    """
+
+    def __init__(self, task, period=None):
+        self.task = task
+        self.period = period or min(5.0, task.timeout / 10)
+        self.silent_since = {}  # ps index -> when it first failed to answer, while it fails
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True, name='ps-watch')
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopped.set()
+
+    def check(self):
+        """Tries every ps once; ends the process if one has been silent for too long."""
+        for index, address in enumerate(self.task.cluster['ps']):
+            host, _, port = address.rpartition(':')
+            try:
+                with socket.create_connection((host, int(port)), timeout=self.period):
+                    self.silent_since.pop(index, None)
+            except OSError as error:
+                since = self.silent_since.setdefault(index, time.monotonic())
+                if time.monotonic() - since >= self.task.timeout and not self.stopped.is_set():
+                    self._end(index, address, error)
+
+    def verdict(self, error):
+        """After error, a lost connection that reached the main thread: waits while a ps is
+        silent (check() ends the process with its line), and raises error once every ps
+        answers."""
+        self.check()
+        while self.silent_since:
+            time.sleep(self.period)
+            self.check()
+        raise error
+
+    def _watch(self):
+        while not self.stopped.wait(self.period):
+            self.check()
+
+    def _end(self, index, address, error):
+        print("\nerror: the cluster's ps %d (%s) has not answered for %g s: %s; start it and "
+              'run the same commands again to resume from the last checkpoint'
+              % (index, address, self.task.timeout, helper.first_line(error)),
+              file=sys.stderr, flush=True)
+        os._exit(2)
 
 
 # --------------------------------------------------------------------- training on the cluster
@@ -237,18 +311,21 @@ def train_on_cluster(run):
     server = _start_server(task, run.session_config)
     graph, tensors, saver = _build_cluster_graph(run)
     raw = _RawSession()
-    with graph.as_default():
+    with graph.as_default(), PsWatch(task) as watch:
         hooks = [tensors['optimizer'].make_session_run_hook(task.is_chief, num_tokens=0),
                  tf1.train.StopAtStepHook(last_step=run.last_step), raw]
         creator = _session_creator(run, saver, server.target, config_with_filters)
         print('worker %d of %d: waiting for the cluster' % (task.index, task.num_workers),
               flush=True)
-        with tf1.train.MonitoredSession(creator, hooks, stop_grace_period_secs=2) as session:
-            _worker_steps(run, session, raw, tensors, saver)
-            if task.is_chief:
-                raw.end_sync(tensors['optimizer'])
-        with tf1.Session(server.target, graph=graph, config=config_with_filters) as session:
-            session.run(tensors['done'])
+        try:
+            with tf1.train.MonitoredSession(creator, hooks, stop_grace_period_secs=2) as session:
+                _worker_steps(run, session, raw, tensors, saver)
+                if task.is_chief:
+                    raw.end_sync(tensors['optimizer'])
+            with tf1.Session(server.target, graph=graph, config=config_with_filters) as session:
+                session.run(tensors['done'])
+        except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
+            watch.verdict(error)  # a dead ps: its one line, not this error
 
 
 def _worker_steps(run, session, raw, tensors, saver):
