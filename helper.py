@@ -178,7 +178,8 @@ def folder_lock(folder, action):
     """Holds folder for this process while the block runs: LOCK_FILE, created atomically
     (O_EXCL), names the process. A folder another running process holds is a UserError naming
     it; the lock of a process that died without removing it is taken over with a warning."""
-    path = os.path.join(folder, LOCK_FILE)
+    # The real path: a folder that is a symlink, replaced midway, still has its lock removed.
+    path = os.path.join(os.path.realpath(folder), LOCK_FILE)
     me = dict(pid=os.getpid(), host=socket.gethostname(), action=action,
               start=process_start(os.getpid()), since=timestamp())
     while True:
