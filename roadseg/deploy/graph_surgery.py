@@ -63,6 +63,15 @@ def fold_constants(graph_def):
     return tf_optimizer.OptimizeGraph(config, meta)
 
 
+def _large_float_constant(node, min_elements):
+    """The TensorProto of a float32 Const node of at least min_elements values, else None."""
+    value = node.attr['value'].tensor if node.op == 'Const' else None
+    if value is None or value.dtype != tf.float32.as_datatype_enum or (
+            np.prod([d.size for d in value.tensor_shape.dim]) < min_elements):
+        return None
+    return value
+
+
 def quantize_weights(graph_def, min_elements=MIN_QUANTIZED_ELEMENTS):
     """Every float constant of min_elements or more -> 8 bits plus its range, dequantized in
     the graph (what TensorFlow 1's quantize_weights graph transform did).
@@ -75,9 +84,8 @@ def quantize_weights(graph_def, min_elements=MIN_QUANTIZED_ELEMENTS):
     output.versions.CopyFrom(graph_def.versions)
     count = 0
     for node in graph_def.node:
-        value = node.attr['value'].tensor if node.op == 'Const' else None
-        if value is None or value.dtype != tf.float32.as_datatype_enum or (
-                np.prod([d.size for d in value.tensor_shape.dim]) < min_elements):
+        value = _large_float_constant(node, min_elements)
+        if value is None:
             output.node.add().CopyFrom(node)
             continue
         weights = tf.make_ndarray(value)
@@ -413,9 +421,8 @@ def weights_as_placeholders(graph_def, min_elements=MIN_QUANTIZED_ELEMENTS):
     output.versions.CopyFrom(graph_def.versions)
     weights = {}
     for node in graph_def.node:
-        value = node.attr['value'].tensor if node.op == 'Const' else None
-        if value is None or value.dtype != tf.float32.as_datatype_enum or (
-                np.prod([d.size for d in value.tensor_shape.dim]) < min_elements):
+        value = _large_float_constant(node, min_elements)
+        if value is None:
             output.node.add().CopyFrom(node)
             continue
         weights[node.name] = tf.make_ndarray(value)
