@@ -6,6 +6,7 @@ a tiny real checkpoint through loader.Model.
 import _thread
 import os
 import subprocess
+import signal
 import threading
 import time
 
@@ -306,8 +307,18 @@ def test_an_error_in_either_thread_reaches_the_caller_and_both_threads_end(tmp_p
     assert not _stage_threads()
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler, as in a fresh `python main.py video`: interrupt_main does
+    nothing when SIGINT is left at SIG_DFL or SIG_IGN, which another test may have done."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.end_to_end
-def test_ctrl_c_while_the_model_runs_stops_at_once_and_leaves_no_partial_file(tmp_path):
+def test_ctrl_c_while_the_model_runs_stops_at_once_and_leaves_no_partial_file(tmp_path,
+                                                                            python_sigint):
     calls = []
 
     class SlowModel(FakeModel):
