@@ -353,13 +353,8 @@ def test_killed_worker_restarts_and_the_run_completes(demo_root, tmp_path):
     taking its token, it leaves that token to the chief, which then goes on alone: not tested
     here, as no moment outside TensorFlow marks it.)"""
     cluster = Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val')
-    marker = tmp_path / 'worker1.marker'
     try:
-        cluster.start('ps', 'ps', 0)
-        cluster.start('chief', 'worker', 0)
-        cluster.start('worker1', 'worker', 1, TINY_MAIN_STOP_AT='step:5',
-                      TINY_MAIN_MARKER=str(marker))
-        _wait_for_marker(marker, cluster.processes['worker1'], cluster.logs['worker1'])
+        _start_with_one_stopped(cluster, tmp_path, 'worker1')
         cluster.processes['worker1'].send_signal(signal.SIGKILL)
         assert cluster.processes['worker1'].wait(timeout=TIMEOUT) == -signal.SIGKILL
         cluster.start('worker1_again', 'worker', 1)
@@ -370,6 +365,17 @@ def test_killed_worker_restarts_and_the_run_completes(demo_root, tmp_path):
     finally:
         cluster.kill()
     assert tf.train.latest_checkpoint(str(tmp_path / 'ckpt')).endswith('-16')
+
+
+def _start_with_one_stopped(cluster, tmp_path, stopped):
+    """Starts the ps, the chief and worker 1; returns once `stopped` (chief or worker1) waits
+    after its 5th step, where tests/tiny_main.py stops it."""
+    marker = tmp_path / (stopped + '.marker')
+    cluster.start('ps', 'ps', 0)
+    for name, index in (('chief', 0), ('worker1', 1)):
+        stop = dict(TINY_MAIN_STOP_AT='step:5', TINY_MAIN_MARKER=str(marker))
+        cluster.start(name, 'worker', index, **(stop if name == stopped else {}))
+    _wait_for_marker(marker, cluster.processes[stopped], cluster.logs[stopped])
 
 
 def _wait_for_marker(marker, process, log):
@@ -394,13 +400,8 @@ def test_killed_ps_ends_the_workers_in_one_line_and_the_same_commands_resume(dem
     timeout = 10
     cluster = Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val',
                       '--cluster_timeout', timeout)
-    marker = tmp_path / 'worker1.marker'
     try:
-        cluster.start('ps', 'ps', 0)
-        cluster.start('chief', 'worker', 0)
-        cluster.start('worker1', 'worker', 1, TINY_MAIN_STOP_AT='step:5',
-                      TINY_MAIN_MARKER=str(marker))
-        _wait_for_marker(marker, cluster.processes['worker1'], cluster.logs['worker1'])
+        _start_with_one_stopped(cluster, tmp_path, 'worker1')
         cluster.processes['ps'].send_signal(signal.SIGKILL)
         killed = time.monotonic()
         assert cluster.processes['ps'].wait(timeout=TIMEOUT) == -signal.SIGKILL
@@ -430,13 +431,8 @@ def test_killed_chief_restarts_and_the_run_completes(demo_root, tmp_path):
     last checkpoint and both workers train to the end."""
     cluster = Cluster(demo_root, tmp_path, '-ep', 8, '--ckpt_every', 2, '--no_val',
                       '--cluster_timeout', 10)
-    marker = tmp_path / 'chief.marker'
     try:
-        cluster.start('ps', 'ps', 0)
-        cluster.start('chief', 'worker', 0, TINY_MAIN_STOP_AT='step:5',
-                      TINY_MAIN_MARKER=str(marker))
-        cluster.start('worker1', 'worker', 1)
-        _wait_for_marker(marker, cluster.processes['chief'], cluster.logs['chief'])
+        _start_with_one_stopped(cluster, tmp_path, 'chief')
         cluster.processes['chief'].send_signal(signal.SIGKILL)
         assert cluster.processes['chief'].wait(timeout=TIMEOUT) == -signal.SIGKILL
         saved = _latest_step(tmp_path / 'ckpt')
