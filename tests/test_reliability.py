@@ -830,6 +830,48 @@ def test_ctrl_c_in_predict_says_what_was_written_and_leaves_only_whole_files(
 
 
 @pytest.mark.end_to_end
+def test_ctrl_c_in_prepare_finishes_the_file_being_written_and_says_what_is_done(
+        demo_root, tmp_path):
+    out = tmp_path / 'prepared'
+
+    def prepare_into(folder):
+        return ['prepare', '--dataset', 'demo', '--data_root', demo_root, '--prepared_dir',
+                str(folder), '--image_shape', '64', '128', '--workers', '1']
+
+    args = prepare_into(out)
+    # The 3rd file (the 2nd sample's label) written under its temporary name, not yet renamed.
+    process = _spawn(args, tmp_path / 'log', stop_at='prepare-write:3', marker=tmp_path / 'marker')
+    paused = _wait_for_marker(tmp_path / 'marker', process, tmp_path / 'log')
+    process.send_signal(signal.SIGINT)
+    time.sleep(1)  # Ctrl-C reaches the main thread while the worker holds the file
+    os.remove(tmp_path / 'marker')  # the worker goes on: renames it, finishes its sample
+    assert process.wait(timeout=60) == 130
+    log = open(tmp_path / 'log').read()
+    assert 'Traceback' not in log
+    labels = glob.glob(str(out / 'gtFine' / 'train' / '*' / '*_labelTrainIds.png'))
+    images = glob.glob(str(out / 'leftImg8bit' / 'train' / '*' / '*.png'))
+    assert paused.split()[1] in labels  # the paused file is whole, under its final name
+    samples = len(glob.glob(os.path.join(demo_root, 'gtFine', 'train', '*', '*_labelIds.png')))
+    assert len(labels) == len(images) < samples
+    assert ('interrupted: %d of %d samples in %s; the same command goes on from there'
+            % (len(labels), samples, out)) in log
+    assert not glob.glob(str(out / '**' / '*.partial'), recursive=True)
+    for path in labels + images:
+        Image.open(path).load()  # whole, not cut short
+    # The same command goes on and ends with what an uninterrupted run writes.
+    assert main.main(args) == 0
+    whole = tmp_path / 'whole'
+    assert main.main(prepare_into(whole)) == 0
+    assert _tree_bytes(out) == _tree_bytes(whole)
+
+
+def _tree_bytes(root):
+    """{relative path: contents} of every PNG under root."""
+    paths = glob.glob(os.path.join(str(root), '**', '*.png'), recursive=True)
+    return {os.path.relpath(path, root): open(path, 'rb').read() for path in paths}
+
+
+@pytest.mark.end_to_end
 def test_ctrl_c_in_video_leaves_no_partial_file(tiny_model_dir, tmp_path, capsys,
                                                 monkeypatch):
     from roadseg.apps import video

@@ -16,6 +16,9 @@ Two environment variables give a test fixed moments to act on instead of guessed
                         deleted, its data not yet
         predict         predict's model is about to run on a batch (in the main thread,
                         where Ctrl-C lands), the batches before it handed to the writer
+        prepare-write   a prepare worker thread has written a file under its temporary
+                        name, not yet renamed into place; unlike the moments above, it goes
+                        on once the test deletes the marker file
     TINY_MAIN_LOSSES=<file>
         appends the loss of every training step this process runs to <file>, one repr a line.
 
@@ -46,6 +49,35 @@ def _stop_here(what):
     os._exit(3)
 
 
+def _pause_here(what):
+    """Writes `what` into the marker file, then waits until the test deletes it."""
+    marker = os.environ['TINY_MAIN_MARKER']
+    with open(marker + '.tmp', 'w') as f:
+        f.write(what)
+    os.rename(marker + '.tmp', marker)
+    deadline = time.monotonic() + STOP_SECONDS
+    while os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _pausing_save(save, count):
+    """prepare's _save, pausing its count-th file between writing and renaming it."""
+    calls = [0]
+
+    def wrapper(write, path):
+        calls[0] += 1
+        if calls[0] != count:
+            return save(write, path)
+
+        def paused_write(temporary):
+            write(temporary)
+            _pause_here('prepare-write:%d %s' % (count, path))
+
+        return save(paused_write, path)
+
+    return wrapper
+
+
 def _stopping(function, moment, count, describe, before):
     """function, stopping before or after its count-th call that describe(*args, **kwargs)
     counts (returns a description of, not None)."""
@@ -70,7 +102,12 @@ def _install_stop(moment, count):
     import tensorflow as tf
     from tensorflow.python.checkpoint import checkpoint_management  # what the Saver calls
     from roadseg.apps import predict
+    from roadseg.data import prepare
     from roadseg.training import loop
+
+    if moment == 'prepare-write':
+        prepare._save = _pausing_save(prepare._save, count)
+        return
 
     places = {
         'predict': (predict, 'predict_outputs', lambda *args, **kwargs: 'batch', True),

@@ -151,9 +151,12 @@ def _copy_split(image_paths, label_paths, source_root, output_root, label_set, c
                   unit='image') as bar:
             for _ in pool.map(_prepare_one, todo):
                 bar.update(1)
-    except KeyboardInterrupt as interrupt:  # each file is renamed into place only when whole
+    except KeyboardInterrupt as interrupt:
+        # The files being written are finished first: each is renamed into place only whole.
+        pool.shutdown(cancel_futures=True)
+        done = sum(os.path.exists(job[3]) and os.path.exists(job[4]) for job in jobs)
         interrupt.message = ('interrupted: %d of %d samples in %s; the same command goes on '
-                             'from there' % (bar.n, len(jobs), output_root))
+                             'from there' % (done, len(jobs), output_root))
         raise
     finally:
         pool.shutdown(cancel_futures=True)
