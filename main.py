@@ -404,14 +404,11 @@ def _megabytes(size):
 
 def freeze(args):
     """Checkpoint (or training SavedModel) -> one constant inference graph."""
-    from roadseg import devices
     from roadseg.deploy import export
     source = args.model_dir or args.ckpt_dir or _dataset_defaults(args)['ckpt_dir']
-    # No --precision: this session only reads the weights, and the graph is float32 whatever
-    # precision the frozen model later runs in.
-    stats = export.freeze(source, args.frozen_model_dir,
-                          devices.session_config(args.gpu, args.gpu_mem, args.xla),
-                          args.image_shape)
+    # The weights are read from the checkpoint, not run: no device, and the graph is float32
+    # whatever precision the frozen model later runs in.
+    stats = export.freeze(source, args.frozen_model_dir, args.image_shape)
     print('frozen %s into %s: %d ops -> %d ops, %d variables converted to constants, %s -> %s'
           % (source, args.frozen_model_dir, stats['source_ops'], stats['ops'],
              stats['variables'], _megabytes(stats['source_bytes']), _megabytes(stats['bytes'])))

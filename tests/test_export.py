@@ -1,6 +1,7 @@
 """freeze and optimise end to end through main.main(), with the original command lines."""
 import glob
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -97,16 +98,18 @@ def test_exported_models_agree_with_the_trained_one(work, monkeypatch):
 
 
 @pytest.mark.end_to_end
-def test_models_load_as_constants_and_the_optimised_one_lean(work):
-    """Convolution filters are constants whatever the model's format; the optimised model holds
-    fc6 and fc7 once, in variables, not as constants the session copies. The predictions are
-    those of the frozen graph with every weight a constant."""
+def test_every_model_loads_lean_its_filters_constants_and_fc_weights_in_variables(work):
+    """Convolution filters are constants whatever the model's format; every model holds fc6
+    and fc7 once, in variables, not as constants the session copies (a checkpoint's go
+    straight from it into them). The predictions are those of the frozen graph with every
+    weight a constant."""
     work, _ = work
     folder = str(work / 'frozen_vars')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
     assert main.main(['optimise', '-fd', folder, '-od', folder + '_optimised']) == 0
     images = np.random.default_rng(3).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
-    for path in (folder, folder + '_optimised', str(work / 'ckpt')):
+    (saved,) = glob.glob(str(work / 'runs' / '*' / 'model'))
+    for path in (folder, folder + '_optimised', str(work / 'ckpt'), saved):
         graph_def = graph_surgery.dequantize_constants(
             model_dir.read_graph_def(os.path.join(folder, model_dir.GRAPH_FILE)))
         with tf.Graph().as_default(), tf1.Session() as session:
@@ -115,15 +118,13 @@ def test_models_load_as_constants_and_the_optimised_one_lean(work):
         model = loader.Model(path, devices.session_config(0, 0.9, 0, 'fp32'))
         variables = [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
         sizes = [np.prod([dim.size for dim in op.get_attr('shape').dim]) for op in variables]
-        lean = 'optimised' in path
-        assert sorted(sizes) == ([SMALL_FC * SMALL_FC, 7 * 7 * SMALL_VGG16[-1][1] * SMALL_FC]
-                                 if lean else [])
+        assert sorted(sizes) == [SMALL_FC * SMALL_FC, 7 * 7 * SMALL_VGG16[-1][1] * SMALL_FC]
         for op in model.graph.get_operations():
             if op.type == 'MatMul':
                 source = op.inputs[1].op
                 while source.type in ('Reshape', 'Identity'):
                     source = source.inputs[0].op
-                assert source.type == ('ReadVariableOp' if lean else 'Const'), (path, op.name)
+                assert source.type == 'ReadVariableOp', (path, op.name)
             if op.type == 'Conv2D':  # a checkpoint too is frozen as it loads
                 assert op.inputs[1].op.type == 'Const', (path, op.name)
         predictions = model.predict(images)
@@ -324,3 +325,23 @@ def test_freeze_at_another_image_shape(work, capsys):
                       '--image_shape', '100', '256']) == 2
     assert '100' in capsys.readouterr().err
     assert not os.path.exists(str(work / 'bad_shape'))
+
+
+@pytest.mark.end_to_end
+def test_a_checkpoint_that_does_not_fit_its_configuration_is_one_line(work, tmp_path, capsys):
+    work, root = work
+    folder = tmp_path / 'ckpt'
+    shutil.copytree(work / 'ckpt', folder)
+    config = helper.read_json(str(folder / model_dir.CONFIG_FILE))
+    helper.write_json(str(folder / model_dir.CONFIG_FILE), dict(config, fc_channels=SMALL_FC * 2))
+    prefix = tf.train.latest_checkpoint(str(folder))
+    expected = ('fc6/weights in %s is [7, 7, 64, %d], the model\'s fc6/weights is [7, 7, 64, %d]'
+                % (prefix, SMALL_FC, SMALL_FC * 2))
+    images = os.path.join(root, 'leftImg8bit/val/*/*.png')
+    for args in (['predict', '-md', str(folder), '-ip', images, '-rd', str(tmp_path / 'runs')],
+                 ['freeze', '-cd', str(folder), '-fd', str(tmp_path / 'frozen')]):
+        assert main.main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith('error: ') and err[-1].endswith(expected), err
+        assert 'Traceback' not in '\n'.join(err)
+    assert not (tmp_path / 'frozen').exists()

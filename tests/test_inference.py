@@ -247,13 +247,14 @@ def test_model_errors_are_one_line(trained, tmp_path, capsys):
     assert line == 'error: --save_probs is for predict and evaluate: video writes no probabilities'
 
 
-def test_constant_graphs_run_only_the_remapper_unless_in_mixed_precision():
+def test_models_run_without_grappler_unless_in_mixed_precision():
     fp32 = devices.session_config(0, 0.9, 0)
-    lean = loader._constant_graph_config(fp32)
-    assert list(lean.graph_options.rewrite_options.optimizers) == ['remap']
-    assert list(fp32.graph_options.rewrite_options.optimizers) == []  # the caller's is kept
+    lean = loader.model_session_config(fp32)
+    assert lean.graph_options.rewrite_options.disable_meta_optimizer
+    assert lean.graph_options.place_pruned_graph
+    assert not fp32.graph_options.rewrite_options.disable_meta_optimizer  # the caller's is kept
     assert lean.device_count['GPU'] == fp32.device_count['GPU']
-    bf16 = loader._constant_graph_config(devices.session_config(0, 0.9, 0, 'bf16'))
-    assert list(bf16.graph_options.rewrite_options.optimizers) == []
-    assert list(loader._constant_graph_config(None).graph_options.rewrite_options
-                .optimizers) == ['remap']
+    bf16 = loader.model_session_config(devices.session_config(0, 0.9, 0, 'bf16'))
+    assert not bf16.graph_options.rewrite_options.disable_meta_optimizer
+    assert loader.model_session_config(None).graph_options.rewrite_options \
+        .disable_meta_optimizer

@@ -49,7 +49,7 @@ def _weights_and_graph(source_dir):
     return prefix, graph_def, size
 
 
-def freeze(source_dir, frozen_dir, session_config=None, image_shape=None):
+def freeze(source_dir, frozen_dir, image_shape=None):
     """Variables -> constants of the inference-only graph (no optimiser, no summaries, no
     dropout) of a checkpoint folder or a training SavedModel.
 
@@ -61,7 +61,11 @@ def freeze(source_dir, frozen_dir, session_config=None, image_shape=None):
     if image_shape is not None:
         config['image_shape'] = list(data_loader.check_image_shape(image_shape))
     prefix, source_graph, source_bytes = _weights_and_graph(source_dir)
-    frozen, variables = graph_surgery.frozen_graph_def(config, prefix, session_config)
+    try:
+        frozen, variables = graph_surgery.frozen_graph_def(config, prefix)
+    except (ValueError, tf.errors.OpError) as error:  # weights that do not fit the model
+        raise helper.UserError('cannot freeze %s: %s' % (source_dir, helper.first_line(error))) \
+            from None
     config = dict(config, model_format='frozen', source_model=os.path.abspath(source_dir))
 
     def _write(folder):

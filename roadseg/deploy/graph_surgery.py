@@ -32,22 +32,73 @@ ROW_WISE_OPS = ('BiasAdd', 'Relu', 'Identity', 'Add', 'AddV2')
 
 # ------------------------------------------------------------------------- freeze, optimise
 
-def frozen_graph_def(config, prefix, session_config=None):
+def frozen_graph_def(config, prefix):
     """(GraphDef, number of variables converted): the inference graph of a model
     configuration with the weights of the checkpoint prefix as constants (no optimiser,
     summaries or dropout)."""
+    graph_def, weights, count = _frozen(config, prefix, matmul_apart=False)
+    return graph_def, count
+
+
+def frozen_graph_def_and_matmul_weights(config, prefix):
+    """split_matmul_weights(frozen_graph_def(config, prefix)[0]), without the matrix
+    products' weights ever being constants: each is a Placeholder of its name in the graph
+    and goes from the checkpoint straight into its StoredWeight."""
+    graph_def, weights, _ = _frozen(config, prefix, matmul_apart=True)
+    return graph_def, weights
+
+
+def _frozen(config, prefix, matmul_apart):
+    """(GraphDef, {name: StoredWeight} of the weights kept apart, number of variables).
+
+    Each weight is read from the checkpoint into its constant in place, one at a time: a
+    session restoring the variables and converting them would hold every weight three times.
+    """
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(0)  # initialisers never run; determinism mode asks for a seed
         network = specs.Network.from_config(config)
         fcn8vgg16.inference_graph(config['num_classes'], network.encoder, network.fc_channels)
-        saver = tf1.train.Saver()
         count = len(tf1.global_variables())
-    with tf1.Session(graph=graph, config=session_config) as session:
-        saver.restore(session, prefix)
-        frozen = tf1.graph_util.convert_variables_to_constants(
-            session, graph.as_graph_def(), OUTPUT_NODES)
-    return tf1.graph_util.remove_training_nodes(frozen, protected_nodes=OUTPUT_NODES), count
+    graph_def = tf1.graph_util.extract_sub_graph(graph.as_graph_def(), OUTPUT_NODES)
+    variables = set()
+    for node in graph_def.node:
+        if node.op == 'VarHandleOp':  # a placeholder of the variable's shape, filled below
+            variables.add(node.name)
+            node.op = 'Placeholder'
+            for key in [key for key in node.attr if key not in ('dtype', 'shape')]:
+                del node.attr[key]
+        elif node.op == 'ReadVariableOp':  # the variable's value: the weight's
+            dtype = node.attr['dtype'].type
+            del node.attr['dtype']
+            node.op = 'Identity'
+            node.attr['T'].type = dtype
+    apart = set(_matmul_weight_nodes(graph_def)) if matmul_apart else set()
+    reader = tf.train.load_checkpoint(prefix)
+    weights = {}
+    for node in graph_def.node:
+        if node.name not in variables:
+            continue
+        value = _checkpoint_value(node, reader, prefix)
+        if node.name in apart:
+            weights[node.name] = StoredWeight(_aligned(value), None, None)
+            continue
+        node.op = 'Const'
+        del node.attr['shape']
+        node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(value))
+        del value
+    graph_def = tf1.graph_util.remove_training_nodes(graph_def, protected_nodes=OUTPUT_NODES)
+    return graph_def, weights, count
+
+
+def _checkpoint_value(node, reader, prefix):
+    """The checkpoint's value of the variable a Placeholder node stands for."""
+    value = reader.get_tensor(node.name)
+    shape = [dim.size for dim in node.attr['shape'].shape.dim]
+    if list(value.shape) != shape:
+        raise ValueError('%s in %s is %s, the model\'s %s is %s' % (
+            node.name, prefix, list(value.shape), node.name, shape))
+    return value
 
 
 def fold_constants(graph_def):
@@ -178,16 +229,12 @@ def split_matmul_weights(graph_def):
     nodes = {node.name: node for node in graph_def.node}
     consts = {name: node for name, node in nodes.items() if node.op == 'Const'}
     weights = {}
-    for matmul in (node for node in graph_def.node if node.op == 'MatMul'):
-        node = nodes.get(matmul.input[1].split(':')[0])
-        while node is not None and node.op in ('Reshape', 'Identity'):
-            node = nodes.get(node.input[0].split(':')[0])
-        inputs = [name.split(':')[0] for name in node.input] if node is not None else []
-        if node is None or node.name in weights:
-            continue
+    for name in _matmul_weight_nodes(graph_def):
+        node = nodes[name]
+        inputs = [name.split(':')[0] for name in node.input]
         if node.op == 'Const' and node.attr['dtype'].type == tf.float32.as_datatype_enum:
-            values = _aligned(tf.make_ndarray(node.attr['value'].tensor))
-            weights[node.name] = StoredWeight(values, None, None)
+            weights[node.name] = StoredWeight(_float_values(node.attr['value'].tensor),
+                                              None, None)
         elif node.op == 'Dequantize' and inputs and all(name in consts for name in inputs):
             values, scale, low = _quantized(*(consts[name] for name in inputs))
             weights[node.name] = StoredWeight(_aligned(values), scale, low)
@@ -200,6 +247,29 @@ def split_matmul_weights(graph_def):
     output.versions.CopyFrom(graph_def.versions)
     output.node.extend(node for node in graph_def.node if node.name not in removed)
     return output, weights
+
+
+def _matmul_weight_nodes(graph_def):
+    """The names of the nodes whose output the MatMuls take as their weights, directly or
+    through Reshape and Identity, in graph order, each once."""
+    nodes = {node.name: node for node in graph_def.node}
+    names = []
+    for matmul in (node for node in graph_def.node if node.op == 'MatMul'):
+        node = nodes.get(matmul.input[1].split(':')[0])
+        while node is not None and node.op in ('Reshape', 'Identity'):
+            node = nodes.get(node.input[0].split(':')[0])
+        if node is not None and node.name not in names:
+            names.append(node.name)
+    return names
+
+
+def _float_values(tensor):
+    """A float32 TensorProto's values, aligned (see _aligned), copied once from the proto's
+    bytes where make_ndarray would copy them twice more."""
+    if not tensor.tensor_content:
+        return _aligned(tf.make_ndarray(tensor))
+    shape = [dim.size for dim in tensor.tensor_shape.dim]
+    return _aligned(np.frombuffer(tensor.tensor_content, np.float32).reshape(shape))
 
 
 def _aligned(array):

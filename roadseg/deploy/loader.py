@@ -40,12 +40,10 @@ class Model:
             self.config, os.path.join(folder, model_dir.CONFIG_FILE))
         self.image_shape = tuple(self.config['image_shape'])
         self.graph = tf.Graph()
-        self.session_config = _constant_graph_config(session_config)
-        # The optimised model is the lean one (see _import_graph).
-        self._weights_in_variables = (self.config.get('model_format') == 'optimised'
-                                      and not _mixed_precision(self.session_config))
+        self.session_config = model_session_config(session_config)
+        # Every model loads lean (see _import_graph), unless a mixed precision rewrite is on.
+        self._weights_in_variables = not _mixed_precision(self.session_config)
         if self._weights_in_variables:
-            _lean_session_options(self.session_config)
             _return_large_frees_to_the_system()
         self.session = tf1.Session(graph=self.graph, config=self.session_config)
         try:
@@ -85,14 +83,18 @@ class Model:
                 raise UserError('%s holds neither a SavedModel nor a checkpoint'
                                 % self.model_dir)
             kind = 'checkpoint %s' % os.path.basename(prefix)
-        self._import_graph(graph_surgery.frozen_graph_def(self.config, prefix,
-                                                         self.session_config)[0])
+        if self._weights_in_variables:
+            self._import_graph(*graph_surgery.frozen_graph_def_and_matmul_weights(
+                self.config, prefix))
+        else:
+            self._import_graph(graph_surgery.frozen_graph_def(self.config, prefix)[0])
         return kind
 
-    def _import_graph(self, graph_def):
-        """Imports a constant graph; for an optimised model, the weights of its matrix
-        products (fc6, fc7: 478 of VGG16's 538 MB) go into variables, unless a mixed precision
-        rewrite is on (constant folding then casts them once).
+    def _import_graph(self, graph_def, weights=None):
+        """Imports a constant graph; the weights of its matrix products (fc6, fc7: 478 of
+        VGG16's 538 MB) go into variables, unless a mixed precision rewrite is on (constant
+        folding then casts them once). weights: those weights, kept apart already (a
+        checkpoint's, see graph_surgery.frozen_graph_def_and_matmul_weights).
 
         A constant is copied several times by the import, the session's copy of the graph,
         its executor and oneDNN's cache of weights in its own layout; a variable holds one
@@ -102,12 +104,12 @@ class Model:
         The session dequantizes each 8-bit weight into the buffer its variable keeps, fed the
         8-bit values without a copy (see graph_surgery.split_matmul_weights): no float copy
         of fc6 (411 MB) exists beside its variable. With _lean_session_options and
-        _return_large_frees_to_the_system, the optimised model thus keeps a single copy of the
-        fc6 and fc7 weights in memory, where the frozen graph keeps several.
+        _return_large_frees_to_the_system, every model thus keeps a single copy of the fc6
+        and fc7 weights in memory, where a session of the constant graph keeps several.
         """
-        weights = {}
-        if self._weights_in_variables:
-            graph_def, weights = graph_surgery.split_matmul_weights(graph_def)
+        if weights is None:
+            graph_def, weights = (graph_surgery.split_matmul_weights(graph_def)
+                                  if self._weights_in_variables else (graph_def, {}))
         graph_def = graph_surgery.dequantize_constants(graph_def)
         variables, feeds = {}, {}
         with tf1.variable_scope('matmul_weights'):
@@ -165,21 +167,15 @@ class Model:
         self.session.close()
 
 
-def _constant_graph_config(session_config):
-    """The session config for a graph whose weights are constants (frozen, optimised).
-
-    Grappler's default passes copy the whole graph several times, weights included, to fold
-    constants that export already folded: the first run is then slow and its memory peaks at
-    several times the size of the weights. Only the remapper, which fuses convolution, bias
-    and ReLU for oneDNN, speeds up such a graph. Under a mixed precision rewrite everything
-    stays on: constant folding casts the weights to 16 bits once instead of at every run. The
-    optimised model runs without grappler (see _lean_session_options).
-    """
+def model_session_config(session_config):
+    """The session config of a loaded model: a copy of session_config (None: the default)
+    with _lean_session_options, unless a mixed precision rewrite is on. Then grappler runs
+    in full: constant folding casts the weights to 16 bits once instead of at every run."""
     config = tf1.ConfigProto()
     if session_config is not None:
         config.CopyFrom(session_config)
     if not _mixed_precision(config):
-        config.graph_options.rewrite_options.optimizers.append('remap')
+        _lean_session_options(config)
     return config
 
 
@@ -190,7 +186,12 @@ def _mixed_precision(config):
 
 
 def _lean_session_options(config):
-    """Session options for a graph whose matrix products read variables (the optimised model).
+    """Session options for a graph whose convolution filters are constants and whose matrix
+    products read variables.
+
+    Grappler's default passes would copy the whole graph several times, weights included, to
+    fold constants that export already folded: the first run would be slow and its memory
+    peak at several times the size of the weights.
 
     Without grappler the session places only the subgraphs it runs, so it keeps one copy of
     the graph instead of two, each with every convolution filter (60 MB in VGG16); nor does it
