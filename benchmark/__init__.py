@@ -17,6 +17,9 @@ One run measures, at 256x512 with the real VGG16 widths and the 19 Cityscapes cl
   float model alone on the same frames;
 - memory: peak RSS of `main.py train` at batch 2, at -bs 1 and at -bs 1 --accumulate 2, and of
   `main.py predict` with the optimised model;
+- cold: `main.py predict` of one image in a fresh process for every model format (checkpoint,
+  SavedModel, frozen, optimised, ONNX, int8 TFLite): seconds from the command to its exit, where
+  they go, and the process's peak RSS;
 - export: frozen vs optimised vs int8 TFLite on the demo val split (needs a trained --model_dir).
 Each time is the median of several runs after warm-up runs, and every row that times a model
 runs in a fresh Python process (Run.in_child). Without --model_dir the models have random
@@ -27,6 +30,7 @@ Its modules, from the command line down (each imports only those below it):
     sections_inference.py  every model kind's inference; the exported models compared
     sections_training.py   training steps, where a step's time goes, the input pipelines
     sections_memory.py     peak RSS of the real command lines
+    sections_cold.py       the first prediction of every model format, cold, and its memory
     sections_peak.py       FLOPs per image and the matmul peaks the shares are taken against
     run.py                 what one run has measured and made; rows run in fresh processes
     models.py              the model folders a run times, made on first use

@@ -16,6 +16,7 @@ from helper import UserError
 from roadseg import model_dir, specs
 from benchmark import config, measure, report
 from benchmark.run import Run
+from benchmark.sections_cold import cold_phases, cold_section
 from benchmark.sections_inference import (export_section, inference_section, score_kind,
                                           time_inference, time_tta, time_video, val_pairs,
                                           video_section)
@@ -29,12 +30,12 @@ tf1 = tf.compat.v1
 SECTION_FUNCTIONS = collections.OrderedDict((  # in report order
     ('peak', peak_section), ('inference', inference_section), ('training', training_section),
     ('pipeline', pipeline_section), ('video', video_section), ('memory', memory_section),
-    ('export', export_section)))
+    ('cold', cold_section), ('export', export_section)))
 SECTIONS = tuple(SECTION_FUNCTIONS)
 # What a row process may be asked to run (see Run.in_child).
 ROW_FUNCTIONS = {function.__name__: function for function in (
     time_inference, time_tta, time_training, recipe_steps, pipeline_steps, score_kind,
-    time_video)}
+    time_video, cold_phases)}
 
 
 def parse_args(argv=None):

@@ -248,10 +248,12 @@ def others_cpu_share(start, end, wall_seconds):
 # Runs argv[2:] with its output in argv[1]; prints the child's peak RSS (KiB), exits with its
 # status. A child's ru_maxrss starts from its parent's RSS when it forks: this wrapper's small
 # one, not that of the benchmark's process with TensorFlow and models loaded.
-_RSS_WRAPPER = """import resource, subprocess, sys
+_RSS_WRAPPER = """import resource, subprocess, sys, time
 with open(sys.argv[1], 'w') as log:
+    started = time.perf_counter()
     status = subprocess.call(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    seconds = time.perf_counter() - started
+print(seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 sys.exit(status)
 """
 
@@ -259,6 +261,12 @@ sys.exit(status)
 def peak_rss(command, log_path):
     """Runs command to completion in the repository's folder; returns the peak resident memory
     (bytes) of its process."""
+    return timed_peak_rss(command, log_path)[1]
+
+
+def timed_peak_rss(command, log_path):
+    """Runs command to completion in the repository's folder; returns (seconds from its start
+    to its exit, peak resident memory of its process in bytes)."""
     result = subprocess.run([sys.executable, '-c', _RSS_WRAPPER, log_path] + list(command),
                             stdout=subprocess.PIPE, text=True, cwd=config.REPO)
     if result.returncode:
@@ -266,7 +274,8 @@ def peak_rss(command, log_path):
             last = ([line.strip() for line in log_file if line.strip()] or ['no output'])[-1]
         raise RuntimeError('%s exited with %d: %s' % (' '.join(command[1:3]),
                                                       result.returncode, last))
-    return int(result.stdout.split()[-1]) * 1024  # KiB on Linux
+    seconds, kib = result.stdout.split()[-2:]
+    return float(seconds), int(kib) * 1024  # KiB on Linux
 
 
 ROW_REPLY = 'benchmark row reply: '  # marks the row process's one JSON line on its stdout

@@ -84,14 +84,48 @@ class Models:
                 folder, self.network, label_set, images_glob))
         return path
 
+    def saved_model_dir(self):
+        """The float SavedModel at IMAGE_SHAPE: float_dir's files, linked, with the shape in
+        its configuration (a trained model may have been trained at another)."""
+        path = os.path.join(self.work_dir, 'saved_model')
+        if not os.path.exists(path):
+            source = self.float_dir()
+            if not os.path.exists(os.path.join(source, 'saved_model.pb')):
+                raise UserError('%s is not a SavedModel' % source)
+            os.makedirs(path)
+            for name in ('saved_model.pb', 'variables'):
+                os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(path, name))
+            self._write_shaped_config(source, path)
+        return path
+
+    def checkpoint_dir(self):
+        """A checkpoint folder at IMAGE_SHAPE: the SavedModel's variables, which are a
+        checkpoint, linked as model.ckpt-0 beside a `checkpoint` file naming it."""
+        path = os.path.join(self.work_dir, 'checkpoint')
+        if not os.path.exists(path):
+            variables = os.path.join(self.saved_model_dir(), 'variables')
+            os.makedirs(path)
+            for name in os.listdir(variables):
+                os.symlink(os.path.realpath(os.path.join(variables, name)), os.path.join(
+                    path, name.replace('variables', 'model.ckpt-0', 1)))
+            with open(os.path.join(path, 'checkpoint'), 'w') as state:
+                state.write('model_checkpoint_path: "model.ckpt-0"\n')
+            self._write_shaped_config(self.float_dir(), path)
+        return path
+
+    @staticmethod
+    def _write_shaped_config(source, folder):
+        model_config = model_dir.read_model_config(source)
+        helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE),
+                          dict(model_config, image_shape=list(IMAGE_SHAPE)))
+
     def frozen_dir(self):
         path = os.path.join(self.work_dir, 'frozen')
         if not os.path.exists(path):
             measure.log('freezing %s' % self.float_dir())
             started = time.perf_counter()
             # Every exported model runs at the benchmark's shape, whatever it was trained at.
-            self.stats['freeze'] = export.freeze(self.float_dir(), path, measure.cpu_config(),
-                                                 IMAGE_SHAPE)
+            self.stats['freeze'] = export.freeze(self.float_dir(), path, IMAGE_SHAPE)
             self.stats['freeze']['seconds'] = time.perf_counter() - started
         return path
 
@@ -122,10 +156,11 @@ class Models:
         self.stats['tflite']['seconds'] = time.perf_counter() - started
 
     def folder(self, kind):
-        """The folder of the model of kind 'float', 'frozen', 'optimised', 'tflite' or 'onnx'
-        (the optimised folder holds model.tflite and model.onnx), made now if it is not there
-        yet."""
-        return {'float': self.float_dir, 'frozen': self.frozen_dir,
+        """The folder of the model of kind 'float', 'saved_model', 'checkpoint' (these two at
+        IMAGE_SHAPE), 'frozen', 'optimised', 'tflite' or 'onnx' (the optimised folder holds
+        model.tflite and model.onnx), made now if it is not there yet."""
+        return {'float': self.float_dir, 'saved_model': self.saved_model_dir,
+                'checkpoint': self.checkpoint_dir, 'frozen': self.frozen_dir,
                 'optimised': self.optimised_dir, 'tflite': self.optimised_dir,
                 'onnx': self.optimised_dir}[kind]()
 

@@ -358,8 +358,8 @@ def export_section(run):
 
 # ---------------------------------------------------------------------------- video section
 
-def time_video(run, folder, video_in, batch_size):
-    """{'frames', 'model_seconds', 'video_seconds'} of the float model in a row process: the
+def time_video(run, folder, video_in, batch_size, kind='float'):
+    """{'frames', 'model_seconds', 'video_seconds'} of the model of kind in a row process: the
     model alone (predict_batch, the frames decoded beforehand, after one warm-up batch) and
     video.segment_video, decoding, counting and encoding included, on the same frames."""
     reader = imageio_ffmpeg.read_frames(video_in)
@@ -368,7 +368,7 @@ def time_video(run, folder, video_in, batch_size):
         frames = [np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader]
     finally:
         reader.close()
-    model = models.load_model(folder, 'float')
+    model = models.load_model(folder, kind)
     try:
         predict.predict_batch(model, frames[:batch_size], batch_size=batch_size)
         started = time.perf_counter()
@@ -383,30 +383,43 @@ def time_video(run, folder, video_in, batch_size):
                 video_seconds=result['seconds'])
 
 
-def video_rows(reply, batch_size):
+VIDEO_KINDS = (('float32', 'float'), ('int8 TFLite', 'tflite'))
+# The original tool's README: 5 frames/s at 512x256 on a GTX 1080 Ti.
+ORIGINAL_VIDEO_ROW = ['the original tool on a GTX 1080 Ti, 512x256 (its README)', '', 1, '5.00',
+                      '']
+
+
+def video_rows(name, reply, batch_size):
     """The model alone's and the video's frames per second, the video's share the target's."""
+    if not reply:
+        return [table_row([name, 'video', batch_size, 'failed', ''])]
     model_rate = reply['frames'] / reply['model_seconds']
     video_rate = reply['frames'] / reply['video_seconds']
-    return [table_row(['model alone (frames decoded beforehand)', batch_size,
+    return [table_row([name, 'model alone (frames decoded beforehand)', batch_size,
                        '%.2f' % model_rate, '']),
-            table_row(['`video` (decode, model, overlay, encode)', batch_size,
+            table_row([name, '`video` (decode, model, overlay, encode)', batch_size,
                        '%.2f' % video_rate, format_value(video_rate / model_rate, '%')],
-                      video_rate / model_rate, 'video_throughput')]
+                      video_rate / model_rate, 'video_throughput',
+                      label='%s, %s' % (TARGETS['video_throughput'].label, name))]
 
 
 def video_section(run):
-    """`video` on the demo video against the float model alone, at batch 1."""
+    """`video` on the demo video against the model alone, float32 and int8 TFLite, batch 1."""
     video_in = models.demo_video()
-    measure.log('video on %s' % video_in)
-    reply = run.attempt('video', lambda: run.in_child(
-        time_video, run.models.folder('float'), video_in, 1))
-    rows = video_rows(reply, 1) if reply else [table_row(['video', 1, 'failed', ''])]
-    if reply:
-        run.raw['video_frames_per_second'] = {
-            'model': reply['frames'] / reply['model_seconds'],
-            'video': reply['frames'] / reply['video_seconds']}
-    run.tables.append(Table('Video', ['what', 'batch', 'frames/s', 'of the model alone\'s'], rows, [
-        'The demo video (%s), its frames resized to the float model\'s %dx%d, in one fresh '
-        'process: the model alone on the frames decoded beforehand, then `video`\'s '
+    rows = []
+    for name, kind in VIDEO_KINDS:
+        measure.log('video on %s, %s' % (video_in, name))
+        reply = run.attempt('video, %s' % name, lambda: run.in_child(
+            time_video, run.models.folder(kind), video_in, 1, kind))
+        rows += video_rows(name, reply, 1)
+        if reply:
+            run.raw.setdefault('video_frames_per_second', {})[kind] = {
+                'model': reply['frames'] / reply['model_seconds'],
+                'video': reply['frames'] / reply['video_seconds']}
+    rows.append(table_row(ORIGINAL_VIDEO_ROW))
+    run.tables.append(Table('Video', ['model', 'what', 'batch', 'frames/s',
+                                      'of the model alone\'s'], rows, [
+        'The demo video (%s), its frames resized to the model\'s %dx%d, in one fresh process '
+        'per model: the model alone on the frames decoded beforehand, then `video`\'s '
         'segment_video on the same file, counting its frames before and after included.'
         % ((os.path.basename(video_in),) + IMAGE_SHAPE)]))

@@ -1,5 +1,6 @@
 """The benchmark/ folder: its pure parts, and its sections end to end on a tiny network (no
 timings)."""
+import glob
 import json
 import os
 import re
@@ -17,8 +18,8 @@ from helper import UserError
 from roadseg import specs
 from roadseg.data import demo_data
 from roadseg.deploy import export
-from benchmark import (config, measure, models, report, sections_inference, sections_memory,
-                       sections_peak, sections_training, targets)
+from benchmark import (config, measure, models, report, sections_cold, sections_inference,
+                       sections_memory, sections_peak, sections_training, targets)
 from benchmark import __main__ as cli
 from benchmark.run import Run
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
@@ -509,24 +510,86 @@ def demo_split(tmp_path_factory, monkeypatch):
                         lambda split: demo_data.demo_paths(split, root))
 
 
-def test_the_video_row_is_its_frame_rate_over_the_model_alone_s(tmp_path, monkeypatch):
+def test_the_video_rows_are_each_model_s_frame_rate_over_the_model_alone_s(tmp_path,
+                                                                          monkeypatch):
     run = Run(config.QUICK, str(tmp_path))
     monkeypatch.setattr(models.Models, 'folder', lambda self, kind: 'models/' + kind)
     monkeypatch.setattr(models, 'demo_video', lambda: 'demo/video/drive.mp4')
     calls = []
 
-    def child(run, function, folder, video_in, batch_size):
-        calls.append((function, folder, video_in, batch_size))
+    def child(run, function, folder, video_in, batch_size, kind):
+        calls.append((function, folder, video_in, batch_size, kind))
+        if kind == 'tflite':
+            raise measure.RowFailed('no interpreter', '')
         return dict(frames=40, model_seconds=10.0, video_seconds=12.5)
     monkeypatch.setattr(Run, 'in_child', child)
     sections_inference.video_section(run)
-    assert calls == [(sections_inference.time_video, 'models/float', 'demo/video/drive.mp4', 1)]
+    time_video = sections_inference.time_video
+    assert calls == [(time_video, 'models/float', 'demo/video/drive.mp4', 1, 'float'),
+                     (time_video, 'models/tflite', 'demo/video/drive.mp4', 1, 'tflite')]
     (table,) = run.tables
-    assert [row['cells'][2:] for row in table.rows] == [['4.00', ''], ['3.20', '80.0%']]
+    assert [row['cells'][3:] for row in table.rows] == [
+        ['4.00', ''], ['3.20', '80.0%'], ['failed', ''], ['5.00', '']]
     assert (table.rows[1]['target'], table.rows[1]['value']) == ('video_throughput', 0.8)
+    assert table.rows[3]['cells'][0].startswith('the original tool')
     assert not targets.target_met(0.8, targets.TARGETS['video_throughput'])
     assert targets.target_met(0.85, targets.TARGETS['video_throughput'])
-    assert run.raw['video_frames_per_second'] == {'model': 4.0, 'video': 3.2}
+    assert run.raw['video_frames_per_second'] == {'float': {'model': 4.0, 'video': 3.2}}
+    assert run.errors == [('video, int8 TFLite', 'no interpreter')]
+
+
+def test_the_cold_rows_split_the_command_s_time_and_check_time_and_memory(tmp_path,
+                                                                          monkeypatch):
+    run = Run(config.QUICK, str(tmp_path))
+    monkeypatch.setattr(sections_cold, '_one_image', lambda folder: 'image.png')
+    monkeypatch.setattr(sections_cold, '_import_seconds', lambda repeats: 3.0)
+    timed = {'checkpoint': (9.0, 1.5e9), 'saved_model': (7.0, 2.5e9), 'frozen': (4.5, 1.9e9),
+             'optimised': (6.0, 1.3e9), 'onnx': (5.0, 2.1e9), 'tflite': (2.5, 0.9e9)}
+    monkeypatch.setattr(sections_cold, 'cold_runs',
+                        lambda run, kind, image, folder: timed[kind])
+    monkeypatch.setattr(models.Models, 'folder', lambda self, kind: 'models/' + kind)
+    monkeypatch.setattr(Run, 'in_child', lambda run, function, folder, kind: dict(
+        load=1.0, first=1.5, second=0.5))
+    sections_cold.cold_section(run)
+    times, memory = run.tables
+    assert [row['cells'][0] for row in times.rows] == [
+        'checkpoint', 'SavedModel', 'frozen', 'optimised (8-bit weights)', 'ONNX Runtime',
+        'int8 TFLite']
+    # 9.0 s: 3.0 importing, 1.0 loading, 1.5 in the first run, the rest 3.5.
+    assert times.rows[0]['cells'][1:] == ['9.00', '3.00', '1.00', '1.50', '0.50', '3.50']
+    def met(table):
+        return [targets.target_met(row['value'], targets.TARGETS[row['target']])
+                for row in table.rows if row['target']]
+    assert [row['target'] for row in times.rows] == [
+        'cold_trained', 'cold_trained', 'cold_graph', 'cold_graph', None, 'cold_tflite']
+    assert [row['target'] for row in memory.rows] == ['float_predict_rss'] * 5 + [None]
+    assert met(times) == [False, True, True, False, False]
+    assert met(memory) == [True, False, True, True, False]
+    assert run.raw['cold']['frozen'] == dict(seconds=4.5, rss_bytes=1.9e9, phases=dict(
+        load=1.0, first=1.5, second=0.5))
+
+
+@pytest.mark.end_to_end
+def test_a_cold_predict_is_timed_and_its_shaped_checkpoint_predicts_as_the_saved_model(
+        tmp_path, demo_split, tiny_model):
+    run = Run(TINY_QUICK, str(tmp_path), network=tiny_model)
+    folder = str(tmp_path / 'cold')
+    os.makedirs(folder)
+    image = sections_cold._one_image(folder)
+    assert data_loader.read_image(image).shape == config.IMAGE_SHAPE + (3,)
+    seconds, rss = sections_cold.cold_runs(run, 'checkpoint', image, folder)
+    assert 0 < seconds < 120 and rss > 100e6
+    # The run that warms the file cache, then the timed ones: an overlay each.
+    assert len(glob.glob(os.path.join(folder, 'runs', '*', 'overlays', '*.png'))) == 1 + 1
+    for kind in ('saved_model', 'checkpoint'):
+        assert helper.read_json(os.path.join(run.models.folder(kind), 'fcn8s_config.json'))[
+            'image_shape'] == list(config.IMAGE_SHAPE)
+    phases = sections_cold.cold_phases(run, run.models.folder('checkpoint'), 'checkpoint')
+    assert all(phases[key] > 0 for key in ('load', 'first', 'second'))
+    images, _ = models.random_batch(1, run.label_set.num_classes)
+    saved, checkpoint = (models.load_model(run.models.folder(kind), kind)
+                         for kind in ('saved_model', 'checkpoint'))
+    np.testing.assert_array_equal(saved.predict(images), checkpoint.predict(images))
 
 
 @pytest.mark.end_to_end
@@ -570,7 +633,7 @@ def test_augmentation_and_onnx_runtime_rows_time_a_tiny_network(tmp_path, tiny_m
     assert list(seconds) == [name for name, _ in sections_inference.TTA_VARIANTS]
     assert all(value > 0 for value in seconds.values())
     frozen, optimised = str(tmp_path / 'frozen'), str(tmp_path / 'optimised')
-    export.freeze(run.models.folder('float'), frozen, measure.cpu_config(), config.IMAGE_SHAPE)
+    export.freeze(run.models.folder('float'), frozen, config.IMAGE_SHAPE)
     export.optimise(frozen, optimised)  # model.onnx, without the int8 model's calibration
     model = models.load_model(optimised, 'onnx')
     try:  # on every core, one op at a time, all optimisations on
