@@ -9,7 +9,6 @@ import os
 import threading
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 import cityscape_labels
@@ -358,6 +357,16 @@ def resize(array, size, resample):
     return np.asarray(Image.fromarray(array).resize((width, height), resample))
 
 
+def network_input(image, image_shape, keep_size):
+    """The array to feed for one image: resized to the model's shape, or with keep_size padded
+    at the bottom and right to multiples of 32 (the padding is cut off the prediction) with its
+    edge pixels, which keep the border statistics of the image, unlike black."""
+    if not keep_size:
+        return resize(image, image_shape, Image.BILINEAR)
+    bottom, right = (-side % fcn8vgg16.STRIDE for side in image.shape[:2])
+    return np.pad(image, ((0, bottom), (0, right), (0, 0)), mode='edge')
+
+
 Placement = collections.namedtuple('Placement', ['size', 'top', 'left', 'flip'])
 
 
@@ -555,8 +564,8 @@ class Dataset:
                 yield np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
 
     def tf_dataset(self, batch_size, epochs=1, seed=0, start_step=0, shuffle=True):
-        """tf.data pipeline yielding the same batches as generator(): parallel decode
-        through the same load_sample, batch, prefetch."""
+        """tf.data pipeline of generator()'s very batches: load_sample in parallel, prefetch."""
+        import tensorflow as tf
         height, width = self.image_shape
 
         def _load(index, epoch):

@@ -7,11 +7,8 @@ weight decay are separate functions. Variable names match the pretrained VGG16 w
 import zlib
 
 import numpy as np
-import tensorflow as tf
 
 from roadseg import fc_products
-
-tf1 = tf.compat.v1
 
 # The graph's interface, used by every action, export and shell script.
 INPUT_NAME = 'image_input'          # uint8 [batch, h, w, 3], RGB
@@ -55,6 +52,7 @@ def bilinear_kernel(size, channels):
 
 def preprocess(images):
     """uint8 RGB [batch, h, w, 3] -> float32 BGR with the ImageNet mean removed."""
+    import tensorflow as tf
     bgr = tf.reverse(tf.cast(images, tf.float32), axis=[-1])
     return bgr - tf.constant(BGR_MEAN, tf.float32)
 
@@ -70,6 +68,8 @@ def _conv(inputs, name, kernel_size, filters, relu=True, zero_init=False,
     """SAME convolution with a bias; He initialisation unless zero_init (score layers). fc6
     and fc7 (MATMUL_LAYERS) are computed as matrix products (fc_products), in training in row
     bands."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
     in_channels = inputs.shape[-1]
     initializer = (tf1.zeros_initializer() if zero_init else
                    tf1.variance_scaling_initializer(scale=2.0, mode='fan_in',
@@ -90,6 +90,8 @@ def _upsample(inputs, name, factor, like, num_classes, trainable):
 
     The output takes the spatial size of `like`, so any input that is a multiple of 32 works.
     """
+    import tensorflow as tf
+    tf1 = tf.compat.v1
     size = 2 * factor
     with tf1.variable_scope(name):
         kernel = tf1.get_variable(
@@ -102,6 +104,7 @@ def _upsample(inputs, name, factor, like, num_classes, trainable):
 
 def vgg16_encoder(images, keep_prob, encoder=VGG16, fc_channels=FC_CHANNELS, row_bands=False):
     """Preprocessed images -> end points pool1..pool5, fc6, fc7 (names as in VGG16)."""
+    import tensorflow as tf
     end_points = {}
     net = images
     for block, filters, convs in encoder:
@@ -125,6 +128,8 @@ def fcn8s(images, num_classes, keep_prob=None, encoder=VGG16, fc_channels=FC_CHA
     skipping the zero padding (training graphs; exports keep the one product their tools
     expect, at the same speed for one image).
     """
+    import tensorflow as tf
+    tf1 = tf.compat.v1
     if keep_prob is None:
         keep_prob = tf1.placeholder_with_default(1.0, [], name=KEEP_PROB_NAME)
     end_points = vgg16_encoder(preprocess(images), keep_prob, encoder, fc_channels, row_bands)
@@ -149,12 +154,15 @@ def fcn8s(images, num_classes, keep_prob=None, encoder=VGG16, fc_channels=FC_CHA
 
 def predictions(logits):
     """Argmax class ids, uint8 [batch, h, w], named OUTPUT_NAME."""
+    import tensorflow as tf
     return tf.cast(tf.argmax(logits, axis=-1), tf.uint8, name=OUTPUT_NAME)
 
 
 def inference_graph(num_classes, encoder=VGG16, fc_channels=FC_CHANNELS):
     """The inference-only graph in the default graph: a uint8 placeholder named INPUT_NAME in,
     logits and predictions out, no dropout. Returns (images, logits, predictions)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
     images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=INPUT_NAME)
     logits, _ = fcn8s(images, num_classes, keep_prob=1.0, encoder=encoder,
                       fc_channels=fc_channels)
@@ -167,6 +175,7 @@ def segmentation_loss(logits, labels, ignore_id, class_weights=None):
     class_weights: optional float [classes]; the mean is then weighted by the pixels' class
     weights. Computed in float32 whatever the logits' precision.
     """
+    import tensorflow as tf
     safe_labels, weights = pixel_weights(labels, ignore_id, class_weights)
     xent = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=safe_labels, logits=tf.cast(logits, tf.float32))
@@ -176,6 +185,7 @@ def segmentation_loss(logits, labels, ignore_id, class_weights=None):
 def pixel_weights(labels, ignore_id, class_weights=None):
     """(labels with ignore_id made 0, float32 weight of each pixel in the loss): 0 where the
     label is ignore_id, else 1 or its class's weight."""
+    import tensorflow as tf
     labels = tf.cast(labels, tf.int32)
     valid = tf.not_equal(labels, ignore_id)
     weights = tf.cast(valid, tf.float32)
@@ -187,6 +197,8 @@ def pixel_weights(labels, ignore_id, class_weights=None):
 
 def weight_decay_loss(weight_decay):
     """weight_decay * sum(w^2) / 2 over the trainable kernels (not the biases)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
     kernels = [v for v in tf1.trainable_variables()
                if v.op.name.rsplit('/', 1)[-1] in ('filter', 'weights')]
     if not kernels or not weight_decay:

@@ -31,6 +31,22 @@ def _import_tensorflow_lean():
                 del sys.modules[name]
 
 
+def _needs_tensorflow(args):
+    """False for predict and video with the TFLite or the ONNX model, which LiteRT and ONNX
+    Runtime run: TensorFlow's import would be most of their start."""
+    return not (args.action in ('predict', 'video')
+                and (getattr(args, 'model_dir', None) or '').endswith(('.tflite', '.onnx')))
+
+
+def _start_tensorflow(debug):
+    """Imports TensorFlow lean, in graph mode (placeholders, sessions, Savers)."""
+    _import_tensorflow_lean()
+    import tensorflow as tf
+    tf.compat.v1.disable_eager_execution()
+    if not debug:  # deprecation notices of the tf.compat.v1 API the tool is built on
+        tf.get_logger().setLevel('ERROR')
+
+
 from helper import UserError, quiet_native_logs  # noqa: E402  (after the setting above)
 from roadseg import flags  # noqa: E402
 from roadseg.data import datasets  # noqa: E402
@@ -254,8 +270,7 @@ def _best_dir(args, run_dir, folder):
 
 def _load_model(args):
     import helper
-    from roadseg import devices, model_dir, specs
-    from roadseg.deploy import loader, onnx_model
+    from roadseg import model_dir, specs
     args.inference = specs.Inference(args.scales, args.flip, args.tile, args.tile_overlap,
                                      args.save_probs)  # checked before the model loads
     folder = args.model_dir
@@ -274,8 +289,11 @@ def _load_model(args):
                         % args.precision)
         model = tflite_model.TFLiteModel(os.path.dirname(folder) or '.')
     elif folder.endswith('.onnx'):  # optimised_model/model.onnx: float, ONNX Runtime
+        from roadseg.deploy import onnx_model
         model = onnx_model.ONNXModel(folder, args.gpu, args.precision)
     else:
+        from roadseg import devices
+        from roadseg.deploy import loader
         model = loader.Model(folder, devices.session_config(
             args.gpu, args.gpu_mem, args.xla, args.precision), args.allow_any_op)
     print('loaded %s: %s, %d classes, %dx%d' % (model.kind, model.label_set.name,
@@ -541,11 +559,8 @@ def main(argv=None, network=None):
     except UserError as error:
         print('error: %s' % error, file=sys.stderr)
         return 2
-    _import_tensorflow_lean()  # not before: -h and a mistyped flag answer without it
-    import tensorflow as tf
-    tf.compat.v1.disable_eager_execution()  # graph mode: placeholders, sessions, Savers
-    if not args.debug:  # deprecation notices of the tf.compat.v1 API the tool is built on
-        tf.get_logger().setLevel('ERROR')
+    if _needs_tensorflow(args):  # not before: -h and a mistyped flag answer without it
+        _start_tensorflow(args.debug)
     try:
         _check_flags(args)
         if args.action == 'train':

@@ -14,7 +14,7 @@ import helper
 from helper import UserError
 from roadseg.data import demo_data
 from roadseg import model_dir
-from roadseg.deploy import export, loader, onnx_model, tflite_model
+from roadseg.deploy import export, loader, onnx_model, tflite_export, tflite_model
 from benchmark import config, measure
 from benchmark.config import IMAGE_SHAPE
 
@@ -150,7 +150,7 @@ class Models:
             calibration = data_loader.find_images(images_glob)[:self.calibration_count]
         measure.log('converting to int8 TFLite, calibrated on %d images' % len(calibration))
         started = time.perf_counter()
-        self.stats['tflite'] = tflite_model.convert_int8(
+        self.stats['tflite'] = tflite_export.convert_int8(
             os.path.join(frozen_dir, model_dir.GRAPH_FILE), tflite_path, IMAGE_SHAPE,
             calibration)
         self.stats['tflite']['seconds'] = time.perf_counter() - started

@@ -2,12 +2,7 @@
 its arithmetic (--precision), as one ConfigProto made before anything lists the devices."""
 import os
 
-import tensorflow as tf
-from tensorflow.core.protobuf import rewriter_config_pb2
-
 from helper import PRECISIONS, UserError, warn
-
-tf1 = tf.compat.v1
 
 # x86 instructions that compute in bfloat16; without them oneDNN emulates it, slower than fp32.
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
@@ -23,6 +18,8 @@ def session_config(gpu=1, gpu_mem=0.9, xla=0, precision='fp32'):
     process may take, grown on demand; xla 1 or 2 sets the global JIT level (ON_1, ON_2);
     precision fp32, bf16 or fp16 as set_precision() explains.
     """
+    import tensorflow as tf
+    tf1 = tf.compat.v1
     if not 0 < gpu_mem <= 1:
         raise UserError('--gpu_mem %g is outside (0, 1]' % gpu_mem)
     if xla not in (0, 1, 2):
@@ -68,6 +65,7 @@ def set_precision(config, precision):
     the CPU. fp16: float16 on GPUs (the trainer adds loss scaling); without one it warns and
     runs float32.
     """
+    from tensorflow.core.protobuf import rewriter_config_pb2
     options = config.graph_options.rewrite_options
     gpus = config.device_count['GPU']
     if precision == 'bf16':

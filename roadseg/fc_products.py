@@ -4,7 +4,6 @@ CPU runs them fastest on the small 1/32 map they see.
 fcn8vgg16.py calls conv_as_matmul for both layers (the switch is its `row_bands` argument);
 the int8 TFLite export turns the products back into convolutions (deploy/graph surgery).
 """
-import tensorflow as tf
 
 
 def conv_as_matmul(inputs, kernel, biases, relu, row_bands=False):
@@ -17,6 +16,7 @@ def conv_as_matmul(inputs, kernel, biases, relu, row_bands=False):
     ordered (row, column, channel) as the kernel's [k, k, in, out] flattens. row_bands: k
     products instead, one per kernel row (see _row_band_products).
     """
+    import tensorflow as tf
     size, in_channels, filters = kernel.shape[0], kernel.shape[2], kernel.shape[3]
     static_shape = inputs.shape[:3].concatenate([filters])
     if size > 1 and row_bands:
@@ -41,6 +41,7 @@ def conv_as_matmul(inputs, kernel, biases, relu, row_bands=False):
 def _column_patches(inputs, size):
     """[batch, h, w, in] -> [batch, h, w, size * in]: each pixel's row of size SAME-padded
     neighbours, from size slices of the padded input."""
+    import tensorflow as tf
     pad, width = size // 2, tf.shape(inputs)[2]
     padded = tf.pad(inputs, [[0, 0], [0, 0], [pad, pad], [0, 0]])
     return tf.concat([padded[:, :, dx:dx + width] for dx in range(size)], axis=-1)
@@ -57,6 +58,7 @@ def _row_band_products(columns, kernel):
     all patches, zeros included. Per band, the kernel's gradient would be k products that each
     write a k-th of fc6's 411 MB, then a copy of all of them into one tensor.
     """
+    import tensorflow as tf
     size, filters = kernel.shape[0], kernel.shape[3]
     pad = size // 2
 

@@ -12,14 +12,11 @@ import os
 import shutil
 import tempfile
 
-import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 import fcn8vgg16
 import helper
 from helper import UserError
-
-tf1 = tf.compat.v1
 
 CONFIG_FILE = 'fcn8s_config.json'  # in every run, checkpoint and model folder the tool writes
 GRAPH_FILE = 'graph.pb'  # the constant graph of a frozen or optimised model
@@ -63,6 +60,8 @@ GRAPH_OPS = frozenset((
 def read_graph_def(path, allow_any_op=False):
     """The GraphDef stored at path (a folder's GRAPH_FILE); a UserError if it is not one, or
     if it holds an operation outside GRAPH_OPS (unless allow_any_op, with a warning)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
     graph_def = tf1.GraphDef()
     try:
         with open(path, 'rb') as f:
@@ -123,6 +122,8 @@ def write_model_dir(destination, write):
 
 def write_saved_model(session, folder):
     """A SavedModel of the session's graph with the tool's serving signature."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
     graph = session.graph
     inputs = {'images': graph.get_tensor_by_name(fcn8vgg16.INPUT_TENSOR)}
     outputs = {'predictions': graph.get_tensor_by_name(fcn8vgg16.OUTPUT_TENSOR),

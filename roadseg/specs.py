@@ -13,8 +13,6 @@ the run; Network.from_config reads the network back from any folder the tool eve
 """
 import dataclasses
 
-from tensorflow.core.protobuf import rewriter_config_pb2
-
 import fcn8vgg16
 from helper import UserError
 from roadseg import devices
@@ -98,6 +96,7 @@ class DevicePlan:
     def session_config(self, spread=False):
         """The session's ConfigProto; spread: the graph spans several devices or a cluster.
         Made before anything lists the devices, which reads XLA's flags (--xla)."""
+        from tensorflow.core.protobuf import rewriter_config_pb2
         config = devices.session_config(self.gpu, self.gpu_mem, self.xla, self.precision)
         if self.cpu_replicas > 1:
             config.device_count['CPU'] = self.cpu_replicas

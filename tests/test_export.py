@@ -2,17 +2,20 @@
 import glob
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import data_loader
 from roadseg.data import demo_data
 from roadseg.deploy import graph_surgery
 import fcn8vgg16
 import helper
-from roadseg.deploy import loader
+from roadseg.deploy import loader, tflite_model
 from roadseg.apps import predict
 import main
 from roadseg import devices, model_dir, specs
@@ -196,15 +199,20 @@ def test_frozen_graph_is_usable_by_tensor_name(work):
         assert signature.dtype == tf.uint8
 
 
-@pytest.mark.end_to_end
-def test_predict_and_video_run_the_optimised_model(work, monkeypatch):
-    work, root = work
-    monkeypatch.chdir(work)
+def _optimised_model(root):
+    """optimised_model/ in the cwd, frozen and optimised from ckpt/ unless an earlier test did."""
     if not os.path.exists('optimised_model'):
         assert main.main(['freeze', '--ckpt_dir=ckpt', '--frozen_model_dir=frozen_model']) == 0
         assert main.main(['optimise', '--frozen_model_dir=frozen_model',
                           '--optimised_model_dir=optimised_model', '--calibration_images',
                           os.path.join(root, 'leftImg8bit/train/*/*.png')]) == 0
+
+
+@pytest.mark.end_to_end
+def test_predict_and_video_run_the_optimised_model(work, monkeypatch):
+    work, root = work
+    monkeypatch.chdir(work)
+    _optimised_model(root)
     assert main.main(['predict', '--model_dir=optimised_model', '-ip',
                       os.path.join(root, 'leftImg8bit/test/*/*.png')]) == 0
     assert len(glob.glob('runs/*/overlays/*.png')) >= 2
@@ -216,6 +224,51 @@ def test_predict_and_video_run_the_optimised_model(work, monkeypatch):
                       os.path.join(root, 'gtFine/val'), '-rd', 'tflite_eval']) == 0
     (report,) = glob.glob('tflite_eval/*/metrics.json')
     assert 0 <= helper.read_json(report)['mean_iou'] <= 1
+
+
+# main.main in a fresh interpreter; prints whether the process imported TensorFlow.
+_MAIN_REPORTING_IMPORTS = ('import sys, main; code = main.main(sys.argv[1:]); '
+                           'print("tensorflow imported:", "tensorflow" in sys.modules); '
+                           'sys.exit(code)')
+
+
+@pytest.mark.end_to_end
+def test_the_tflite_and_onnx_models_predict_and_video_without_importing_tensorflow(work,
+                                                                                 monkeypatch):
+    """LiteRT and ONNX Runtime run them, so TensorFlow's import stays out of their start; the
+    int8 model's class ids are those of TensorFlow's own TFLite interpreter."""
+    work, root = work
+    monkeypatch.chdir(work)
+    _optimised_model(root)
+    images = sorted(glob.glob(os.path.join(root, 'leftImg8bit/test/*/*.png')))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(main.__file__)))
+    for engine in ('tflite', 'onnx'):
+        model = 'optimised_model/model.' + engine
+        for args in (['predict', '--save_labels', '-rd', engine + '_cli_runs', '-ip',
+                      os.path.join(root, 'leftImg8bit/test/*/*.png')],
+                     ['video', '-vi', demo_data.demo_video_path(root), '-vo', engine + '_cli.mp4']):
+            done = subprocess.run([sys.executable, '-c', _MAIN_REPORTING_IMPORTS] + args
+                                  + ['--gpu', '0', '-md', model], env=env, capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+            assert 'tensorflow imported: False' in done.stdout
+        assert len(glob.glob(engine + '_cli_runs/*/trainIds/*.png')) == len(images)
+        assert os.path.getsize(engine + '_cli.mp4') > 0
+    interpreter = tf.lite.Interpreter(model_path='optimised_model/model.tflite')
+    interpreter.allocate_tensors()
+    (inputs,), (outputs,) = interpreter.get_input_details(), interpreter.get_output_details()
+    int8 = tflite_model.TFLiteModel('optimised_model')
+    for path in images:
+        image = data_loader.read_image(path)
+        interpreter.set_tensor(inputs['index'], data_loader.network_input(
+            image, int8.image_shape, False)[None])
+        interpreter.invoke()
+        np.testing.assert_array_equal(
+            int8.predict(data_loader.network_input(image, int8.image_shape, False)[None]),
+            interpreter.get_tensor(outputs['index']))
+        (written,) = glob.glob('tflite_cli_runs/*/trainIds/' + os.path.basename(path))
+        np.testing.assert_array_equal(np.asarray(Image.open(written)),
+                                      predict.predict_batch(int8, [image])[0])
 
 
 @pytest.mark.end_to_end

@@ -14,7 +14,7 @@ import fcn8vgg16
 import helper
 from helper import UserError
 from roadseg import model_dir
-from roadseg.deploy import graph_surgery, onnx_model
+from roadseg.deploy import graph_surgery, onnx_export, onnx_model
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16, frozen_tiny_graph
 
 tf1 = tf.compat.v1
@@ -45,7 +45,7 @@ def exported(tmp_path_factory):
     folder.mkdir()
     graph_def = frozen_tiny_graph(NUM_CLASSES)
     path = str(folder / onnx_model.ONNX_FILE)
-    interface = onnx_model.convert(graph_def, path, NUM_CLASSES)
+    interface = onnx_export.convert(graph_def, path, NUM_CLASSES)
     helper.write_json(str(folder / model_dir.CONFIG_FILE), dict(
         label_set='cityscapes', image_shape=list(IMAGE_SHAPE), num_classes=NUM_CLASSES,
         input_tensor=fcn8vgg16.INPUT_TENSOR, output_tensor=fcn8vgg16.OUTPUT_TENSOR,
@@ -96,13 +96,13 @@ def test_converter_sees_no_large_constant(exported, monkeypatch, tmp_path):
         return convert(graph_def, **kwargs)
 
     monkeypatch.setattr(tf2onnx.convert, 'from_graph_def', recording)
-    onnx_model.convert(exported[0], str(tmp_path / 'model.onnx'), NUM_CLASSES)
+    onnx_export.convert(exported[0], str(tmp_path / 'model.onnx'), NUM_CLASSES)
     assert len(given) == 1 and given[0] < 4 * graph_surgery.MIN_QUANTIZED_ELEMENTS
 
 
 def test_model_takes_uint8_nhwc_images_and_holds_its_weights(exported):
     graph_def, path, interface = exported
-    assert interface == dict(file='model.onnx', opset=onnx_model.OPSET, inputs=[
+    assert interface == dict(file='model.onnx', opset=onnx_export.OPSET, inputs=[
         dict(name='images', dtype='uint8', shape=['batch', 'height', 'width', 3],
              holds='RGB images, NHWC, height and width multiples of 32')], outputs=[
         dict(name='predictions', dtype='uint8', shape=['batch', 'height', 'width'],
@@ -173,7 +173,7 @@ def test_errors_are_one_line(exported, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'tf2onnx', None)
     with pytest.raises(UserError, match=r'^the ONNX export \(skip it with --no_onnx\) needs '
                                         'the tf2onnx package'):
-        onnx_model.convert(graph_def, missing, NUM_CLASSES)
+        onnx_export.convert(graph_def, missing, NUM_CLASSES)
 
 
 def test_a_graph_the_converter_cannot_convert_is_one_line(tmp_path):
@@ -184,5 +184,5 @@ def test_a_graph_the_converter_cannot_convert_is_one_line(tmp_path):
         fcn8vgg16.predictions(logits)
     output = str(tmp_path / onnx_model.ONNX_FILE)
     with pytest.raises(UserError, match=r'^ONNX conversion failed: [^\n]*Igamma[^\n]*$'):
-        onnx_model.convert(graph.as_graph_def(), output, NUM_CLASSES)
+        onnx_export.convert(graph.as_graph_def(), output, NUM_CLASSES)
     assert os.listdir(str(tmp_path)) == []  # nothing half-written

@@ -108,7 +108,7 @@ def _evaluate(trained, name, images, labels, *flags):
 def _network_input(image, keep_size):
     """What the README says the network sees: the image resized bilinearly to the model's
     shape, or with --keep_size padded to multiples of 32 (at the bottom and right, repeating
-    the edge pixels, as loader.network_input documents)."""
+    the edge pixels, as data_loader.network_input documents)."""
     if not keep_size:
         return np.asarray(Image.fromarray(image).resize(NETWORK_SHAPE[::-1], Image.BILINEAR))
     height, width = image.shape[:2]

@@ -11,6 +11,7 @@ import helper
 from roadseg import model_dir, specs
 from roadseg.deploy import graph_surgery
 from roadseg.apps import predict
+from roadseg.deploy import tflite_export
 from roadseg.deploy import tflite_model
 from helper import UserError
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16, frozen_tiny_graph
@@ -48,7 +49,7 @@ def exported(tmp_path_factory):
         label_set='cityscapes', image_shape=list(IMAGE_SHAPE),
         input_tensor=fcn8vgg16.INPUT_TENSOR, output_tensor=fcn8vgg16.OUTPUT_TENSOR))
     graph_def = frozen_tiny_graph(NUM_CLASSES)
-    info = tflite_model.convert_int8(graph_def, str(folder / tflite_model.TFLITE_FILE),
+    info = tflite_export.convert_int8(graph_def, str(folder / tflite_model.TFLITE_FILE),
                                      IMAGE_SHAPE, calibration)
     return graph_def, str(folder), info
 
@@ -154,16 +155,16 @@ def test_errors(exported, tmp_path):
     graph_def, folder, _ = exported
     output = str(tmp_path / tflite_model.TFLITE_FILE)
     with pytest.raises(UserError, match='no calibration images'):
-        tflite_model.convert_int8(graph_def, output, IMAGE_SHAPE, [])
+        tflite_export.convert_int8(graph_def, output, IMAGE_SHAPE, [])
     unreadable = tmp_path / 'broken.png'
     unreadable.write_bytes(b'not a png')
     with pytest.raises(UserError, match='cannot read image .*broken.png'):
-        tflite_model.convert_int8(graph_def, output, IMAGE_SHAPE, [str(unreadable)])
+        tflite_export.convert_int8(graph_def, output, IMAGE_SHAPE, [str(unreadable)])
     with pytest.raises(UserError, match='image shape 64x100 is not a positive multiple of 32'):
-        tflite_model.convert_int8(graph_def, output, (64, 100), [str(unreadable)])
+        tflite_export.convert_int8(graph_def, output, (64, 100), [str(unreadable)])
     logits_only = tf1.graph_util.extract_sub_graph(graph_def, [fcn8vgg16.LOGITS_NAME])
     with pytest.raises(UserError, match="no 'predictions' node"):
-        tflite_model.convert_int8(logits_only, output, IMAGE_SHAPE, [str(unreadable)])
+        tflite_export.convert_int8(logits_only, output, IMAGE_SHAPE, [str(unreadable)])
     with tf.Graph().as_default() as graph:  # an op that TFLite has no kernel for
         images = tf1.placeholder(tf.uint8, [None, None, None, 3], name=fcn8vgg16.INPUT_NAME)
         pixels = tf.cast(images, tf.float32)
@@ -171,9 +172,9 @@ def test_errors(exported, tmp_path):
     readable = str(tmp_path / 'scene.png')
     Image.fromarray(_scene(0)).save(readable)
     with pytest.raises(UserError, match=r'^int8 TFLite conversion failed: [^\n]*Igamma[^\n]*$'):
-        tflite_model.convert_int8(graph.as_graph_def(), output, IMAGE_SHAPE, [readable])
+        tflite_export.convert_int8(graph.as_graph_def(), output, IMAGE_SHAPE, [readable])
     with pytest.raises(UserError, match='cannot read the graph .*missing.pb'):
-        tflite_model.convert_int8(str(tmp_path / 'missing.pb'), output, IMAGE_SHAPE,
+        tflite_export.convert_int8(str(tmp_path / 'missing.pb'), output, IMAGE_SHAPE,
                                   [str(unreadable)])
     assert sorted(os.listdir(str(tmp_path))) == ['broken.png', 'scene.png']  # nothing half-written
     helper.write_json(str(tmp_path / model_dir.CONFIG_FILE),
@@ -194,5 +195,5 @@ def test_an_fc_layer_in_an_unknown_form_is_one_line_naming_it(exported, tmp_path
             node.attr.pop('Tshape')
     with pytest.raises(UserError, match=r'^cannot turn fc6 back into a convolution: expected '
                                         r'its product followed by a bias, a ReLU and a Reshape'):
-        tflite_model.convert_int8(changed, str(tmp_path / 'model.tflite'), IMAGE_SHAPE,
+        tflite_export.convert_int8(changed, str(tmp_path / 'model.tflite'), IMAGE_SHAPE,
                                   [str(tmp_path / 'unused.png')])

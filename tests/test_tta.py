@@ -138,7 +138,7 @@ def test_the_average_over_scales_and_flips_is_the_mean_of_each_views_probabiliti
         model, scales, flip):
     """At its own size (70x150: every scale is padded) and resized to the model's shape."""
     image = _scene(70, 150)
-    for base in (image, loader.network_input(image, NETWORK_SHAPE, False)):
+    for base in (image, data_loader.network_input(image, NETWORK_SHAPE, False)):
         (ours,) = tta.averaged_probabilities(model, [base], specs.Inference(scales, flip))
         assert ours.shape == base.shape[:2] + (LABEL_SET.num_classes,)
         _agree(ours, _tta_by_hand(model, base, scales, flip))
@@ -175,7 +175,7 @@ def test_the_default_is_the_models_own_argmax_bit_for_bit(model):
     model's softmax of that one run, exactly."""
     images = [_scene(70, 150, seed) for seed in (5, 6)]
     for keep_size in (True, False):
-        inputs = np.stack([loader.network_input(image, NETWORK_SHAPE, keep_size)
+        inputs = np.stack([data_loader.network_input(image, NETWORK_SHAPE, keep_size)
                            for image in images])
         own = model.predict(inputs)
         if keep_size:
@@ -187,7 +187,7 @@ def test_the_default_is_the_models_own_argmax_bit_for_bit(model):
                           specs.Inference(save_probs='all')):
             outputs = predict.predict_outputs(model, images, keep_size, inference, 2)
             np.testing.assert_array_equal(np.stack([ids for ids, _ in outputs]), own)
-        bases = [image if keep_size else loader.network_input(image, NETWORK_SHAPE, False)
+        bases = [image if keep_size else data_loader.network_input(image, NETWORK_SHAPE, False)
                  for image in images]
         averaged = tta.averaged_probabilities(model, bases, specs.Inference(), 2)
         np.testing.assert_array_equal(np.stack(averaged), np.stack(
@@ -268,10 +268,10 @@ def test_saved_probabilities_are_the_models_softmax(model, tmp_path, keep_size, 
     assert saved.dtype == np.float16 and saved.shape == (LABEL_SET.num_classes, 70, 150)
     assert confidence.dtype in (np.uint16, np.int32) and confidence.shape == (70, 150)
     if flags:
-        base = image if keep_size else loader.network_input(image, NETWORK_SHAPE, False)
+        base = image if keep_size else data_loader.network_input(image, NETWORK_SHAPE, False)
         softmax = _tta_by_hand(model, base, flags['scales'], flags['flip'])
     else:
-        softmax = model.probabilities(loader.network_input(image, NETWORK_SHAPE,
+        softmax = model.probabilities(data_loader.network_input(image, NETWORK_SHAPE,
                                                            keep_size)[None])[0]
     if keep_size:
         softmax = softmax[:70, :150]
@@ -348,7 +348,7 @@ def test_every_graph_format_averages_its_own_probabilities(model, tmp_path):
     export.freeze(model.model_dir, frozen)
     export.optimise(frozen, optimised)
     image = _scene(70, 150, seed=12)
-    inputs = loader.network_input(image, NETWORK_SHAPE, True)[None]
+    inputs = data_loader.network_input(image, NETWORK_SHAPE, True)[None]
     inference = specs.Inference((0.75, 1.0), flip=True)
     (expected,) = tta.averaged_probabilities(model, [image], inference)
     for folder in (frozen, optimised):

@@ -16,7 +16,6 @@ import data_loader
 import helper
 from roadseg import specs
 from roadseg.apps import tta
-from roadseg.deploy import loader
 
 # --keep_size runs an image whole up to Cityscapes' 2048x1024 pixels; a larger one (Mapillary's
 # 4000x3000) goes through the network in windows of KEEP_SIZE_TILE, so that memory stays bounded.
@@ -53,12 +52,12 @@ def predict_outputs(model, images, keep_size=False, inference=None, batch_size=1
         inference = dataclasses.replace(inference, tile=KEEP_SIZE_TILE)
     if not tta.one_plain_view(inference, (height, width) if keep_size else model.image_shape):
         inference.check_model(model)
-        bases = [image if keep_size else loader.network_input(image, model.image_shape, False)
+        bases = [image if keep_size else data_loader.network_input(image, model.image_shape, False)
                  for image in images]
         probabilities = tta.averaged_probabilities(model, bases, inference, batch_size)
         outputs = [np.argmax(each, axis=-1).astype(np.uint8) for each in probabilities]
     else:
-        inputs = np.stack([loader.network_input(image, model.image_shape, keep_size)
+        inputs = np.stack([data_loader.network_input(image, model.image_shape, keep_size)
                            for image in images])
         if inference.save_probs:
             inference.check_model(model)

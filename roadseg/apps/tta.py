@@ -13,7 +13,7 @@ argmax. DeepLab (Chen et al., 2018) and mmsegmentation's aug_test average the sa
 import numpy as np
 from PIL import Image
 
-from roadseg.deploy import loader
+import data_loader
 
 
 def one_plain_view(inference, base_shape):
@@ -67,7 +67,8 @@ def _windows_probabilities(model, images, tile, overlap, batch_size):
     sums = [None] * len(images)
     for start in range(0, len(windows), batch_size):
         batch = windows[start:start + batch_size]
-        inputs = np.stack([loader.network_input(images[index][top:bottom, left:right], None, True)
+        inputs = np.stack([data_loader.network_input(images[index][top:bottom, left:right],
+                                                     None, True)
                            for index, (top, left, bottom, right) in batch])
         for (index, (top, left, bottom, right)), probabilities in zip(
                 batch, model.probabilities(inputs)):

@@ -16,7 +16,9 @@ import data_loader
 import helper
 from roadseg import model_dir
 from roadseg.deploy import graph_surgery
+from roadseg.deploy import onnx_export
 from roadseg.deploy import onnx_model
+from roadseg.deploy import tflite_export
 from roadseg.deploy import tflite_model
 
 tf1 = tf.compat.v1
@@ -119,11 +121,11 @@ def optimise(frozen_dir, optimised_dir, calibration_paths=None, onnx=True,
         written = dict(config)
         if onnx:
             os.makedirs(folder, exist_ok=True)
-            written[onnx_model.CONFIG_KEY] = onnx_model.convert(pruned, os.path.join(
+            written[onnx_model.CONFIG_KEY] = onnx_export.convert(pruned, os.path.join(
                 folder, onnx_model.ONNX_FILE), config['num_classes'])
         _write_graph(quantized, folder, written)
         if calibration_paths:
-            tflite_model.convert_int8(pruned, os.path.join(folder, tflite_model.TFLITE_FILE),
+            tflite_export.convert_int8(pruned, os.path.join(folder, tflite_model.TFLITE_FILE),
                                       config['image_shape'], calibration_paths)
 
     _write_model_dir(optimised_dir, _write)

@@ -3,7 +3,6 @@
 A model folder is anything this tool writes: the SavedModel of `train` (saved_model.pb), a
 checkpoint folder (checkpoint + model.ckpt-N), a frozen or optimised folder (graph.pb), each
 with the fcn8s_config.json that says its label set, image shape and tensor names.
-network_input() is the loader's other half: an image as the model takes it.
 """
 import ctypes
 import os
@@ -12,7 +11,6 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import rewriter_config_pb2
-from PIL import Image
 
 import data_loader
 import fcn8vgg16
@@ -234,18 +232,3 @@ def _initial_value(weight):
     if weight.scale is None:
         return stored, stored
     return stored, tf.cast(stored, tf.float32) * weight.scale + weight.low
-
-
-def network_input(image, image_shape, keep_size):
-    """The array to feed for one image: resized to the model's shape, or with keep_size padded
-    at the bottom and right to multiples of 32 (the padding is cut off the prediction)."""
-    height, width = image.shape[:2]
-    if not keep_size:
-        if (height, width) == tuple(image_shape):
-            return image
-        return np.asarray(Image.fromarray(image).resize(image_shape[::-1], Image.BILINEAR))
-    padded_height = -(-height // fcn8vgg16.STRIDE) * fcn8vgg16.STRIDE
-    padded_width = -(-width // fcn8vgg16.STRIDE) * fcn8vgg16.STRIDE
-    # Edge padding keeps the border statistics of the image, unlike black.
-    return np.pad(image, ((0, padded_height - height), (0, padded_width - width), (0, 0)),
-                  mode='edge')
