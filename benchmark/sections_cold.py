@@ -26,8 +26,12 @@ COLD_FORMATS = (
     ('optimised (8-bit weights)', 'optimised', 'cold_graph', 'float_predict_rss'),
     ('ONNX Runtime', 'onnx', None, 'float_predict_rss'),
     ('int8 TFLite', 'tflite', 'cold_tflite', None))
-# What every predict process imports before it reads a model: Python, the tool, TensorFlow.
-IMPORT_COMMAND = [sys.executable, '-c', 'import main; main._import_tensorflow_lean()']
+# What a predict process imports before it reads a model: Python, the tool and the runtime
+# of the model's kind (TensorFlow but for the TFLite and ONNX models).
+_TENSORFLOW_IMPORTS = ('import main; main._import_tensorflow_lean(); '
+                       'from roadseg.deploy import loader')
+RUNTIME_IMPORTS = {'tflite': 'import main; from roadseg.deploy import tflite_model',
+                   'onnx': 'import main, onnxruntime; from roadseg.deploy import onnx_model'}
 
 
 def cold_phases(run, folder, kind):
@@ -47,12 +51,13 @@ def cold_phases(run, folder, kind):
     return dict(load=loaded - started, first=first - loaded, second=second - first)
 
 
-def _import_seconds(repeats):
-    """The median wall time of a process that only imports the tool and TensorFlow."""
+def _import_seconds(kind, repeats):
+    """The median wall time of a process that only imports the tool and kind's runtime."""
+    command = [sys.executable, '-c', RUNTIME_IMPORTS.get(kind, _TENSORFLOW_IMPORTS)]
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        subprocess.run(IMPORT_COMMAND, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
@@ -112,10 +117,12 @@ def cold_section(run):
     folder = os.path.join(run.work_dir, 'cold')
     os.makedirs(folder, exist_ok=True)
     image = _one_image(folder)
-    imports = run.attempt('import time', _import_seconds, run.settings.repeats)
-    time_rows, memory_rows = [], []
+    time_rows, memory_rows, import_seconds = [], [], {}
     for name, kind, time_target, memory_target in COLD_FORMATS:
         measure.log('cold predict: %s' % name)
+        imports = run.attempt('import time, %s' % name, _import_seconds, kind,
+                              run.settings.repeats)
+        import_seconds[kind] = imports
         timed = run.attempt('cold predict, %s' % name, cold_runs, run, kind, image, folder)
         phases = run.attempt('cold predict phases, %s' % name, lambda: run.in_child(
             cold_phases, run.models.folder(kind), kind))
@@ -126,15 +133,16 @@ def cold_section(run):
         memory_rows.append(table_row([name, 'failed' if rss is None else '%.2f GB' % rss],
                                      rss, memory_target, label=_label(memory_target, name)))
         measure.log(' | '.join(time_rows[-1]['cells'] + memory_rows[-1]['cells'][1:]))
-    run.raw['import_seconds'] = imports
+    run.raw['import_seconds'] = import_seconds
     run.tables.append(Table(
         'First prediction, cold, %dx%d' % IMAGE_SHAPE,
-        ['model', 'command (s)', 'Python and TensorFlow import (s)', 'model load (s)',
+        ['model', 'command (s)', 'imports (s)', 'model load (s)',
          'first run (s)', 'a warm run (s)', 'the rest (s)'], time_rows,
         ['`python main.py predict --gpu 0 -md MODEL -ip image.png` on one %dx%d image in a '
          'fresh process, from the command to its exit with the overlay written: the median of '
          '%d runs after one that warms the file cache. Its parts: a process that only imports '
-         'the tool and TensorFlow (median of as many); then, measured in a fresh process of '
+         'the tool and the runtime of the model (TensorFlow; LiteRT for the TFLite model, ONNX '
+         'Runtime for the ONNX one; median of as many); then, measured in a fresh process of '
          'their own, reading and building the model (for a checkpoint or SavedModel, its '
          'freezing as it loads) and its first run (oneDNN creating its primitives) against a '
          'warm run; the rest is reading the image, writing the overlay and exiting.'

@@ -542,7 +542,8 @@ def test_the_cold_rows_split_the_command_s_time_and_check_time_and_memory(tmp_pa
                                                                           monkeypatch):
     run = Run(config.QUICK, str(tmp_path))
     monkeypatch.setattr(sections_cold, '_one_image', lambda folder: 'image.png')
-    monkeypatch.setattr(sections_cold, '_import_seconds', lambda repeats: 3.0)
+    monkeypatch.setattr(sections_cold, '_import_seconds', lambda kind, repeats: 0.5 if kind in (
+        'tflite', 'onnx') else 3.0)
     timed = {'checkpoint': (9.0, 1.5e9), 'saved_model': (7.0, 2.5e9), 'frozen': (4.5, 1.9e9),
              'optimised': (6.0, 1.3e9), 'onnx': (5.0, 2.1e9), 'tflite': (2.5, 0.9e9)}
     monkeypatch.setattr(sections_cold, 'cold_runs',
@@ -557,6 +558,8 @@ def test_the_cold_rows_split_the_command_s_time_and_check_time_and_memory(tmp_pa
         'int8 TFLite']
     # 9.0 s: 3.0 importing, 1.0 loading, 1.5 in the first run, the rest 3.5.
     assert times.rows[0]['cells'][1:] == ['9.00', '3.00', '1.00', '1.50', '0.50', '3.50']
+    # The TFLite model's process imports LiteRT, not TensorFlow: 2.5 - 0.5 - 1.0 - 1.5.
+    assert times.rows[-1]['cells'][1:] == ['2.50', '0.50', '1.00', '1.50', '0.50', '-0.50']
     def met(table):
         return [targets.target_met(row['value'], targets.TARGETS[row['target']])
                 for row in table.rows if row['target']]
@@ -565,6 +568,8 @@ def test_the_cold_rows_split_the_command_s_time_and_check_time_and_memory(tmp_pa
     assert [row['target'] for row in memory.rows] == ['float_predict_rss'] * 5 + [None]
     assert met(times) == [False, True, True, False, False]
     assert met(memory) == [True, False, True, True, False]
+    assert run.raw['import_seconds'] == dict(checkpoint=3.0, saved_model=3.0, frozen=3.0,
+                                             optimised=3.0, onnx=0.5, tflite=0.5)
     assert run.raw['cold']['frozen'] == dict(seconds=4.5, rss_bytes=1.9e9, phases=dict(
         load=1.0, first=1.5, second=0.5))
 
