@@ -1,6 +1,7 @@
 """Measuring: timing calls, FLOPs, matmul rates, traced steps, the machine's load, processes and
 their peak memory."""
 import collections
+import concurrent.futures
 import datetime
 import json
 import os
@@ -113,6 +114,25 @@ def matmul_rate(dtype, size, warmup, repeats):
             # Running the op without fetching it times the product, not a copy to numpy.
             seconds = time_calls(lambda: session.run(product.op), warmup, repeats)
     return 2 * size ** 3 / seconds / 1e9
+
+
+def copy_bandwidth(megabytes, warmup, repeats, threads=None):
+    """GB/s of a large copy, counted as STREAM counts it (the bytes read plus those written):
+    a float32 array of `megabytes` MiB into another, a slice on each of `threads` threads (one
+    per core), median of repeats. The memory-bound parts of a step compare with it."""
+    threads = threads or os.cpu_count()
+    source = np.ones(megabytes * 2 ** 20 // 4, np.float32)
+    target = np.zeros_like(source)
+    bounds = np.linspace(0, source.size, threads + 1).astype(int)
+
+    def copy_slice(index):  # numpy lets go of the GIL while it copies
+        start, end = bounds[index], bounds[index + 1]
+        np.copyto(target[start:end], source[start:end])
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        seconds = time_calls(lambda: list(pool.map(copy_slice, range(threads))), warmup,
+                             repeats)
+    return 2 * source.nbytes / seconds / 1e9
 
 
 # ---------------------------------------------------------------------------- traced steps

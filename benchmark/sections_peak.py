@@ -1,5 +1,8 @@
 """The peak section: FLOPs per image and the float32 and bfloat16 matmul rates, measured at the
-start and beside every timed row; finish_peaks sets each row's share of the run's best."""
+start and beside every timed row, and the memory bandwidth of a large copy; finish_peaks sets
+each row's share of the run's best."""
+import os
+
 from benchmark import measure
 from benchmark.config import IMAGE_SHAPE
 from benchmark.report import SHARE_COLUMN, Table, table_row
@@ -13,7 +16,7 @@ BESIDE_NOTE = ('The notes give the share of the peak beside the row as well: the
 
 
 def peak_section(run):
-    """FLOPs per image and the float32 and bfloat16 matmul rates."""
+    """FLOPs per image, the float32 and bfloat16 matmul rates and the memory bandwidth."""
     settings = run.settings
     flops = measure.model_flops(run.label_set.num_classes, IMAGE_SHAPE, run.network.encoder,
                                 run.network.fc_channels)
@@ -25,7 +28,14 @@ def peak_section(run):
                            settings.warmup + 1, settings.repeats + 2)
         measure.log('%s matmul: %s GFLOP/s' % (precision,
                                                'failed' if rate is None else '%.0f' % rate))
-    run.tables.append(Table(PEAK_TITLE, ['measurement', 'value'], rows, []))
+    bandwidth = run.attempt('memory bandwidth', measure.copy_bandwidth, settings.copy_megabytes,
+                            settings.warmup, settings.repeats + 2)
+    run.raw['copy_gb_per_second'] = bandwidth
+    rows.append(table_row(['memory bandwidth: a %d MiB float32 copy on %d threads, median'
+                           % (settings.copy_megabytes, os.cpu_count()),
+                           'failed' if bandwidth is None else '%.1f GB/s' % bandwidth]))
+    run.tables.append(Table(PEAK_TITLE, ['measurement', 'value'], rows, [
+        'The bandwidth counts what the copy reads and writes, as STREAM does.']))
 
 
 def peak_rows(peaks, size):

@@ -538,6 +538,35 @@ def test_the_video_rows_are_each_model_s_frame_rate_over_the_model_alone_s(tmp_p
     assert run.errors == [('video, int8 TFLite', 'no interpreter')]
 
 
+def test_the_copy_bandwidth_counts_the_bytes_read_and_written(monkeypatch):
+    timed = []
+
+    def once(call, warmup, repeats):
+        call()
+        timed.append((warmup, repeats))
+        return 0.25
+
+    monkeypatch.setattr(measure, 'time_calls', once)
+    # 8 MiB read and 8 MiB written in 0.25 s.
+    assert measure.copy_bandwidth(8, 1, 3, threads=3) == pytest.approx(
+        2 * 8 * 2 ** 20 / 0.25 / 1e9)
+    assert timed == [(1, 3)]
+    monkeypatch.undo()
+    assert 0.1 < measure.copy_bandwidth(8, 0, 1, threads=2) < 10000
+
+
+def test_the_peak_table_has_the_memory_bandwidth(tmp_path, monkeypatch):
+    run = Run(config.QUICK, str(tmp_path))
+    monkeypatch.setattr(Run, 'peak', lambda run, precision, warmup, repeats: 100.0)
+    monkeypatch.setattr(measure, 'copy_bandwidth', lambda megabytes, warmup, repeats: 12.5)
+    sections_peak.peak_section(run)
+    (table,) = run.tables
+    assert table.rows[-1]['cells'] == [
+        'memory bandwidth: a 64 MiB float32 copy on %d threads, median' % os.cpu_count(),
+        '12.5 GB/s']
+    assert run.raw['copy_gb_per_second'] == 12.5
+
+
 def test_the_cold_rows_split_the_command_s_time_and_check_time_and_memory(tmp_path,
                                                                           monkeypatch):
     run = Run(config.QUICK, str(tmp_path))
