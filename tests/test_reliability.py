@@ -529,7 +529,8 @@ def test_model_folder_errors_are_one_line(tmp_path, capsys, case):
 @pytest.mark.end_to_end
 @pytest.mark.parametrize('data, message', [
     (b'', 'is not a TFLite model'), (b'\0' * 64, 'is not a TFLite model'),
-    (b'\0\0\0\0TFL3' + b'\1' * 56, 'cannot load the TFLite model {}: Model provided is schema')])
+    (b'\0\0\0\0TFL3' + b'\1' * 56,
+     'cannot load the TFLite model {}: The model is not a valid Flatbuffer buffer')])
 def test_a_damaged_tflite_model_is_one_line(tmp_path, capsys, data, message):
     model_dir = tmp_path / 'model'
     model_dir.mkdir()
