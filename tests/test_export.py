@@ -233,6 +233,7 @@ _MAIN_REPORTING_IMPORTS = ('import sys, main; code = main.main(sys.argv[1:]); '
 
 
 @pytest.mark.end_to_end
+@pytest.mark.filterwarnings('ignore:.*tf.lite.Interpreter is deprecated')  # the reference here
 def test_the_tflite_and_onnx_models_predict_and_video_without_importing_tensorflow(work,
                                                                                  monkeypatch):
     """LiteRT and ONNX Runtime run them, so TensorFlow's import stays out of their start; the
@@ -292,6 +293,9 @@ def test_the_onnx_model_runs_every_action_and_no_onnx_leaves_it_out(work, monkey
                                             'optimise (without --no_onnx) first\n')
     assert main.main(['optimise', '-fd', 'frozen_onnx', '-od', 'optimised_onnx']
                      + calibration) == 0
+    assert sorted(os.listdir('optimised_onnx')) == ['fcn8s_config.json', 'graph.pb',
+                                                    'model.onnx', 'model.onnx.data',
+                                                    'model.tflite']
     assert main.main(['predict', '--gpu', '0', '-md', onnx, '--keep_size', '-rd', 'onnx_runs',
                       '-ip', test_images]) == 0
     assert 'loaded ONNX: cityscapes, 19 classes, 64x128' in capsys.readouterr().out

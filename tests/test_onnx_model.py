@@ -102,15 +102,26 @@ def test_converter_sees_no_large_constant(exported, monkeypatch, tmp_path):
 
 def test_model_takes_uint8_nhwc_images_and_holds_its_weights(exported):
     graph_def, path, interface = exported
-    assert interface == dict(file='model.onnx', opset=onnx_export.OPSET, inputs=[
+    assert interface == dict(file='model.onnx', data_file='model.onnx.data',
+                             opset=onnx_export.OPSET, inputs=[
         dict(name='images', dtype='uint8', shape=['batch', 'height', 'width', 3],
              holds='RGB images, NHWC, height and width multiples of 32')], outputs=[
         dict(name='predictions', dtype='uint8', shape=['batch', 'height', 'width'],
              holds='class ids, the argmax of the logits'),
         dict(name='logits', dtype='float32', shape=['batch', 'height', 'width', NUM_CLASSES],
              holds='per-class scores, NHWC')])
-    model = onnx.load(path)
-    assert [value.name for value in model.graph.input] == ['images']  # weights: initializers
+    # The weights are initializers, the large ones in model.onnx.data at page-aligned offsets.
+    model, bare = onnx.load(path), onnx.load(path, load_external_data=False)
+    external = [init for init in bare.graph.initializer
+                if init.data_location == onnx.TensorProto.EXTERNAL]
+    assert {init.name for init in external} == {
+        init.name for init in model.graph.initializer if len(init.raw_data) >= 1024} != set()
+    offsets = [int(entry.value) for init in external for entry in init.external_data
+               if entry.key == 'offset']
+    assert len(offsets) == len(external) and all(offset % 4096 == 0 for offset in offsets)
+    assert os.path.getsize(path) < os.path.getsize(os.path.join(os.path.dirname(path),
+                                                                'model.onnx.data')) / 10
+    assert [value.name for value in model.graph.input] == ['images']
     ops = [node.op_type for node in model.graph.node]
     assert 'MatMul' not in ops and ops.count('ConvTranspose') == 3
     assert ops.count('Conv') == sum(convs for _, _, convs in TINY_VGG16) + 2 + 3
@@ -162,6 +173,11 @@ def test_errors_are_one_line(exported, tmp_path, monkeypatch, capsys):
         onnx_model.ONNXModel(missing)
     with open(missing, 'wb') as f:
         f.write(b'not an onnx model')
+    with pytest.raises(UserError, match=r'holds no model.onnx.data, the weights of model.onnx: '
+                                        'keep the two files together$'):
+        onnx_model.ONNXModel(missing)
+    with open(str(tmp_path / onnx_model.DATA_FILE), 'wb') as f:
+        f.write(b'no weights either')
     with pytest.raises(UserError, match=r'^cannot load the ONNX model .*model.onnx: [^\n]*$'):
         onnx_model.ONNXModel(missing)
     onnx_model.ONNXModel(path, precision='bf16')

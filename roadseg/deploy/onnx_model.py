@@ -15,6 +15,7 @@ from roadseg import model_dir
 from helper import UserError
 
 ONNX_FILE = 'model.onnx'
+DATA_FILE = 'model.onnx.data'  # its weights, beside it (ONNX external data)
 CONFIG_KEY = 'onnx_model'  # the model configuration's record of model.onnx: onnx_export
 # The ONNX names of the graph's interface: those of the SavedModel's serving signature.
 INPUT = 'images'
@@ -60,6 +61,10 @@ class ONNXModel:
         if not os.path.isfile(path):
             raise UserError('%s holds no %s: export the model with optimise (without '
                             '--no_onnx) first' % (folder, os.path.basename(path)))
+        data_file = self._recorded().get('data_file')
+        if isinstance(data_file, str) and not os.path.isfile(os.path.join(folder, data_file)):
+            raise UserError('%s holds no %s, the weights of %s: keep the two files together'
+                            % (folder, data_file, os.path.basename(path)))
         if precision != 'fp32':
             helper.warn('--precision %s does not apply to the ONNX model, which runs in float32'
                         % precision)
@@ -76,10 +81,14 @@ class ONNXModel:
                             % (path, helper.first_line(error))) from None
         self._input, self._output = self._interface_names()
 
+    def _recorded(self):
+        """The configuration's record of the ONNX model (onnx_export.interface), or {}."""
+        recorded = self.config.get(CONFIG_KEY)
+        return recorded if isinstance(recorded, dict) else {}
+
     def _interface_names(self):
         """(input name, class ids output name) of the configuration, which the model has."""
-        recorded = self.config.get(CONFIG_KEY)
-        recorded = recorded if isinstance(recorded, dict) else {}
+        recorded = self._recorded()
         inputs = [value['name'] for value in recorded.get('inputs', [])] or [INPUT]
         outputs = [value['name'] for value in recorded.get('outputs', [])
                    if value['dtype'] == 'uint8'] or [IDS]
