@@ -201,9 +201,16 @@ def dequantize_constants(graph_def):
 
 
 def _quantized(quantized, low, high):
-    """(uint8 values, float32 scale, float32 low) of MIN_COMBINED quint8 constants."""
-    q, low, high = (tf.make_ndarray(node.attr['value'].tensor) for node in (quantized, low, high))
-    return q.view(np.uint8), np.float32((high - low) / 255.0), np.float32(low)
+    """(uint8 values, float32 scale, float32 low) of MIN_COMBINED quint8 constants; the values
+    read straight from the proto's bytes where it has them (make_ndarray copies them twice)."""
+    tensor = quantized.attr['value'].tensor
+    if tensor.tensor_content:
+        q = np.frombuffer(tensor.tensor_content, np.uint8).reshape(
+            [dim.size for dim in tensor.tensor_shape.dim])
+    else:
+        q = tf.make_ndarray(tensor).view(np.uint8)
+    low, high = (tf.make_ndarray(node.attr['value'].tensor) for node in (low, high))
+    return q, np.float32((high - low) / 255.0), np.float32(low)
 
 
 def _dequantized(quantized, low, high):
