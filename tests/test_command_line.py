@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 import main
 from roadseg import flags
@@ -162,6 +163,42 @@ def test_predict_shows_its_own_warning_and_none_of_tensorflow_s_chatter(optimise
             in result.stderr.splitlines())
     assert [marker for marker in NATIVE_NOISE if marker in result.stderr] == []
     assert _foreign_lines(result.stderr) == []
+
+
+# main.py as `python main.py ...` runs it, with an atexit handler that tells whether Python's
+# teardown ran.
+_MAIN_WITH_TEARDOWN_MARK = ('import atexit, os, runpy, sys; '
+                            'atexit.register(print, "teardown ran"); sys.argv = sys.argv[1:]; '
+                            'sys.path.insert(0, os.path.dirname(sys.argv[0])); '
+                            'runpy.run_path(sys.argv[0], run_name="__main__")')
+
+
+@pytest.mark.end_to_end
+def test_inference_actions_end_without_python_s_teardown(optimised, demo_root, tmp_path):
+    """predict skips Python's teardown once its files are written, with main()'s exit code
+    either way; an action outside QUICK_EXIT_ACTIONS ends as usual."""
+    work, _ = optimised
+
+    def run(*arguments):
+        return _run([sys.executable, '-c', _MAIN_WITH_TEARDOWN_MARK,
+                     os.path.join(REPO, 'main.py')] + list(arguments), work)
+
+    done = run('predict', '--dataset', 'demo', '--data_root', demo_root, '--gpu', '0', '-md',
+               'optimised_model/model.tflite', '--save_labels', '-rd', str(tmp_path / 'runs'))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'teardown ran' not in done.stdout and 'written to' in done.stdout
+    overlays = glob.glob(str(tmp_path / 'runs' / '*' / 'overlays' / '*.png'))
+    labels = glob.glob(str(tmp_path / 'runs' / '*' / 'trainIds' / '*.png'))
+    assert len(overlays) == len(labels) == len(glob.glob(os.path.join(
+        demo_root, 'leftImg8bit', 'test', '*', '*.png'))) > 0
+    for path in overlays + labels:
+        Image.open(path).load()  # whole files
+    failed = run('predict', '--dataset', 'demo', '--data_root', demo_root, '--gpu', '0',
+                 '-md', str(tmp_path / 'no_model'))
+    assert failed.returncode == 2 and 'teardown ran' not in failed.stdout
+    assert failed.stderr.strip().startswith('error: ')
+    listed = run('labels', '--label_set', 'cityscapes')
+    assert listed.returncode == 0 and listed.stdout.endswith('teardown ran\n')
 
 
 @pytest.mark.end_to_end
