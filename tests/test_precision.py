@@ -72,6 +72,19 @@ def _bf16_convolutions(nodes):
     return [node.name for node in nodes if 'Conv2D' in node.op and _dtype(node) == tf.bfloat16]
 
 
+@pytest.fixture
+def partition_graphs(monkeypatch):
+    """Loaded float32 models keep their lean session options but return the partition graphs
+    that _traced_run reads (the lean options turn them off)."""
+    lean = loader._lean_session_options
+
+    def lean_with_partition_graphs(config):
+        lean(config)
+        config.experimental.disable_output_partition_graphs = False
+
+    monkeypatch.setattr(loader, '_lean_session_options', lean_with_partition_graphs)
+
+
 def _predict(model_dir, images, precision):
     """(class ids, float32 logits, the nodes run) of a model loaded with --precision."""
     model = loader.Model(model_dir, devices.session_config(gpu=0, precision=precision))
@@ -85,7 +98,7 @@ def _predict(model_dir, images, precision):
 @pytest.mark.end_to_end
 @needs_bf16_rewrite
 @pytest.mark.parametrize('kind', ['SavedModel', 'frozen graph'])
-def test_bf16_predictions_agree_with_fp32(trained, tmp_path, kind):
+def test_bf16_predictions_agree_with_fp32(trained, tmp_path, kind, partition_graphs):
     root, work = trained
     (model_dir,) = glob.glob(str(work / 'runs' / '*' / 'model'))
     if kind == 'frozen graph':
