@@ -204,11 +204,8 @@ def _quantized(quantized, low, high):
     """(uint8 values, float32 scale, float32 low) of MIN_COMBINED quint8 constants; the values
     read straight from the proto's bytes where it has them (make_ndarray copies them twice)."""
     tensor = quantized.attr['value'].tensor
-    if tensor.tensor_content:
-        q = np.frombuffer(tensor.tensor_content, np.uint8).reshape(
-            [dim.size for dim in tensor.tensor_shape.dim])
-    else:
-        q = tf.make_ndarray(tensor).view(np.uint8)
+    q = (_content_values(tensor, np.uint8) if tensor.tensor_content
+         else tf.make_ndarray(tensor).view(np.uint8))
     low, high = (tf.make_ndarray(node.attr['value'].tensor) for node in (low, high))
     return q, np.float32((high - low) / 255.0), np.float32(low)
 
@@ -275,8 +272,13 @@ def _float_values(tensor):
     bytes where make_ndarray would copy them twice more."""
     if not tensor.tensor_content:
         return _aligned(tf.make_ndarray(tensor))
+    return _aligned(_content_values(tensor, np.float32))
+
+
+def _content_values(tensor, dtype):
+    """A TensorProto's tensor_content as a read-only array of dtype in its shape."""
     shape = [dim.size for dim in tensor.tensor_shape.dim]
-    return _aligned(np.frombuffer(tensor.tensor_content, np.float32).reshape(shape))
+    return np.frombuffer(tensor.tensor_content, dtype).reshape(shape)
 
 
 def _aligned(array):
