@@ -60,12 +60,18 @@ GRAPH_OPS = frozenset((
 def read_graph_def(path, allow_any_op=False):
     """The GraphDef stored at path (a folder's GRAPH_FILE); a UserError if it is not one, or
     if it holds an operation outside GRAPH_OPS (unless allow_any_op, with a warning)."""
-    import tensorflow as tf
-    tf1 = tf.compat.v1
-    graph_def = tf1.GraphDef()
-    try:
+    def read():
         with open(path, 'rb') as f:
-            graph_def.ParseFromString(f.read())
+            return f.read()
+    return parse_graph_def(path, read, allow_any_op)
+
+
+def parse_graph_def(path, read, allow_any_op=False):
+    """read_graph_def of the bytes read() returns for the graph at path."""
+    import tensorflow as tf
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(read())
     except (OSError, ValueError, DecodeError) as error:
         raise UserError('cannot read the graph %s: %s' % (path, helper.first_line(error))) from None
     foreign = sorted({node.op for node in graph_def.node} - GRAPH_OPS

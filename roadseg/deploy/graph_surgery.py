@@ -19,6 +19,7 @@ from tensorflow.python.grappler import tf_optimizer
 import fcn8vgg16
 from helper import UserError
 from roadseg import specs
+from roadseg.deploy import graph_file
 
 tf1 = tf.compat.v1
 
@@ -200,11 +201,13 @@ def dequantize_constants(graph_def):
     return output
 
 
-def _quantized(quantized, low, high):
+def _quantized(quantized, low, high, content=None):
     """(uint8 values, float32 scale, float32 low) of MIN_COMBINED quint8 constants; the values
-    read straight from the proto's bytes where it has them (make_ndarray copies them twice)."""
+    read straight from the proto's bytes where it has them (make_ndarray copies them twice),
+    or from content, those bytes kept apart (see graph_file.read_graph_def)."""
     tensor = quantized.attr['value'].tensor
-    q = (_content_values(tensor, np.uint8) if tensor.tensor_content
+    content = tensor.tensor_content if content is None else content
+    q = (_content_values(tensor, np.uint8, content) if len(content)
          else tf.make_ndarray(tensor).view(np.uint8))
     low, high = (tf.make_ndarray(node.attr['value'].tensor) for node in (low, high))
     return q, np.float32((high - low) / 255.0), np.float32(low)
@@ -224,12 +227,15 @@ def _dequantized(quantized, low, high):
 StoredWeight = collections.namedtuple('StoredWeight', 'values scale low')
 
 
-def split_matmul_weights(graph_def):
+def split_matmul_weights(graph_def, contents=None):
     """(graph_def without the constant weights of its matrix products, {node name:
     StoredWeight}). A weight is the Const, or the Dequantize of 8-bit constants (see
     dequantize_constants), that a MatMul reads directly or through Reshape and Identity; the
     8-bit constants only it read go too. The values are 64-byte aligned: a session is fed
-    such an array without copying it."""
+    such an array without copying it. contents: {Const name: its tensor_content}, of the
+    constants graph_def holds without it (graph_file.read_graph_def); those that are not
+    weights get it back."""
+    contents = contents or {}
     nodes = {node.name: node for node in graph_def.node}
     consts = {name: node for name, node in nodes.items() if node.op == 'Const'}
     weights = {}
@@ -237,10 +243,11 @@ def split_matmul_weights(graph_def):
         node = nodes[name]
         inputs = [name.split(':')[0] for name in node.input]
         if node.op == 'Const' and node.attr['dtype'].type == tf.float32.as_datatype_enum:
-            weights[node.name] = StoredWeight(_float_values(node.attr['value'].tensor),
-                                              None, None)
+            weights[node.name] = StoredWeight(
+                _float_values(node.attr['value'].tensor, contents.get(node.name)), None, None)
         elif node.op == 'Dequantize' and inputs and all(name in consts for name in inputs):
-            values, scale, low = _quantized(*(consts[name] for name in inputs))
+            values, scale, low = _quantized(*(consts[name] for name in inputs),
+                                            content=contents.get(inputs[0]))
             weights[node.name] = StoredWeight(_aligned(values), scale, low)
     removed = set(weights)
     used = {name.lstrip('^').split(':')[0] for node in graph_def.node
@@ -250,6 +257,7 @@ def split_matmul_weights(graph_def):
     output = tf1.GraphDef()
     output.versions.CopyFrom(graph_def.versions)
     output.node.extend(node for node in graph_def.node if node.name not in removed)
+    graph_file.restore(output, contents)
     return output, weights
 
 
@@ -267,18 +275,19 @@ def _matmul_weight_nodes(graph_def):
     return names
 
 
-def _float_values(tensor):
+def _float_values(tensor, content=None):
     """A float32 TensorProto's values, aligned (see _aligned), copied once from the proto's
-    bytes where make_ndarray would copy them twice more."""
-    if not tensor.tensor_content:
+    bytes (or content, see _quantized) where make_ndarray would copy them twice more."""
+    content = tensor.tensor_content if content is None else content
+    if not len(content):
         return _aligned(tf.make_ndarray(tensor))
-    return _aligned(_content_values(tensor, np.float32))
+    return _aligned(_content_values(tensor, np.float32, content))
 
 
-def _content_values(tensor, dtype):
-    """A TensorProto's tensor_content as a read-only array of dtype in its shape."""
+def _content_values(tensor, dtype, content):
+    """A TensorProto's tensor_content, content, as a read-only array of dtype in its shape."""
     shape = [dim.size for dim in tensor.tensor_shape.dim]
-    return np.frombuffer(tensor.tensor_content, dtype).reshape(shape)
+    return np.frombuffer(content, dtype).reshape(shape)
 
 
 def _aligned(array):
@@ -288,9 +297,9 @@ def _aligned(array):
         return array
     buffer = np.empty(array.nbytes + 64, np.uint8)
     start = -buffer.ctypes.data % 64
-    aligned = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
-    aligned[...] = array
-    return aligned
+    # Copied as bytes: numpy copies floats at an address not a multiple of 4 one by one.
+    buffer[start:start + array.nbytes] = array.reshape(-1).view(np.uint8)
+    return buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
 
 
 # ------------------------------------------------------------------------------------ TFLite

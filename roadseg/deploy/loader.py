@@ -16,7 +16,7 @@ import data_loader
 import fcn8vgg16
 import helper
 from roadseg import model_dir
-from roadseg.deploy import graph_surgery
+from roadseg.deploy import graph_file, graph_surgery
 from helper import UserError
 
 tf1 = tf.compat.v1
@@ -71,7 +71,7 @@ class Model:
         oneDNN lays the convolution filters out once instead of at every run."""
         graph_path = os.path.join(self.model_dir, model_dir.GRAPH_FILE)
         if os.path.exists(graph_path):
-            self._import_graph(model_dir.read_graph_def(graph_path, self._allow_any_op))
+            self._import_graph(*graph_file.read_graph_def(graph_path, self._allow_any_op))
             return self.config.get('model_format', 'frozen') + ' graph'
         if os.path.exists(os.path.join(self.model_dir, 'saved_model.pb')):
             prefix, kind = os.path.join(self.model_dir, 'variables', 'variables'), 'SavedModel'
@@ -82,17 +82,20 @@ class Model:
                                 % self.model_dir)
             kind = 'checkpoint %s' % os.path.basename(prefix)
         if self._weights_in_variables:
-            self._import_graph(*graph_surgery.frozen_graph_def_and_matmul_weights(
-                self.config, prefix))
+            graph_def, weights = graph_surgery.frozen_graph_def_and_matmul_weights(
+                self.config, prefix)
+            self._import_graph(graph_def, weights=weights)
         else:
             self._import_graph(graph_surgery.frozen_graph_def(self.config, prefix)[0])
         return kind
 
-    def _import_graph(self, graph_def, weights=None):
+    def _import_graph(self, graph_def, contents=None, weights=None):
         """Imports a constant graph; the weights of its matrix products (fc6, fc7: 478 of
         VGG16's 538 MB) go into variables, unless a mixed precision rewrite is on (constant
-        folding then casts them once). weights: those weights, kept apart already (a
-        checkpoint's, see graph_surgery.frozen_graph_def_and_matmul_weights).
+        folding then casts them once). contents: the tensor contents of graph_def's large
+        constants, kept apart by graph_file.read_graph_def; weights: the weights themselves,
+        kept apart already (a checkpoint's, see
+        graph_surgery.frozen_graph_def_and_matmul_weights).
 
         A constant is copied several times by the import, the session's copy of the graph,
         its executor and oneDNN's cache of weights in its own layout; a variable holds one
@@ -105,9 +108,13 @@ class Model:
         _return_large_frees_to_the_system, every model thus keeps a single copy of the fc6
         and fc7 weights in memory, where a session of the constant graph keeps several.
         """
-        if weights is None:
-            graph_def, weights = (graph_surgery.split_matmul_weights(graph_def)
-                                  if self._weights_in_variables else (graph_def, {}))
+        if weights is None and self._weights_in_variables:
+            graph_def, weights = graph_surgery.split_matmul_weights(graph_def, contents)
+        elif weights is None:
+            graph_file.restore(graph_def, contents or {})
+            weights = {}
+        if contents:  # its views of the mapped file are its last: the file is unmapped
+            contents.clear()
         graph_def = graph_surgery.dequantize_constants(graph_def)
         variables, feeds = {}, {}
         with tf1.variable_scope('matmul_weights'):
