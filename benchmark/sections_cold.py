@@ -52,8 +52,10 @@ def cold_phases(run, folder, kind):
 
 
 def _import_seconds(kind, repeats):
-    """The median wall time of a process that only imports the tool and kind's runtime."""
-    command = [sys.executable, '-c', RUNTIME_IMPORTS.get(kind, _TENSORFLOW_IMPORTS)]
+    """The median wall time of a process that only imports the tool and kind's runtime, and
+    ends as predict does, without Python's teardown (main.QUICK_EXIT_ACTIONS)."""
+    command = [sys.executable, '-c',
+               RUNTIME_IMPORTS.get(kind, _TENSORFLOW_IMPORTS) + '; import os; os._exit(0)']
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -61,6 +63,13 @@ def _import_seconds(kind, repeats):
                        stderr=subprocess.DEVNULL)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def _median_phases(run, kind):
+    """cold_phases of kind, each phase's median over as many fresh processes as runs."""
+    runs = [run.in_child(cold_phases, run.models.folder(kind), kind)
+            for _ in range(run.settings.repeats)]
+    return {phase: statistics.median(one[phase] for one in runs) for phase in runs[0]}
 
 
 def _model_path(run, kind):
@@ -124,8 +133,7 @@ def cold_section(run):
                               run.settings.repeats)
         import_seconds[kind] = imports
         timed = run.attempt('cold predict, %s' % name, cold_runs, run, kind, image, folder)
-        phases = run.attempt('cold predict phases, %s' % name, lambda: run.in_child(
-            cold_phases, run.models.folder(kind), kind))
+        phases = run.attempt('cold predict phases, %s' % name, _median_phases, run, kind)
         run.raw.setdefault('cold', {})[kind] = dict(
             seconds=timed and timed[0], rss_bytes=timed and timed[1], phases=phases)
         time_rows.append(_cold_row(name, timed, phases, imports, time_target))
@@ -142,10 +150,11 @@ def cold_section(run):
          'fresh process, from the command to its exit with the overlay written: the median of '
          '%d runs after one that warms the file cache. Its parts: a process that only imports '
          'the tool and the runtime of the model (TensorFlow; LiteRT for the TFLite model, ONNX '
-         'Runtime for the ONNX one; median of as many); then, measured in a fresh process of '
-         'their own, reading and building the model (for a checkpoint or SavedModel, its '
-         'freezing as it loads) and its first run (oneDNN creating its primitives) against a '
-         'warm run; the rest is reading the image, writing the overlay and exiting.'
+         'Runtime for the ONNX one; ended as predict ends, without Python\'s teardown; median of '
+         'as many); then, measured in fresh processes of their own (median of as many), reading '
+         'and building the model (for a checkpoint or SavedModel, its freezing as it loads) and '
+         'its first run (oneDNN creating its primitives) against a warm run; the rest is '
+         'reading the image, writing the overlay and exiting.'
          % (IMAGE_SHAPE + (run.settings.repeats,))]))
     run.tables.append(Table(
         'Peak memory of predict, every model format, %dx%d' % IMAGE_SHAPE,

@@ -1,6 +1,7 @@
 """The benchmark/ folder: its pure parts, and its sections end to end on a tiny network (no
 timings)."""
 import glob
+import itertools
 import json
 import os
 import re
@@ -578,8 +579,10 @@ def test_the_cold_rows_split_the_command_s_time_and_check_time_and_memory(tmp_pa
     monkeypatch.setattr(sections_cold, 'cold_runs',
                         lambda run, kind, image, folder: timed[kind])
     monkeypatch.setattr(models.Models, 'folder', lambda self, kind: 'models/' + kind)
-    monkeypatch.setattr(Run, 'in_child', lambda run, function, folder, kind: dict(
-        load=1.0, first=1.5, second=0.5))
+    # Phases from as many processes as runs (2, QUICK), their medians: 1.0, 1.5 and 0.5.
+    phases = itertools.cycle([dict(load=0.5, first=1.0, second=0.25),
+                              dict(load=1.5, first=2.0, second=0.75)])
+    monkeypatch.setattr(Run, 'in_child', lambda run, function, folder, kind: next(phases))
     sections_cold.cold_section(run)
     times, memory = run.tables
     assert [row['cells'][0] for row in times.rows] == [
