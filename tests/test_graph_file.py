@@ -1,4 +1,6 @@
 """graph_file: a graph.pb read with its large constants cut out of what protobuf parses."""
+import mmap
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -98,3 +100,15 @@ def test_a_damaged_graph_reads_as_protobuf_reads_it_or_is_one_error_naming_it(gr
         assert graph_def == expected
         outcomes.add('read')
     assert outcomes == {'error', 'read'}
+
+
+def test_a_file_system_that_cannot_map_files_reads_the_same(graph_path, monkeypatch):
+    expected, expected_contents = graph_file.read_graph_def(graph_path, allow_any_op=True)
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, 'No such device')
+    monkeypatch.setattr(mmap, 'mmap', refuse)
+    graph_def, contents = graph_file.read_graph_def(graph_path, allow_any_op=True)
+    assert graph_def == expected and sorted(contents) == sorted(expected_contents)
+    for name, content in contents.items():
+        np.testing.assert_array_equal(content, expected_contents[name])

@@ -47,6 +47,8 @@ def read_lean(path, min_bytes=LARGE_BYTES):
             data = _mapped(f)
         except ValueError:  # an empty file cannot be mapped
             return b'', {}
+        except OSError:  # nor can a file on some file systems
+            data = f.read()
     try:
         return _cut(memoryview(data), min_bytes)
     except IndexError:
