@@ -17,9 +17,8 @@ KERAS_EAGER_IMPORTS = ('keras.src.optimizers', 'tf_keras.src.optimizers')
 
 
 def _import_tensorflow_lean():
-    """Imports TensorFlow without the Keras optimisers (and IPython) it loads eagerly: this
-    tool's graphs never use them, and every process is smaller. TensorFlow ignores an
-    ImportError there; tf.keras and the TFLite converter still import them when asked."""
+    """Imports TensorFlow without the Keras optimisers it loads eagerly, which no graph here uses
+    (it ignores the ImportError; tf.keras and the TFLite converter import them when asked)."""
     skipped = [name for name in KERAS_EAGER_IMPORTS if name not in sys.modules]
     for name in skipped:
         sys.modules[name] = None  # makes `import name` raise ImportError
@@ -32,10 +31,11 @@ def _import_tensorflow_lean():
 
 
 def _needs_tensorflow(args):
-    """False for predict and video with the TFLite or the ONNX model, which LiteRT and ONNX
-    Runtime run: TensorFlow's import would be most of their start."""
-    return not (args.action in ('predict', 'video')
-                and (getattr(args, 'model_dir', None) or '').endswith(('.tflite', '.onnx')))
+    """False for predict, video and evaluate (without TensorBoard summaries) with the TFLite
+    or ONNX model, which LiteRT and ONNX Runtime run: TensorFlow's import would be most of it."""
+    model = getattr(args, 'model_dir', None) or ''
+    return not (args.action in ('predict', 'video', 'evaluate') and model.endswith(
+        ('.tflite', '.onnx')) and not getattr(args, 'summary_dir', None))
 
 
 def _start_tensorflow(debug):
@@ -586,8 +586,8 @@ def main(argv=None, network=None):
 def _exit_at_once(code):
     """Ends the process without Python's teardown, which after TensorFlow ran (thousands of
     modules, a session's graph, its thread pools) takes up to a second of a finished job."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
     os._exit(code)
 
 

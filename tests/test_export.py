@@ -234,10 +234,11 @@ _MAIN_REPORTING_IMPORTS = ('import sys, main; code = main.main(sys.argv[1:]); '
 
 @pytest.mark.end_to_end
 @pytest.mark.filterwarnings('ignore:.*tf.lite.Interpreter is deprecated')  # the reference here
-def test_the_tflite_and_onnx_models_predict_and_video_without_importing_tensorflow(work,
-                                                                                 monkeypatch):
-    """LiteRT and ONNX Runtime run them, so TensorFlow's import stays out of their start; the
-    int8 model's class ids are those of TensorFlow's own TFLite interpreter."""
+def test_the_tflite_and_onnx_models_predict_video_and_evaluate_without_importing_tensorflow(
+        work, monkeypatch):
+    """LiteRT and ONNX Runtime run them, so TensorFlow's import stays out of their start (but
+    for evaluate's TensorBoard summaries); the int8 model's class ids are those of
+    TensorFlow's own TFLite interpreter."""
     work, root = work
     monkeypatch.chdir(work)
     _optimised_model(root)
@@ -247,14 +248,26 @@ def test_the_tflite_and_onnx_models_predict_and_video_without_importing_tensorfl
         model = 'optimised_model/model.' + engine
         for args in (['predict', '--save_labels', '-rd', engine + '_cli_runs', '-ip',
                       os.path.join(root, 'leftImg8bit/test/*/*.png')],
-                     ['video', '-vi', demo_data.demo_video_path(root), '-vo', engine + '_cli.mp4']):
+                     ['video', '-vi', demo_data.demo_video_path(root), '-vo', engine + '_cli.mp4'],
+                     ['evaluate', '-rd', engine + '_cli_runs', '-ip',
+                      os.path.join(root, 'leftImg8bit/val/*/*.png'), '-lp',
+                      os.path.join(root, 'gtFine/val')]):
             done = subprocess.run([sys.executable, '-c', _MAIN_REPORTING_IMPORTS] + args
                                   + ['--gpu', '0', '-md', model], env=env, capture_output=True,
                                   text=True, timeout=300)
             assert done.returncode == 0, done.stderr
             assert 'tensorflow imported: False' in done.stdout
         assert len(glob.glob(engine + '_cli_runs/*/trainIds/*.png')) == len(images)
+        assert len(glob.glob(engine + '_cli_runs/*/metrics.json')) == 1
         assert os.path.getsize(engine + '_cli.mp4') > 0
+    # TensorBoard summaries of evaluate are written with TensorFlow, which is then imported.
+    done = subprocess.run([sys.executable, '-c', _MAIN_REPORTING_IMPORTS, 'evaluate', '--gpu',
+                           '0', '-md', 'optimised_model/model.tflite', '-rd', 'summary_runs',
+                           '-ip', os.path.join(root, 'leftImg8bit/val/*/*.png'), '-lp',
+                           os.path.join(root, 'gtFine/val'), '--summary_dir', 'summaries'],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert 'tensorflow imported: True' in done.stdout and glob.glob('summaries/events.*')
     interpreter = tf.lite.Interpreter(model_path='optimised_model/model.tflite')
     interpreter.allocate_tensors()
     (inputs,), (outputs,) = interpreter.get_input_details(), interpreter.get_output_details()

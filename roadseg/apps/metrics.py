@@ -10,14 +10,12 @@ import csv
 import os
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
 import cityscape_labels
 import helper
 from helper import UserError
 
-tf1 = tf.compat.v1
 
 REPORT_FILES = ('metrics.json', 'confusion_matrix.csv', 'iou_per_class.png',
                 'confusion_matrix.png')
@@ -300,6 +298,8 @@ def write_summaries(summary_dir, metrics, step=0):
     Spaces in names become underscores (iou/traffic_light), as tf.summary names would.
     Undefined values (None) are not written.
     """
+    import tensorflow as tf  # here: evaluate with a TFLite or ONNX model runs without it
+    tf1 = tf.compat.v1
     scalars = [(key, metrics.get(key)) for key in SUMMARY_SCALARS]
     for prefix, key in (('iou/', 'per_class_iou'), ('category_iou/', 'per_category_iou')):
         scalars += [(prefix + name.replace(' ', '_'), value)
