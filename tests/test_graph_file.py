@@ -112,3 +112,10 @@ def test_a_file_system_that_cannot_map_files_reads_the_same(graph_path, monkeypa
     assert graph_def == expected and sorted(contents) == sorted(expected_contents)
     for name, content in contents.items():
         np.testing.assert_array_equal(content, expected_contents[name])
+
+
+def test_groups_nested_without_end_are_one_error(tmp_path):
+    path = tmp_path / 'graph.pb'
+    path.write_bytes(b'\x0b' * 100000)  # field 1, start of a group, again and again
+    with pytest.raises(UserError, match='cannot read the graph %s: ' % path):
+        graph_file.read_graph_def(str(path))

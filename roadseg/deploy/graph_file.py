@@ -53,6 +53,8 @@ def read_lean(path, min_bytes=LARGE_BYTES):
         return _cut(memoryview(data), min_bytes)
     except IndexError:
         raise ValueError('truncated protobuf message') from None
+    except RecursionError:  # groups nested deeper than any message of a graph
+        raise ValueError('protobuf groups nested too deep') from None
 
 
 def _mapped(f):
