@@ -12,7 +12,7 @@ from PIL import Image
 
 import data_loader
 from roadseg.data import demo_data
-from roadseg.deploy import graph_surgery
+from roadseg.deploy import graph_file, graph_surgery
 import fcn8vgg16
 import helper
 from roadseg.deploy import loader, tflite_model
@@ -78,6 +78,9 @@ def test_freeze_and_optimise_with_the_original_command_lines(work, monkeypatch, 
     assert ratio <= 0.27
     optimised = model_dir.read_graph_def('optimised_model/graph.pb')
     assert sum(node.op == 'Dequantize' for node in optimised.node) >= 3
+    for folder in ('frozen_model', 'optimised_model'):  # the loader is fed them in place
+        _, contents = graph_file.read_graph_def(folder + '/graph.pb', allow_any_op=True)
+        assert contents and all(content.ctypes.data % 64 == 0 for content in contents.values())
     assert os.path.getsize('optimised_model/model.tflite') > 0
     assert os.path.getsize('optimised_model/model.onnx') > 0
     interface = helper.read_json('optimised_model/fcn8s_config.json')['onnx_model']

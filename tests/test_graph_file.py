@@ -119,3 +119,38 @@ def test_groups_nested_without_end_are_one_error(tmp_path):
     path.write_bytes(b'\x0b' * 100000)  # field 1, start of a group, again and again
     with pytest.raises(UserError, match='cannot read the graph %s: ' % path):
         graph_file.read_graph_def(str(path))
+
+
+def _by_name(graph_def):
+    return {node.name: node for node in graph_def.node}
+
+
+def test_a_graph_written_aligned_is_the_same_graph_with_its_weights_fed_without_a_copy(
+        graph_path, tmp_path):
+    """Only the order of the nodes changes; every large content starts at a multiple of 64 in
+    the file, and the loader's weights are the mapped file itself (read-only), not copies."""
+    graph_def = _parsed(open(graph_path, 'rb').read())
+    path = tmp_path / 'graph.pb'
+    path.write_bytes(graph_file.aligned_bytes(graph_def))
+    written = _parsed(path.read_bytes())
+    assert _by_name(written) == _by_name(graph_def) and written.versions == graph_def.versions
+    lean, contents = graph_file.read_graph_def(str(path), allow_any_op=True)
+    offsets = [content.ctypes.data % graph_file.ALIGNMENT for content in contents.values()]
+    assert len(offsets) >= 3 and offsets == [0] * len(offsets)
+    _, weights = graph_surgery.split_matmul_weights(lean, contents)
+    assert len(weights) == 2
+    assert not any(weight.values.flags.writeable for weight in weights.values())
+
+
+def test_a_graph_with_no_small_nodes_to_align_by_is_written_as_it_is(tmp_path):
+    graph_def = tf1.GraphDef()
+    node = graph_def.node.add(name='weights', op='Const')
+    node.attr['dtype'].type = tf.float32.as_datatype_enum
+    node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(
+        np.arange(3000, dtype=np.float32).reshape(30, 100)))
+    path = tmp_path / 'graph.pb'
+    path.write_bytes(graph_file.aligned_bytes(graph_def))
+    assert _parsed(path.read_bytes()) == graph_def
+    lean, contents = graph_file.read_graph_def(str(path))
+    graph_file.restore(lean, contents)
+    assert lean == graph_def

@@ -15,7 +15,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 import data_loader
 import helper
 from roadseg import model_dir
-from roadseg.deploy import graph_surgery
+from roadseg.deploy import graph_file, graph_surgery
 from roadseg.deploy import onnx_export
 from roadseg.deploy import onnx_model
 from roadseg.deploy import tflite_export
@@ -93,9 +93,11 @@ def _write_model_dir(folder, write):
 
 
 def _write_graph(graph_def, folder, config):
+    """GRAPH_FILE with its weights aligned for the loader (graph_file.aligned_bytes), and the
+    configuration, into folder."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, model_dir.GRAPH_FILE), 'wb') as f:
-        f.write(graph_def.SerializeToString())
+        f.write(graph_file.aligned_bytes(graph_def))
     helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), config)
 
 
