@@ -233,9 +233,10 @@ def aligned_bytes(graph_def, min_bytes=LARGE_BYTES):
     position = len(pieces[0])
     small, large = [], []
     for node in graph_def.node:
-        entry = _entry(node.SerializeToString())
-        cut = _cut_node(memoryview(entry), len(entry) - node.ByteSize(), len(entry)) \
-            if len(entry) >= min_bytes else None
+        body = node.SerializeToString()
+        entry = _header(_NODE, len(body)) + body
+        cut = _cut_node(memoryview(entry), len(entry) - len(body), len(entry)) \
+            if len(body) >= min_bytes else None
         if cut is None:
             small.append(entry)
         else:
@@ -248,10 +249,6 @@ def aligned_bytes(graph_def, min_bytes=LARGE_BYTES):
         pieces.append(entry)
         position += len(entry)
     return b''.join(pieces + small)
-
-
-def _entry(node_bytes):
-    return _header(_NODE, len(node_bytes)) + node_bytes
 
 
 def _subset_with_remainder(entries, remainder):
