@@ -497,6 +497,9 @@ MODEL_FOLDERS = {
     'corrupt frozen graph': (lambda d: (helper.write_json(
         os.path.join(d, 'fcn8s_config.json'), CONFIG), _write(d, 'graph.pb', b'\x0a\xff' * 9)),
         'cannot read the graph {}/graph.pb'),
+    'empty frozen graph': (lambda d: (helper.write_json(
+        os.path.join(d, 'fcn8s_config.json'), CONFIG), _write(d, 'graph.pb', b'')),
+        'the frozen graph in {} has no tensor image_input:0'),
     'config not JSON': (lambda d: _write(d, 'fcn8s_config.json', b'{"label_set": '),
                         'cannot read {}/fcn8s_config.json: Expecting value'),
     'truncated SavedModel': (lambda d: (
