@@ -548,27 +548,25 @@ class Dataset:
         order = self.order(epoch, seed) if shuffle else np.arange(len(self))
         return order[skip * batch_size:] if epoch == first_epoch else order
 
-    def _epoch_orders(self, epochs, seed, start_step, batch_size, shuffle):
-        """[(epoch, sample order)] from the batch `start_step` on."""
-        for epoch in range(start_step // self.steps_per_epoch(batch_size), epochs):
-            yield epoch, self._epoch_order(epoch, seed, start_step, batch_size, shuffle)
-
     def generator(self, batch_size, epochs=1, seed=0, start_step=0, shuffle=True):
         """Pure-python pipeline: yields (images [b, h, w, 3], labels [b, h, w]) uint8 batches.
 
         Each epoch is a fresh permutation; only its last batch may be short.
         """
-        for epoch, order in self._epoch_orders(epochs, seed, start_step, batch_size, shuffle):
+        for epoch in range(start_step // self.steps_per_epoch(batch_size), epochs):
+            order = self._epoch_order(epoch, seed, start_step, batch_size, shuffle)
             for first in range(0, len(order), batch_size):
                 samples = [self.sample(i, seed, epoch) for i in order[first:first + batch_size]]
                 yield np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
 
     def tf_dataset(self, batch_size, epochs=1, seed=0, start_step=0, shuffle=True):
-        """tf.data pipeline of generator()'s very batches: load_sample in parallel, prefetch."""
+        """tf.data pipeline of generator()'s very batches: load_sample in parallel, prefetch,
+        in threads of its own at a lower priority (helper.lower_thread_priority)."""
         import tensorflow as tf
         height, width = self.image_shape
 
         def _load(index, epoch):
+            helper.lower_thread_priority()
             return self.sample(int(index), seed, int(epoch))
 
         def _map(index, epoch):
@@ -578,8 +576,7 @@ class Dataset:
                     tf.ensure_shape(label, [height, width]))
 
         def _order(epoch):
-            return self._epoch_order(int(epoch), seed, start_step, batch_size,
-                                     shuffle).astype(np.int64)
+            return self._epoch_order(int(epoch), seed, start_step, batch_size, shuffle)
 
         def _epoch(epoch):
             """One epoch's batches, so that its short last batch stays its own."""
@@ -594,7 +591,9 @@ class Dataset:
         if first_epoch >= epochs:
             raise UserError('nothing left to train: start step %d is past %d epochs'
                             % (start_step, epochs))
-        # Each epoch is made when the pipeline reaches it: the graph, and the time to build
-        # it, stay the same size however many epochs (a chain of one dataset per epoch grew
-        # with them, past Python's recursion limit at some hundreds).
-        return tf.data.Dataset.range(first_epoch, epochs).flat_map(_epoch).prefetch(2)
+        # Each epoch is made when the pipeline reaches it: the graph stays the same size however
+        # many epochs (a chain of one dataset per epoch passed Python's recursion limit).
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = os.cpu_count() or 1
+        return tf.data.Dataset.range(first_epoch, epochs).flat_map(_epoch).prefetch(
+            2).with_options(options)

@@ -1,10 +1,15 @@
 """Training augmentation: random scale, crop with padding, flip, photometric jitter; seeded per
 (run seed, epoch, sample) so that both pipelines and resumed runs give the same batches; never
 on validation; the --augment, --no_augment, --scale_range and --photometric flags."""
+import os
+import sys
+import threading
+
 import numpy as np
 import pytest
 
 import data_loader
+import helper
 import main
 import synthetic
 from roadseg.training import trainer
@@ -156,3 +161,52 @@ def test_bad_scale_range_is_one_line(block_samples, tmp_path, capsys, scale_rang
     assert main.main(_flags(block_samples, tmp_path, '--scale_range', *scale_range)) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith('error: --scale_range') and 'need 0 < LO <= HI' in line
+
+
+# ------------------------------------------------------------------- the tf.data pipeline's threads
+
+def _thread_priority():
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='threads have a niceness of '
+                    'their own on Linux only')
+def test_tf_data_decodes_in_threads_of_its_own_at_a_lower_priority(block_samples, monkeypatch):
+    dataset = _dataset(block_samples, data_loader.AugmentConfig())
+    caller, caller_priority = threading.get_native_id(), _thread_priority()
+    seen, sample = [], dataset.sample
+
+    def recording_sample(*args):
+        seen.append((threading.get_native_id(), _thread_priority()))
+        return sample(*args)
+
+    monkeypatch.setattr(dataset, 'sample', recording_sample)
+    synthetic.assert_same_batches(synthetic.tf_batches(dataset, 2, epochs=2, seed=3),
+                                  list(_dataset(block_samples, dataset.augment)
+                                       .generator(2, epochs=2, seed=3)))
+    assert len(seen) == 6
+    threads = {thread for thread, _ in seen}
+    assert caller not in threads and len(threads) <= (os.cpu_count() or 1)
+    assert all(priority >= max(helper.BACKGROUND_NICE, caller_priority) for _, priority in seen)
+    assert _thread_priority() == caller_priority  # the caller's thread keeps its own
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='threads have a niceness of '
+                    'their own on Linux only')
+def test_a_thread_s_priority_is_only_ever_lowered():
+    priorities, caller_priority = {}, _thread_priority()
+
+    def thread(name, start):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), start)
+        helper.lower_thread_priority()
+        helper.lower_thread_priority()  # once per thread: no further change
+        priorities[name] = _thread_priority()
+
+    for name, start in (('normal', caller_priority),
+                        ('lower already', helper.BACKGROUND_NICE + 5)):
+        worker = threading.Thread(target=thread, args=(name, start))
+        worker.start()
+        worker.join()
+    assert priorities == {'normal': max(helper.BACKGROUND_NICE, caller_priority),
+                          'lower already': helper.BACKGROUND_NICE + 5}
+    assert _thread_priority() == caller_priority
