@@ -16,7 +16,7 @@ import fcn8vgg16
 import helper
 import mapillary_labels
 from helper import UserError
-from roadseg import file_pairs, table_files
+from roadseg import file_pairs, photometric, table_files
 # Finding and pairing files, as the actions have always found them here.
 from roadseg.file_pairs import TRAIN_ID_SUFFIX, find_images, find_pairs, label_key  # noqa: F401
 
@@ -407,29 +407,22 @@ def _window(place, image_shape):
 
 
 def _place(array, place, image_shape, resample, fill):
-    """Scales array as placed, then crops it to image_shape, padding with fill (unflipped)."""
-    array = resize(array, place.size, resample)
-    if (place.top, place.left) == (0, 0) and array.shape[:2] == tuple(image_shape):
-        return array
+    """Scales array as placed and crops it to image_shape, padding with fill (unflipped). A
+    filtered resize computes only the part the crop shows (PIL's box); nearest neighbour, which
+    costs little, scales it all, as PIL's box may break ties between two source pixels apart."""
+    if (place.top, place.left) == (0, 0) and tuple(place.size) == tuple(image_shape):
+        return resize(array, place.size, resample)
     crop = np.full(tuple(image_shape) + array.shape[2:], fill, array.dtype)
     rows, cols = _window(place, image_shape)
-    crop[rows, cols] = array[rows.start + place.top:rows.stop + place.top,
-                             cols.start + place.left:cols.stop + place.left]
+    top, left, bottom, right = (rows.start + place.top, cols.start + place.left,
+                                rows.stop + place.top, cols.stop + place.left)
+    if resample == Image.NEAREST:
+        crop[rows, cols] = resize(array, place.size, resample)[top:bottom, left:right]
+        return crop
+    y_scale, x_scale = (side / scaled for side, scaled in zip(array.shape, place.size))
+    crop[rows, cols] = Image.fromarray(array).resize((right - left, bottom - top), resample, box=(
+        left * x_scale, top * y_scale, right * x_scale, bottom * y_scale))
     return crop
-
-
-def _photometric(image, rng):
-    """Brightness (+-32), contrast and saturation (x0.5-1.5) jitter, each with probability 1/2,
-    as mmsegmentation's PhotoMetricDistortion (after SSD, Liu et al., arXiv 1512.02325)."""
-    image = image.astype(np.float32)
-    if rng.random() < 0.5:
-        image += rng.uniform(-32, 32)
-    if rng.random() < 0.5:
-        image *= rng.uniform(0.5, 1.5)
-    if rng.random() < 0.5:
-        gray = (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-        image = gray + (image - gray) * rng.uniform(0.5, 1.5)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
 def load_sample(image_path, label_path, lookup, image_shape, augment=None, rng=None,
@@ -457,7 +450,7 @@ def load_sample(image_path, label_path, lookup, image_shape, augment=None, rng=N
     if augment and augment.photometric:
         image = np.array(image)
         rows, cols = _window(place, image_shape)
-        image[rows, cols] = _photometric(image[rows, cols], rng)
+        image[rows, cols] = photometric.jitter(image[rows, cols], rng)
     if place.flip:
         image, label = image[:, ::-1], label[:, ::-1]
     return np.ascontiguousarray(image), np.ascontiguousarray(label)

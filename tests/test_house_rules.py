@@ -24,7 +24,7 @@ LAYERS = (
     ('fcn8vgg16',),
     ('roadseg.fc_products',),
     ('mapillary_labels',),
-    ('roadseg.table_files', 'roadseg.file_pairs'),
+    ('roadseg.table_files', 'roadseg.file_pairs', 'roadseg.photometric'),
     ('helper', 'cityscape_labels'),
 )
 
