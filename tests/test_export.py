@@ -105,10 +105,10 @@ def test_exported_models_agree_with_the_trained_one(work, monkeypatch):
 
 @pytest.mark.end_to_end
 def test_every_model_loads_lean_its_filters_constants_and_fc_weights_in_variables(work):
-    """Convolution filters are constants whatever the model's format; every model holds fc6
-    and fc7 once, in variables, not as constants the session copies (a checkpoint's go
-    straight from it into them). The predictions are those of the frozen graph with every
-    weight a constant."""
+    """Convolution filters are constants, but in the optimised model, made for a small
+    footprint, whose filters are variables too; every model holds fc6 and fc7 once, in
+    variables, not as constants the session copies (a checkpoint's go straight from it into
+    them). The predictions are those of the frozen graph with every weight a constant."""
     work, _ = work
     folder = str(work / 'frozen_vars')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
@@ -124,17 +124,21 @@ def test_every_model_loads_lean_its_filters_constants_and_fc_weights_in_variable
         model = loader.Model(path, devices.session_config(0, 0.9, 0, 'fp32'))
         variables = [op for op in model.graph.get_operations() if op.type == 'VarHandleOp']
         sizes = [np.prod([dim.size for dim in op.get_attr('shape').dim]) for op in variables]
-        assert sorted(sizes) == [SMALL_FC * SMALL_FC, 7 * 7 * SMALL_VGG16[-1][1] * SMALL_FC]
+        filters = [op for op in model.graph.get_operations() if op.type == 'Conv2D']
+        assert len(filters) >= len(SMALL_VGG16) + 3
+        filter_sizes = [np.prod(op.inputs[1].shape) for op in filters]
+        fc_sizes = [SMALL_FC * SMALL_FC, 7 * 7 * SMALL_VGG16[-1][1] * SMALL_FC]
+        optimised = 'optimised' in path
+        assert sorted(sizes) == sorted(fc_sizes + (filter_sizes if optimised else []))
         for op in model.graph.get_operations():
-            if op.type == 'MatMul':
+            if op.type in ('MatMul', 'Conv2D'):  # a checkpoint too is frozen as it loads
                 source = op.inputs[1].op
                 while source.type in ('Reshape', 'Identity'):
                     source = source.inputs[0].op
-                assert source.type == 'ReadVariableOp', (path, op.name)
-            if op.type == 'Conv2D':  # a checkpoint too is frozen as it loads
-                assert op.inputs[1].op.type == 'Const', (path, op.name)
+                assert source.type == ('Const' if op.type == 'Conv2D' and not optimised
+                                       else 'ReadVariableOp'), (path, op.name)
         predictions = model.predict(images)
-        if 'optimised' in path:  # 8-bit weights
+        if optimised:  # 8-bit weights
             assert np.mean(predictions == expected) >= 0.99
         else:
             np.testing.assert_array_equal(predictions, expected)
@@ -146,11 +150,12 @@ def test_every_model_loads_lean_its_filters_constants_and_fc_weights_in_variable
 
 
 @pytest.mark.end_to_end
-def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(work):
-    """fc6 and fc7 reach the session in 8 bits, 64-byte aligned (fed without a copy), and are
-    dequantized there into their variables: exactly the numbers of dequantize_constants. No
-    8-bit constant or float copy of them stays in the graph, and the logits are those of the
-    same graph with every weight a constant, run with the same session options."""
+def test_optimised_weights_are_dequantized_in_the_session_bit_for_bit(work):
+    """fc6, fc7 and the convolution filters reach the session in 8 bits, 64-byte aligned (fed
+    without a copy), and are dequantized there into their variables: exactly the numbers of
+    dequantize_constants. No 8-bit constant or float copy of them stays in the graph, and the
+    logits are those of the same graph with every weight a constant, run with the same session
+    options."""
     work, _ = work
     folder = str(work / 'frozen_8bit')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
@@ -159,10 +164,12 @@ def test_optimised_matmul_weights_are_dequantized_in_the_session_bit_for_bit(wor
     constants = graph_surgery.dequantize_constants(stored)
     expected = {node.name: tf.make_ndarray(node.attr['value'].tensor)
                 for node in constants.node if node.op == 'Const'}
-    _, weights = graph_surgery.split_matmul_weights(stored)
-    assert len(weights) == 2
+    assert len(graph_surgery.split_matmul_weights(stored)[1]) == 2  # fc6 and fc7
+    _, weights = graph_surgery.split_matmul_weights(stored, filters=True)
+    assert len(weights) >= len(SMALL_VGG16) + 2 + 3  # and every Conv2D's filter
     for weight in weights.values():
-        assert weight.values.dtype == np.uint8 and weight.values.ctypes.data % 64 == 0
+        assert weight.values.ctypes.data % 64 == 0
+    assert sum(weight.values.dtype == np.uint8 for weight in weights.values()) >= 2
 
     model = loader.Model(folder + '_optimised', devices.session_config(0, 0.9, 0, 'fp32'))
     operations = model.graph.get_operations()

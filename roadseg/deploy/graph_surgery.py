@@ -74,7 +74,7 @@ def _frozen(config, prefix, matmul_apart):
             del node.attr['dtype']
             node.op = 'Identity'
             node.attr['T'].type = dtype
-    apart = set(_matmul_weight_nodes(graph_def)) if matmul_apart else set()
+    apart = set(_weight_nodes(graph_def, ('MatMul',))) if matmul_apart else set()
     reader = tf.train.load_checkpoint(prefix)
     weights = {}
     for node in graph_def.node:
@@ -227,19 +227,19 @@ def _dequantized(quantized, low, high):
 StoredWeight = collections.namedtuple('StoredWeight', 'values scale low')
 
 
-def split_matmul_weights(graph_def, contents=None):
+def split_matmul_weights(graph_def, contents=None, filters=False):
     """(graph_def without the constant weights of its matrix products, {node name:
     StoredWeight}). A weight is the Const, or the Dequantize of 8-bit constants (see
-    dequantize_constants), that a MatMul reads directly or through Reshape and Identity; the
-    8-bit constants only it read go too. The values are 64-byte aligned: a session is fed
-    such an array without copying it. contents: {Const name: its tensor_content}, of the
-    constants graph_def holds without it (graph_file.read_graph_def); those that are not
-    weights get it back."""
+    dequantize_constants), that a MatMul (with filters, a Conv2D too) reads directly or through
+    Reshape and Identity; the 8-bit constants only it read go too. The values are 64-byte
+    aligned: a session is fed such an array without copying it. contents: {Const name: its
+    tensor_content}, of the constants graph_def holds without it (graph_file.read_graph_def);
+    those that are not weights get it back."""
     contents = contents or {}
     nodes = {node.name: node for node in graph_def.node}
     consts = {name: node for name, node in nodes.items() if node.op == 'Const'}
     weights = {}
-    for name in _matmul_weight_nodes(graph_def):
+    for name in _weight_nodes(graph_def, ('MatMul', 'Conv2D') if filters else ('MatMul',)):
         node = nodes[name]
         inputs = [name.split(':')[0] for name in node.input]
         if node.op == 'Const' and node.attr['dtype'].type == tf.float32.as_datatype_enum:
@@ -261,13 +261,13 @@ def split_matmul_weights(graph_def, contents=None):
     return output, weights
 
 
-def _matmul_weight_nodes(graph_def):
-    """The names of the nodes whose output the MatMuls take as their weights, directly or
-    through Reshape and Identity, in graph order, each once."""
+def _weight_nodes(graph_def, ops):
+    """The names of the nodes whose output the nodes of ops (MatMul, Conv2D) take as their
+    weights, directly or through Reshape and Identity, in graph order, each once."""
     nodes = {node.name: node for node in graph_def.node}
     names = []
-    for matmul in (node for node in graph_def.node if node.op == 'MatMul'):
-        node = nodes.get(matmul.input[1].split(':')[0])
+    for product in (node for node in graph_def.node if node.op in ops):
+        node = nodes.get(product.input[1].split(':')[0])
         while node is not None and node.op in ('Reshape', 'Identity'):
             node = nodes.get(node.input[0].split(':')[0])
         if node is not None and node.name not in names:
