@@ -349,12 +349,13 @@ def _colour_keys(rgb):
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def resize(array, size, resample):
-    """uint8 [h, w, ...] resized to size = (height, width) with a PIL filter (itself if it fits)."""
+def resize(array, size, resample, box=None):
+    """uint8 [h, w, ...] resized to size = (height, width) with a PIL filter (itself if it fits).
+    box: (left, top, right, bottom) in array's pixels, the part of it to resize instead."""
     height, width = size
-    if array.shape[:2] == (height, width):
+    if box is None and array.shape[:2] == (height, width):
         return array
-    return np.asarray(Image.fromarray(array).resize((width, height), resample))
+    return np.asarray(Image.fromarray(array).resize((width, height), resample, box=box))
 
 
 def network_input(image, image_shape, keep_size):
@@ -418,10 +419,10 @@ def _place(array, place, image_shape, resample, fill):
                                 rows.stop + place.top, cols.stop + place.left)
     if resample == Image.NEAREST:
         crop[rows, cols] = resize(array, place.size, resample)[top:bottom, left:right]
-        return crop
-    y_scale, x_scale = (side / scaled for side, scaled in zip(array.shape, place.size))
-    crop[rows, cols] = Image.fromarray(array).resize((right - left, bottom - top), resample, box=(
-        left * x_scale, top * y_scale, right * x_scale, bottom * y_scale))
+    else:
+        y_scale, x_scale = (side / scaled for side, scaled in zip(array.shape, place.size))
+        crop[rows, cols] = resize(array, (bottom - top, right - left), resample, box=(
+            left * x_scale, top * y_scale, right * x_scale, bottom * y_scale))
     return crop
 
 
