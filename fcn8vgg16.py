@@ -125,8 +125,8 @@ def fcn8s(images, num_classes, keep_prob=None, encoder=VGG16, fc_channels=FC_CHA
 
     h and w must be multiples of 32. keep_prob defaults to a placeholder named
     KEEP_PROB_NAME that is 1.0 unless fed. row_bands: fc6 as one product per kernel row,
-    skipping the zero padding (training graphs; exports keep the one product their tools
-    expect, at the same speed for one image).
+    skipping the zero padding (training graphs; exports keep the one product their converters
+    expect, and the loader puts a loaded graph's in row bands).
     """
     import tensorflow as tf
     tf1 = tf.compat.v1

@@ -2,7 +2,8 @@
 CPU runs them fastest on the small 1/32 map they see.
 
 fcn8vgg16.py calls conv_as_matmul for both layers (the switch is its `row_bands` argument);
-the int8 TFLite export turns the products back into convolutions (deploy/graph surgery).
+the TFLite and ONNX exports turn the products back into convolutions, and the model loader
+puts fc6's one product of a loaded graph in row bands (row_band_product; deploy/graph_surgery).
 """
 
 
@@ -47,12 +48,50 @@ def _column_patches(inputs, size):
     return tf.concat([padded[:, :, dx:dx + width] for dx in range(size)], axis=-1)
 
 
+def row_band_product(inputs, weights, size):
+    """The product of an fc layer's k x k patches of inputs [batch, h, w, in] with its
+    flattened weights [k * k * in, out], as conv_as_matmul(row_bands=True) computes it, without
+    its written-out gradient: [batch * h * w, out] rows, as the one product's. Shapes may be
+    unknown but the kernel size: the loader puts fc6 of a frozen graph in row bands with it."""
+    import tensorflow as tf
+    filters = tf.shape(weights)[-1]
+    columns = _column_patches(inputs, size)
+    # unstack along the first axis shares the weights' buffer: no copy of fc6's weights.
+    row_kernels = tf.unstack(tf.reshape(weights, tf.stack([size, -1, filters])), num=size)
+    return tf.reshape(_band_sum(columns, row_kernels, size // 2), tf.stack([-1, filters]))
+
+
+def _bands(height, pad):
+    """(first input row, first output row, rows) of each kernel row's band."""
+    import tensorflow as tf
+    return [(tf.minimum(max(0, shift), height), tf.minimum(max(0, -shift), height),
+             tf.maximum(height - abs(shift), 0)) for shift in range(-pad, pad + 1)]
+
+
+def _band_sum(columns, row_kernels, pad):
+    """[batch, h, w, out]: the sum over the kernel rows of each one's product with the column
+    patches of its band of output rows."""
+    import tensorflow as tf
+    shape = tf.shape(columns)
+    batch, height, width = shape[0], shape[1], shape[2]
+    channels = columns.shape[-1] if columns.shape[-1] is not None else shape[3]
+    filters = row_kernels[0].shape[-1]
+    filters = filters if filters is not None else tf.shape(row_kernels[0])[-1]
+    outputs = []
+    for (first_in, first_out, rows), row_kernel in zip(_bands(height, pad), row_kernels):
+        band = tf.reshape(columns[:, first_in:first_in + rows], tf.stack([-1, channels]))
+        product = tf.reshape(tf.matmul(band, row_kernel),
+                             tf.stack([batch, rows, width, filters]))
+        outputs.append(tf.pad(product, [[0, 0], [first_out, height - first_out - rows],
+                                        [0, 0], [0, 0]]))
+    return tf.add_n(outputs)
+
+
 def _row_band_products(columns, kernel):
     """[batch, h, w, k * in] column patches -> [batch, h, w, out]: the sum over the kernel's k
     rows of one product each, over only the output rows whose input row under that kernel row
     lies in the image, so that no product multiplies SAME's zero padding: on fc6's 8 x 16 map at
-    256 x 512 they do 44 of the 56 row multiply-adds of one product over all patches, so a
-    training step does less work.
+    256 x 512 they do 44 of the 56 row multiply-adds of one product over all patches.
 
     The gradient is written out: the input's by bands as well, the kernel's as one product over
     all patches, zeros included. Per band, the kernel's gradient would be k products that each
@@ -62,28 +101,17 @@ def _row_band_products(columns, kernel):
     size, filters = kernel.shape[0], kernel.shape[3]
     pad = size // 2
 
-    def bands(height):
-        """(first input row, first output row, rows) of each kernel row's band."""
-        return [(tf.minimum(max(0, shift), height), tf.minimum(max(0, -shift), height),
-                 tf.maximum(height - abs(shift), 0)) for shift in range(-pad, pad + 1)]
-
     @tf.custom_gradient
     def products(columns, kernel):
         shape = tf.shape(columns)
         batch, height, width = shape[0], shape[1], shape[2]
         # unstack along the first axis shares the kernel's buffer: no copy of fc6's weights.
         row_kernels = [tf.reshape(row, [-1, filters]) for row in tf.unstack(kernel)]
-        outputs = []
-        for (first_in, first_out, rows), row_kernel in zip(bands(height), row_kernels):
-            band = tf.reshape(columns[:, first_in:first_in + rows], [-1, columns.shape[-1]])
-            product = tf.reshape(tf.matmul(band, row_kernel),
-                                 tf.stack([batch, rows, width, filters]))
-            outputs.append(tf.pad(product, [[0, 0], [first_out, height - first_out - rows],
-                                            [0, 0], [0, 0]]))
 
         def gradient(d_outputs):
             d_columns = []
-            for (first_in, first_out, rows), row_kernel in zip(bands(height), row_kernels):
+            for (first_in, first_out, rows), row_kernel in zip(_bands(height, pad),
+                                                               row_kernels):
                 d_band = tf.reshape(d_outputs[:, first_out:first_out + rows], [-1, filters])
                 d_product = tf.reshape(tf.matmul(d_band, row_kernel, transpose_b=True),
                                        tf.stack([batch, rows, width, columns.shape[-1]]))
@@ -95,6 +123,6 @@ def _row_band_products(columns, kernel):
                                  tf.reshape(d_outputs, [-1, filters]), transpose_a=True)
             return tf.add_n(d_columns), tf.reshape(d_kernel, kernel.shape)
 
-        return tf.add_n(outputs), gradient
+        return _band_sum(columns, row_kernels, pad), gradient
 
     return products(columns, tf.convert_to_tensor(kernel))

@@ -108,7 +108,8 @@ def test_every_model_loads_lean_its_filters_constants_and_fc_weights_in_variable
     """Convolution filters are constants, but in the optimised model, made for a small
     footprint, whose filters are variables too; every model holds fc6 and fc7 once, in
     variables, not as constants the session copies (a checkpoint's go straight from it into
-    them). The predictions are those of the frozen graph with every weight a constant."""
+    them), and computes fc6 in row bands. The predictions are those of the frozen graph with
+    every weight a constant."""
     work, _ = work
     folder = str(work / 'frozen_vars')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
@@ -133,10 +134,12 @@ def test_every_model_loads_lean_its_filters_constants_and_fc_weights_in_variable
         for op in model.graph.get_operations():
             if op.type in ('MatMul', 'Conv2D'):  # a checkpoint too is frozen as it loads
                 source = op.inputs[1].op
-                while source.type in ('Reshape', 'Identity'):
+                while source.type in ('Reshape', 'Identity', 'Unpack'):  # Unpack: row bands
                     source = source.inputs[0].op
                 assert source.type == ('Const' if op.type == 'Conv2D' and not optimised
                                        else 'ReadVariableOp'), (path, op.name)
+        assert len([op for op in model.graph.get_operations() if op.type == 'MatMul'
+                    and op.name.startswith('fc6/row_bands/')]) == 7
         predictions = model.predict(images)
         if optimised:  # 8-bit weights
             assert np.mean(predictions == expected) >= 0.99
@@ -185,7 +188,9 @@ def test_optimised_weights_are_dequantized_in_the_session_bit_for_bit(work):
     images = np.random.default_rng(5).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
     logits = model.session.run(fcn8vgg16.LOGITS_TENSOR, {model.input: images})
     with tf.Graph().as_default(), tf1.Session(config=model.session_config) as session:
-        tf.graph_util.import_graph_def(constants, name='')
+        # fc6 in row bands, as the loader computes it: the same sums in the same order
+        tf.graph_util.import_graph_def(graph_surgery.fc_products_in_row_bands(constants),
+                                       name='')
         reference = session.run(fcn8vgg16.LOGITS_TENSOR, {fcn8vgg16.INPUT_TENSOR: images})
     np.testing.assert_array_equal(logits, reference)
     assert len(np.unique(np.argmax(reference, axis=-1))) >= 2  # a model that tells classes apart

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 import fcn8vgg16
 from roadseg import fc_products
-from synthetic import TINY_FC_CHANNELS, TINY_VGG16
+from roadseg.deploy import graph_surgery
+from synthetic import TINY_FC_CHANNELS, TINY_VGG16, frozen_tiny_graph
 
 tf1 = tf.compat.v1
 NUM_CLASSES = 3
@@ -112,6 +113,32 @@ def test_fc6_products_skip_the_padding_only_in_row_bands(row_bands):
     assert len(products) == (7 if row_bands else 1)
     one_product = (8 * 16) * (7 * 7 * channels)
     assert got == (one_product * 44 // 56 if row_bands else one_product)
+
+
+def test_a_loaded_graph_computes_fc6_in_row_bands_and_the_same_logits():
+    """The loader rewrites a frozen graph's one fc6 product into row bands (exports keep the
+    one product): 7 products in their own scope, the one product and its patches gone, fc7
+    untouched, and the logits those of the graph as frozen, for maps smaller than the kernel
+    and batches of more than one image too."""
+    frozen = frozen_tiny_graph(NUM_CLASSES)
+    banded = graph_surgery.fc_products_in_row_bands(frozen)
+    products = [node.name for node in banded.node if node.op == 'MatMul']
+    assert len([name for name in products if name.startswith('fc6/row_bands/')]) == 7
+    assert [name for name in products if not name.startswith('fc6/row_bands/')] == \
+        ['fc7/MatMul']
+    assert not [node.name for node in banded.node if node.op in ('ConcatV2', 'Pad')
+                and node.name.startswith('fc6/') and '/row_bands/' not in node.name]
+    for shape in ((1, 256, 512, 3), (2, 64, 96, 3), (1, 32, 32, 3)):
+        logits = []
+        for graph_def in (frozen, banded):
+            with tf.Graph().as_default(), tf1.Session() as session:
+                tf.graph_util.import_graph_def(graph_def, name='')
+                logits.append(session.run(fcn8vgg16.LOGITS_TENSOR,
+                                          {fcn8vgg16.INPUT_TENSOR: _images(shape, seed=1)}))
+        assert logits[1].shape == shape[:3] + (NUM_CLASSES,)
+        scale = np.abs(logits[0]).max()
+        assert scale > 0
+        np.testing.assert_allclose(logits[1], logits[0], rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_fc_layers_are_matrix_products_and_the_encoder_convolutions():

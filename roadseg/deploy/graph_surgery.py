@@ -3,10 +3,11 @@
 freeze: frozen_graph_def() turns a checkpoint's variables into constants of the inference
 graph. optimise: fold_constants() folds and prunes it once, offline, and quantize_weights()
 stores its large weights in 8 bits. Loading: dequantize_constants() turns those back into
-float constants once, and split_matmul_weights() takes the fc6/fc7 weights out to feed them
-into variables. TFLite: graph_for_tflite() rewrites the frozen graph for the int8 converter.
-ONNX: graph_for_onnx() rewrites it for tf2onnx, and weights_as_placeholders() keeps its weights
-out of the converter.
+float constants once, split_matmul_weights() takes the fc6/fc7 weights out to feed them
+into variables, and fc_products_in_row_bands() computes fc6 without its zero padding. TFLite:
+graph_for_tflite() rewrites the frozen graph for the int8 converter. ONNX: graph_for_onnx()
+rewrites it for tf2onnx, and weights_as_placeholders() keeps its weights out of the
+converter.
 """
 import collections
 
@@ -18,7 +19,7 @@ from tensorflow.python.grappler import tf_optimizer
 
 import fcn8vgg16
 from helper import UserError
-from roadseg import specs
+from roadseg import fc_products, specs
 from roadseg.deploy import graph_file
 
 tf1 = tf.compat.v1
@@ -300,6 +301,72 @@ def _aligned(array):
     # Copied as bytes: numpy copies floats at an address not a multiple of 4 one by one.
     buffer[start:start + array.nbytes] = array.reshape(-1).view(np.uint8)
     return buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+
+
+def fc_products_in_row_bands(graph_def):
+    """graph_def with the product of each fc layer whose kernel is larger than 1 x 1 (fc6) in
+    row bands (fc_products.row_band_product): on fc6's 8 x 16 map at 256 x 512 it skips the
+    fifth of the multiply-adds that fall on SAME's zero padding. The exported files keep the
+    one product their converters expect; the loader rewrites it. The patches the product
+    read go, unless something else reads them."""
+    nodes = {node.name: node for node in graph_def.node}
+    consumed = {_data_input(name) for node in graph_def.node for name in node.input}
+    kept = [name for name in nodes if name not in consumed]
+    for matmul in [node for node in graph_def.node if node.op == 'MatMul'
+                   and node.name.split('/')[0] in fcn8vgg16.MATMUL_LAYERS]:
+        layer = matmul.name.split('/')[0]
+        inputs, size = _layer_input(nodes, matmul, layer)
+        if size == 1:
+            continue
+        product = _in_scope(_row_band_def(size), layer + '/row_bands/',
+                            {'inputs': inputs, 'weights': matmul.input[1]}, graph_def)
+        for node in graph_def.node:
+            node.input[:] = [product if _data_input(name) == matmul.name and name[0] != '^'
+                             else name for name in node.input]
+    return _without_unread(graph_def, kept)
+
+
+def _row_band_def(size):
+    """The GraphDef of fc_products.row_band_product of two float placeholders, inputs and
+    weights, its result named product."""
+    with tf.Graph().as_default() as graph:
+        tf.identity(fc_products.row_band_product(
+            tf1.placeholder(tf.float32, name='inputs'), tf1.placeholder(tf.float32,
+                                                                        name='weights'),
+            size), name='product')
+    return graph.as_graph_def()
+
+
+def _in_scope(part, scope, feeds, graph_def):
+    """Adds part's nodes to graph_def under scope, its placeholders replaced by the tensors
+    feeds names; returns the name of part's node 'product' there."""
+    def renamed(name):
+        control = '^' if name.startswith('^') else ''
+        return feeds.get(name, control + scope + name.lstrip('^'))
+
+    for node in part.node:
+        if node.name not in feeds:
+            added = graph_def.node.add()
+            added.CopyFrom(node)
+            added.name = scope + node.name
+            added.input[:] = [renamed(name) for name in node.input]
+    return scope + 'product'
+
+
+def _without_unread(graph_def, kept):
+    """graph_def without the nodes that neither are in kept nor feed one that is."""
+    nodes = {node.name: node for node in graph_def.node}
+    reached, stack = set(), [name for name in kept if name in nodes]
+    while stack:
+        name = stack.pop()
+        if name not in reached:
+            reached.add(name)
+            stack.extend(_data_input(i) for i in nodes[name].input if _data_input(i) in nodes)
+    output = tf1.GraphDef()
+    output.versions.CopyFrom(graph_def.versions)
+    output.library.CopyFrom(graph_def.library)
+    output.node.extend(node for node in graph_def.node if node.name in reached)
+    return output
 
 
 # ------------------------------------------------------------------------------------ TFLite
