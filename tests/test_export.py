@@ -189,8 +189,8 @@ def test_optimised_weights_are_dequantized_in_the_session_bit_for_bit(work):
     logits = model.session.run(fcn8vgg16.LOGITS_TENSOR, {model.input: images})
     with tf.Graph().as_default(), tf1.Session(config=model.session_config) as session:
         # fc6 in row bands, as the loader computes it: the same sums in the same order
-        tf.graph_util.import_graph_def(graph_surgery.fc_products_in_row_bands(constants),
-                                       name='')
+        graph_surgery.fc_products_in_row_bands(constants)
+        tf.graph_util.import_graph_def(constants, name='')
         reference = session.run(fcn8vgg16.LOGITS_TENSOR, {fcn8vgg16.INPUT_TENSOR: images})
     np.testing.assert_array_equal(logits, reference)
     assert len(np.unique(np.argmax(reference, axis=-1))) >= 2  # a model that tells classes apart

@@ -121,7 +121,11 @@ def test_a_loaded_graph_computes_fc6_in_row_bands_and_the_same_logits():
     untouched, and the logits those of the graph as frozen, for maps smaller than the kernel
     and batches of more than one image too."""
     frozen = frozen_tiny_graph(NUM_CLASSES)
-    banded = graph_surgery.fc_products_in_row_bands(frozen)
+    banded = tf1.GraphDef()
+    banded.CopyFrom(frozen)
+    graph_surgery.fc_products_in_row_bands(banded)
+    assert [node.name for node in frozen.node if node.op == 'MatMul'] == \
+        ['fc6/MatMul', 'fc7/MatMul']
     products = [node.name for node in banded.node if node.op == 'MatMul']
     assert len([name for name in products if name.startswith('fc6/row_bands/')]) == 7
     assert [name for name in products if not name.startswith('fc6/row_bands/')] == \
@@ -139,6 +143,15 @@ def test_a_loaded_graph_computes_fc6_in_row_bands_and_the_same_logits():
         scale = np.abs(logits[0]).max()
         assert scale > 0
         np.testing.assert_allclose(logits[1], logits[0], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_a_graph_whose_fc6_product_is_not_this_tool_s_is_loaded_as_it_is():
+    with tf.Graph().as_default() as graph:
+        tf.matmul(tf1.placeholder(tf.float32, [None, 8], name='inputs'),
+                  tf1.placeholder(tf.float32, [8, 4], name='weights'), name='fc6/MatMul')
+    graph_def = graph.as_graph_def()
+    graph_surgery.fc_products_in_row_bands(graph_def)
+    assert graph_def == graph.as_graph_def()
 
 
 def test_fc_layers_are_matrix_products_and_the_encoder_convolutions():

@@ -304,8 +304,8 @@ def _aligned(array):
 
 
 def fc_products_in_row_bands(graph_def):
-    """graph_def with the product of each fc layer whose kernel is larger than 1 x 1 (fc6) in
-    row bands (fc_products.row_band_product): on fc6's 8 x 16 map at 256 x 512 it skips the
+    """Puts the product of each fc layer whose kernel is larger than 1 x 1 (fc6) in row bands
+    (fc_products.row_band_product), in place: on fc6's 8 x 16 map at 256 x 512 they skip the
     fifth of the multiply-adds that fall on SAME's zero padding. The exported files keep the
     one product their converters expect; the loader rewrites it. The patches the product
     read go, unless something else reads them."""
@@ -315,7 +315,10 @@ def fc_products_in_row_bands(graph_def):
     for matmul in [node for node in graph_def.node if node.op == 'MatMul'
                    and node.name.split('/')[0] in fcn8vgg16.MATMUL_LAYERS]:
         layer = matmul.name.split('/')[0]
-        inputs, size = _layer_input(nodes, matmul, layer)
+        try:
+            inputs, size = _layer_input(nodes, matmul, layer)
+        except UserError:  # not the patches this tool builds: the product stays as it is
+            continue
         if size == 1:
             continue
         product = _in_scope(_row_band_def(size), layer + '/row_bands/',
@@ -323,7 +326,7 @@ def fc_products_in_row_bands(graph_def):
         for node in graph_def.node:
             node.input[:] = [product if _data_input(name) == matmul.name and name[0] != '^'
                              else name for name in node.input]
-    return _without_unread(graph_def, kept)
+    _remove_unread(graph_def, kept)
 
 
 def _row_band_def(size):
@@ -353,8 +356,9 @@ def _in_scope(part, scope, feeds, graph_def):
     return scope + 'product'
 
 
-def _without_unread(graph_def, kept):
-    """graph_def without the nodes that neither are in kept nor feed one that is."""
+def _remove_unread(graph_def, kept):
+    """Removes from graph_def, in place, the nodes that neither are in kept nor feed one that
+    is."""
     nodes = {node.name: node for node in graph_def.node}
     reached, stack = set(), [name for name in kept if name in nodes]
     while stack:
@@ -362,11 +366,9 @@ def _without_unread(graph_def, kept):
         if name not in reached:
             reached.add(name)
             stack.extend(_data_input(i) for i in nodes[name].input if _data_input(i) in nodes)
-    output = tf1.GraphDef()
-    output.versions.CopyFrom(graph_def.versions)
-    output.library.CopyFrom(graph_def.library)
-    output.node.extend(node for node in graph_def.node if node.name in reached)
-    return output
+    for index in reversed(range(len(graph_def.node))):
+        if graph_def.node[index].name not in reached:
+            del graph_def.node[index]
 
 
 # ------------------------------------------------------------------------------------ TFLite

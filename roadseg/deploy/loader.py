@@ -117,8 +117,8 @@ class Model:
             weights = {}
         if contents:  # its views of the mapped file are its last: the file is unmapped
             contents.clear()
-        graph_def = graph_surgery.fc_products_in_row_bands(
-            graph_surgery.dequantize_constants(graph_def))
+        graph_def = graph_surgery.dequantize_constants(graph_def)
+        graph_surgery.fc_products_in_row_bands(graph_def)
         variables, feeds = {}, {}
         with tf1.variable_scope('matmul_weights'):
             for index, (name, weight) in enumerate(sorted(weights.items())):
