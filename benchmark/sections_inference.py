@@ -98,7 +98,17 @@ def _inference_row(run, name, precision, batch_size, result, times, beside):
                      trace=_traced_step_name(name, batch_size))
 
 
+def _warm_up(run):
+    """Runs the first of INFERENCE_VARIANTS once, untimed, in a process of its own: the first
+    heavy work of a run has run slow on shared machines, and it would fall on the first row."""
+    name, kind, xla, precision = INFERENCE_VARIANTS[0]
+    measure.log('inference warm-up: %s, untimed' % name)
+    run.attempt('inference warm-up', lambda: run.in_child(
+        time_inference, run.models.folder(kind), kind, xla, precision, 'warm-up', None))
+
+
 def inference_section(run):
+    _warm_up(run)
     times, rows = {}, []
     for name, kind, xla, precision in INFERENCE_VARIANTS:
         what = 'inference %s' % name
@@ -130,7 +140,10 @@ def inference_section(run):
              'the same precision (int8 TFLite against float32\'s). ' + BESIDE_NOTE,
              'Each model runs in a fresh process, as `main.py predict` does, timed at every '
              'batch size in turn: oneDNN\'s cache of convolution primitives is process-wide, '
-             'and the first model of a process decides how later ones of the same shapes run.']
+             'and the first model of a process decides how later ones of the same shapes run.',
+             'The section begins with the %s model run once, untimed, in a process of its own: '
+             'the first heavy work of a run has run slow on shared machines.'
+             % INFERENCE_VARIANTS[0][0]]
     if not run.models.model_dir:
         notes.append('Models with random weights (no --model_dir): times only.')
     notes.append('ONNX Runtime: the optimised folder\'s float model.onnx (tf2onnx) on the '
