@@ -5,8 +5,10 @@ import os
 
 import helper
 from helper import UserError
+from roadseg import devices
 from benchmark.config import BUSY_SHARE, TRAIN_BATCH
-from benchmark.targets import TARGETS, format_goal, format_value, target_met, target_status
+from benchmark.targets import (TARGETS, format_goal, format_value, not_applicable, target_met,
+                               target_status)
 
 WRITER = 'python -m benchmark'
 # The single-file tool this folder was before: its reports and JSON may be replaced too.
@@ -22,13 +24,14 @@ Table = collections.namedtuple('Table', ['title', 'columns', 'rows', 'notes'])
 
 def table_row(cells, value=None, target=None, label=None, gflops=None, precision='fp32',
               beside_peak=None, rewrites=None, trace=None):
-    """A report row: its cells, optionally the value checked against TARGETS[target], and
-    the GFLOP/s (in precision) whose share of the peak goes in its SHARE_COLUMN cell. For the
-    reading of the targets: the matmul rate measured beside the row, the graph rewrites its
-    traced run showed, and the name of its profiled step."""
+    """A report row: its cells, optionally the value checked against TARGETS[target] (unless
+    the target does not apply on this machine's CPU), and the GFLOP/s (in precision) whose
+    share of the peak goes in its SHARE_COLUMN cell. For the reading of the targets: the
+    matmul rate measured beside the row, the graph rewrites its traced run showed, and the
+    name of its profiled step."""
     return dict(cells=[str(cell) for cell in cells], value=value, target=target, label=label,
                 gflops=gflops, precision=precision, beside_peak=beside_peak, rewrites=rewrites,
-                trace=trace)
+                trace=trace, not_applicable=not_applicable(target, devices.cpu_flags()))
 
 
 def markdown_table(columns, rows):
@@ -44,7 +47,7 @@ def table_markdown(table):
         cells = list(row['cells'])
         if with_targets:
             target = TARGETS.get(row['target'])
-            cells += [format_goal(target), target_status(row['value'], target)] \
+            cells += [format_goal(target), _status(row, target)] \
                 if target else ['', '']
         rows.append(cells)
     columns = list(table.columns) + (['target', 'status'] if with_targets else [])
@@ -63,9 +66,13 @@ def _target_rows(tables):
                 yield row['label'] or target.label, row, target
 
 
+def _status(row, target):
+    return target_status(row['value'], target, row.get('not_applicable'))
+
+
 def _summary_markdown(tables):
     rows = [[label, format_value(row['value'], target.unit), format_goal(target),
-             target_status(row['value'], target)] for label, row, target in _target_rows(tables)]
+             _status(row, target)] for label, row, target in _target_rows(tables)]
     if not rows:
         return ''
     return '## Targets\n\n' + markdown_table(['target', 'measured', 'goal', 'status'], rows)
@@ -158,12 +165,13 @@ def _reading_markdown(results):
     bullets, missed = [], False
     for label, row, target in _target_rows(results['tables']):
         reading = target_reading(row, results)
-        met = target_met(row['value'], target)
-        missed = missed or (row['value'] is not None and not met)
+        met = target_met(row['value'], target, row.get('not_applicable'))
+        missed = missed or (row['value'] is not None and not met
+                            and not row.get('not_applicable'))
         if reading or (row['value'] is not None and not met):
             bullets.append('- **%s**: %s against %s, %s%s.\n' % (
                 label, format_value(row['value'], target.unit), format_goal(target),
-                target_status(row['value'], target), ''.join('; ' + part for part in reading)))
+                _status(row, target), ''.join('; ' + part for part in reading)))
     if not bullets:
         return ''
     text = '## Reading the targets\n\nGenerated from this run\'s numbers.\n\n'

@@ -3,6 +3,8 @@ import collections
 
 import numpy as np
 
+from roadseg import devices
+
 # A target: the measured value must be op ('>=' or '<=') threshold, shown in unit.
 Target = collections.namedtuple('Target', ['label', 'op', 'threshold', 'unit'])
 TARGETS = {key: Target(*line) for key, line in {
@@ -31,6 +33,20 @@ TARGETS = {key: Target(*line) for key, line in {
     'tflite_miou': ('int8 TFLite: |mean IoU - frozen mean IoU|', '<=', 1.5, 'points'),
 }.items()}
 
+# Targets that only a CPU with one of these instructions can meet; elsewhere they do not apply
+# (without them --precision bf16 is emulated, or runs in float32).
+NEEDED_CPU_FLAGS = {'inference_bf16': devices.BF16_CPU_FLAGS,
+                    'training_bf16': devices.BF16_CPU_FLAGS}
+
+
+def not_applicable(key, flags):
+    """Why the target key does not apply on a CPU with these flags (a set; None: not known),
+    or None where it does."""
+    needed = NEEDED_CPU_FLAGS.get(key)
+    if needed and flags is not None and not flags & set(needed):
+        return 'not applicable: this CPU has neither %s' % ' nor '.join(needed)
+    return None
+
 
 def format_value(value, unit):
     if value is None:
@@ -51,8 +67,11 @@ def _format_gap(gap, unit):
     return '%.1f points' % (100 * gap) if unit == '%' else format_value(gap, unit)
 
 
-def target_status(value, target):
-    """'met (... to spare)' or '**missed** by ...', the gap in the target's unit."""
+def target_status(value, target, reason=None):
+    """'met (... to spare)' or '**missed** by ...', the gap in the target's unit; reason (see
+    not_applicable) in their place when given."""
+    if reason:
+        return reason
     if value is None or not np.isfinite(value):
         return 'not measured'
     gap = value - target.threshold if target.op == '>=' else target.threshold - value
@@ -61,5 +80,5 @@ def target_status(value, target):
     return '**missed** by %s' % _format_gap(-gap, target.unit)
 
 
-def target_met(value, target):
-    return value is not None and target_status(value, target).startswith('met')
+def target_met(value, target, reason=None):
+    return value is not None and target_status(value, target, reason).startswith('met')

@@ -16,7 +16,7 @@ import data_loader
 import fcn8vgg16
 import helper
 from helper import UserError
-from roadseg import specs
+from roadseg import devices, specs
 from roadseg.data import demo_data
 from roadseg.deploy import export
 from benchmark import (config, measure, models, report, sections_cold, sections_inference,
@@ -26,6 +26,13 @@ from benchmark.run import Run
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
 
 tf1 = tf.compat.v1
+BF16_CPU = {'avx2', 'avx512f', 'avx512_bf16'}
+
+
+@pytest.fixture(autouse=True)
+def bf16_cpu(monkeypatch):
+    """The report's rows as on a CPU with bf16 instructions, whatever this one has."""
+    monkeypatch.setattr(devices, 'cpu_flags', lambda: BF16_CPU)
 
 
 def _conv_flops(encoder, fc_channels, num_classes, height, width):
@@ -89,6 +96,24 @@ def test_report_has_machine_targets_and_a_reading_of_what_was_missed():
     assert '- **fp32, batch 1**: 50.0% against >= 90.0%, **missed** by 40.0 points' in reading
     assert 'bf16 inference' not in reading  # met, and nothing more to say about it
     assert 'Preliminary' not in text and 'Failed measurements' not in text
+
+
+@pytest.mark.parametrize('flags, status', [
+    (BF16_CPU, '**missed** by 0.50x'),
+    ({'avx2', 'avx512f'}, 'not applicable: this CPU has neither avx512_bf16 nor amx_bf16'),
+    ({'avx2', 'fma'}, 'not applicable: this CPU has neither avx512_bf16 nor amx_bf16')])
+def test_a_bf16_target_does_not_apply_on_a_cpu_without_bf16_instructions(monkeypatch, flags,
+                                                                          status):
+    monkeypatch.setattr(devices, 'cpu_flags', lambda: flags)
+    row = report.table_row(['bf16', 1, '600'], 1.0, 'training_bf16')
+    table = report.Table('Training', ['variant', 'batch', 'ms'], [row], [])
+    text = report.format_report(dict(_results(), tables=[table]))
+    label = targets.TARGETS['training_bf16'].label
+    assert '| %s | 1.00x | >= 1.50x | %s |' % (label, status) in text
+    assert '| bf16 | 1 | 600 | >= 1.50x | %s |' % status in text
+    assert ('Run again with `--profile DIR`' in text) == status.startswith('**missed**')
+    # Only the bf16 targets need the instructions.
+    assert targets.not_applicable('inference_fp32', flags) is None
 
 
 def test_report_says_when_the_machine_was_busy_and_what_failed():
