@@ -13,6 +13,7 @@ import time
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.client import timeline
+from tensorflow.python.util import _pywrap_util_port
 
 import fcn8vgg16
 from roadseg import devices
@@ -227,7 +228,8 @@ def traced_run(session, fetches, feed, trace_path=None):
 # ---------------------------------------------------------------------------- the machine
 
 def machine_info():
-    """CPU model, cores, RAM, TensorFlow version, date and load, from /proc."""
+    """CPU model, cores, RAM, TensorFlow version and whether it uses oneDNN's ops (it does not
+    on some CPUs, e.g. AVX2-only ones), date and load, from /proc."""
     cpu, ram = 'unknown', 0
     with open('/proc/cpuinfo') as f:
         info = f.read()
@@ -242,6 +244,7 @@ def machine_info():
     with open('/proc/meminfo') as f:
         ram = int(re.search(r'MemTotal:\s*(\d+) kB', f.read()).group(1)) * 1024
     return dict(cpu=cpu, cores=os.cpu_count(), ram_bytes=ram, tensorflow=tf.__version__,
+                onednn=_pywrap_util_port.IsMklEnabled(),
                 date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                 load=[os.getloadavg()[0], os.getloadavg()[0]])
 

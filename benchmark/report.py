@@ -157,6 +157,11 @@ def target_reading(row, results):
         return _bf16_reading(row)
     if key == 'tfdata_step':
         return _pipeline_reading(results['raw'])
+    if key == 'onnx_runtime' and row['value'] is not None and row['value'] < 1:
+        return ['ONNX Runtime is the faster float engine on this machine%s: predict with '
+                '`optimised_model/model.onnx` here' % (
+                    ' (TensorFlow runs without oneDNN\'s ops on this CPU)'
+                    if results['machine'].get('onednn') is False else '')]
     return []
 
 
@@ -195,10 +200,17 @@ def _profile_markdown(profile):
     return text
 
 
+def _onednn_text(machine):
+    if machine.get('onednn') is None:
+        return ''
+    return ', oneDNN ops %s' % ('on' if machine['onednn'] else 'off')
+
+
 def _machine_markdown(machine, settings_text, command):
     rows = [['CPU', machine['cpu']], ['cores', str(machine['cores'])],
             ['RAM', '%.1f GiB' % (machine['ram_bytes'] / 2 ** 30)],
-            ['TensorFlow', machine['tensorflow']], ['date', machine['date']],
+            ['TensorFlow', machine['tensorflow'] + _onednn_text(machine)],
+            ['date', machine['date']],
             ['load average (1 min) at start, end', '%.2f, %.2f' % tuple(machine['load'])],
             ['CPU time of other processes during the run',
              '%.0f%% of all cores' % (100 * machine['others_cpu_share'])],

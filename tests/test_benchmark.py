@@ -116,6 +116,22 @@ def test_a_bf16_target_does_not_apply_on_a_cpu_without_bf16_instructions(monkeyp
     assert targets.not_applicable('inference_fp32', flags) is None
 
 
+@pytest.mark.parametrize('ratio, onednn', [(0.72, False), (0.72, True), (1.1, False)])
+def test_onnx_runtime_is_recommended_where_it_is_the_faster_engine(ratio, onednn):
+    onnx = targets.TARGETS['onnx_runtime']
+    row = report.table_row(['ONNX Runtime', 1, '900'], ratio, 'onnx_runtime',
+                           onnx.label + ', batch 1')
+    results = dict(_results(), tables=[report.Table('Inference', ['model', 'batch', 'ms'],
+                                                    [row], [])])
+    results['machine']['onednn'] = onednn
+    text = report.format_report(results)
+    assert '| TensorFlow | 2.x, oneDNN ops %s |' % ('on' if onednn else 'off') in text
+    reading = text.split('## Reading the targets')[-1]
+    recommended = 'ONNX Runtime is the faster float engine on this machine'
+    assert (recommended in reading) == (ratio < 1)
+    assert ('runs without oneDNN' in reading) == (ratio < 1 and not onednn)
+
+
 def test_report_says_when_the_machine_was_busy_and_what_failed():
     text = report.format_report(_results(others=0.6, errors=[('training bf16', 'E: x')]))
     assert '**Preliminary**: other processes used 60% of the machine' in text
