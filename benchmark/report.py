@@ -121,6 +121,9 @@ def _training_trace_reading(parts, peak):
 
 def _bf16_reading(row):
     if row['rewrites'] is not None and not row['rewrites'].get('bf16'):
+        if row.get('not_applicable'):  # TensorFlow leaves the graph float32 there
+            return ['no bf16 rewrite ran in its traced step: TensorFlow does not rewrite to '
+                    'bfloat16 on this CPU, so the row ran float32']
         return ['no bf16 rewrite ran in its traced step: --precision bf16 did not reach the '
                 'session']
     if row.get('share') is not None:

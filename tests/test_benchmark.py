@@ -105,13 +105,17 @@ def test_report_has_machine_targets_and_a_reading_of_what_was_missed():
 def test_a_bf16_target_does_not_apply_on_a_cpu_without_bf16_instructions(monkeypatch, flags,
                                                                           status):
     monkeypatch.setattr(devices, 'cpu_flags', lambda: flags)
-    row = report.table_row(['bf16', 1, '600'], 1.0, 'training_bf16')
+    row = report.table_row(['bf16', 1, '600'], 1.0, 'training_bf16', rewrites={'bf16': False})
     table = report.Table('Training', ['variant', 'batch', 'ms'], [row], [])
     text = report.format_report(dict(_results(), tables=[table]))
     label = targets.TARGETS['training_bf16'].label
     assert '| %s | 1.00x | >= 1.50x | %s |' % (label, status) in text
     assert '| bf16 | 1 | 600 | >= 1.50x | %s |' % status in text
     assert ('Run again with `--profile DIR`' in text) == status.startswith('**missed**')
+    # Without the instructions the row ran float32: no word of a rewrite that failed to run.
+    reading = text.split('## Reading the targets')[1]
+    assert ('so the row ran float32' in reading) == status.startswith('not applicable')
+    assert ('did not reach' in reading) == status.startswith('**missed**')
     # Only the bf16 targets need the instructions.
     assert targets.not_applicable('inference_fp32', flags) is None
 
