@@ -238,8 +238,8 @@ def machine_info():
     if match:
         cpu = match.group(1).strip()
     if flags:
-        features = [f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_int8')
-                    if f in flags.group(1).split()]
+        features = [f for f in ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16',
+                                'amx_bf16', 'amx_int8') if f in flags.group(1).split()]
         cpu += ' (%s)' % ', '.join(features) if features else ''
     with open('/proc/meminfo') as f:
         ram = int(re.search(r'MemTotal:\s*(\d+) kB', f.read()).group(1)) * 1024

@@ -26,12 +26,13 @@ from benchmark.run import Run
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16
 
 tf1 = tf.compat.v1
-BF16_CPU = {'avx2', 'avx512f', 'avx512_bf16'}
+BF16_CPU = {'avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16'}
 
 
 @pytest.fixture(autouse=True)
 def bf16_cpu(monkeypatch):
-    """The report's rows as on a CPU with bf16 instructions, whatever this one has."""
+    """The report's rows as on a CPU with bf16 and int8 dot-product instructions, whatever this
+    one has."""
     monkeypatch.setattr(devices, 'cpu_flags', lambda: BF16_CPU)
 
 
@@ -118,6 +119,22 @@ def test_a_bf16_target_does_not_apply_on_a_cpu_without_bf16_instructions(monkeyp
     assert ('did not reach' in reading) == status.startswith('**missed**')
     # Only the bf16 targets need the instructions.
     assert targets.not_applicable('inference_fp32', flags) is None
+
+
+@pytest.mark.parametrize('flags, applies', [
+    (BF16_CPU, True), ({'avx2', 'avx_vnni'}, True), ({'avx2', 'avx512f'}, False),
+    ({'avx2', 'fma'}, False), (None, True)])
+def test_the_int8_speed_up_needs_int8_dot_product_instructions(monkeypatch, flags, applies):
+    monkeypatch.setattr(devices, 'cpu_flags', lambda: flags)
+    label = targets.TARGETS['tflite_speed'].label
+    row = report.table_row(['int8 TFLite', 1, '600'], 2.0, 'tflite_speed', label)
+    text = report.format_report(dict(_results(), tables=[
+        report.Table('Inference', ['model', 'batch', 'ms'], [row], [])]))
+    status = ('**missed** by 1.00x' if applies else
+              'not applicable: this CPU has neither avx512_vnni nor avx_vnni')
+    assert '| %s | 2.00x | >= 3.00x | %s |' % (label, status) in text
+    for other in ('tflite_agreement', 'optimised_time', 'onnx_runtime'):
+        assert targets.not_applicable(other, flags) is None
 
 
 @pytest.mark.parametrize('ratio, onednn', [(0.72, False), (0.72, True), (1.1, False)])
