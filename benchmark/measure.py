@@ -17,7 +17,7 @@ from tensorflow.python.util import _pywrap_util_port
 
 import fcn8vgg16
 from roadseg import devices
-from benchmark import config
+from benchmark import config, targets
 
 tf1 = tf.compat.v1
 _STARTED = time.perf_counter()
@@ -227,20 +227,23 @@ def traced_run(session, fetches, feed, trace_path=None):
 
 # ---------------------------------------------------------------------------- the machine
 
+# The CPU features the report names: the vector widths and those a target needs.
+CPU_FEATURES = (('avx2', 'avx512f') + targets.INT8_DOT_CPU_FLAGS + devices.BF16_CPU_FLAGS
+                + ('amx_int8',))
+
+
 def machine_info():
     """CPU model, cores, RAM, TensorFlow version and whether it uses oneDNN's ops (it does not
     on some CPUs, e.g. AVX2-only ones), date and load, from /proc."""
     cpu, ram = 'unknown', 0
     with open('/proc/cpuinfo') as f:
-        info = f.read()
-    match = re.search(r'^model name\s*:\s*(.*)$', info, re.M)
-    flags = re.search(r'^flags\s*:\s*(.*)$', info, re.M)
+        match = re.search(r'^model name\s*:\s*(.*)$', f.read(), re.M)
     if match:
         cpu = match.group(1).strip()
-    if flags:
-        features = [f for f in ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16',
-                                'amx_bf16', 'amx_int8') if f in flags.group(1).split()]
-        cpu += ' (%s)' % ', '.join(features) if features else ''
+    flags = devices.cpu_flags() or set()
+    features = [f for f in CPU_FEATURES if f in flags]
+    if features:
+        cpu += ' (%s)' % ', '.join(features)
     with open('/proc/meminfo') as f:
         ram = int(re.search(r'MemTotal:\s*(\d+) kB', f.read()).group(1)) * 1024
     return dict(cpu=cpu, cores=os.cpu_count(), ram_bytes=ram, tensorflow=tf.__version__,

@@ -121,6 +121,11 @@ def test_a_bf16_target_does_not_apply_on_a_cpu_without_bf16_instructions(monkeyp
     assert targets.not_applicable('inference_fp32', flags) is None
 
 
+def test_the_machine_names_the_cpu_features_the_targets_need():
+    cpu = measure.machine_info()['cpu']  # flags as BF16_CPU, in the report's order
+    assert cpu.endswith(' (avx2, avx512f, avx512_vnni, avx512_bf16)')
+
+
 @pytest.mark.parametrize('flags, applies', [
     (BF16_CPU, True), ({'avx2', 'avx_vnni'}, True), ({'avx2', 'avx512f'}, False),
     ({'avx2', 'fma'}, False), (None, True)])
