@@ -5,50 +5,42 @@
 """
 import dataclasses
 import glob
-import importlib
 import os
 import sys
 import traceback
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) hides the tool's own output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# Modules `import tensorflow` loads only to register Keras' optimisers for Keras SavedModels.
-KERAS_EAGER_IMPORTS = ('keras.src.optimizers', 'tf_keras.src.optimizers')
 
 
-def _import_tensorflow_lean():
-    """Imports TensorFlow without the Keras optimisers it loads eagerly, which no graph here uses
-    (it ignores the ImportError; tf.keras and the TFLite converter import them when asked)."""
-    skipped = [name for name in KERAS_EAGER_IMPORTS if name not in sys.modules]
-    for name in skipped:
-        sys.modules[name] = None  # makes `import name` raise ImportError
-    try:
-        importlib.import_module('tensorflow')
-    finally:
-        for name in skipped:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
+def _runs_a_model_only(args):
+    """predict, video and evaluate without TensorBoard summaries: they need TensorFlow's
+    runtime, not its whole API (see roadseg.tf_runtime)."""
+    return args.action in ('predict', 'video', 'evaluate') and not getattr(
+        args, 'summary_dir', None)
 
 
 def _needs_tensorflow(args):
-    """False for predict, video and evaluate (without TensorBoard summaries) with the TFLite
-    or ONNX model, which LiteRT and ONNX Runtime run: TensorFlow's import would be most of it."""
+    """False for the TFLite or ONNX model run only, by LiteRT or ONNX Runtime: TensorFlow's
+    import would be most of it."""
     model = getattr(args, 'model_dir', None) or ''
-    return not (args.action in ('predict', 'video', 'evaluate') and model.endswith(
-        ('.tflite', '.onnx')) and not getattr(args, 'summary_dir', None))
+    return not (_runs_a_model_only(args) and model.endswith(('.tflite', '.onnx')))
 
 
-def _start_tensorflow(debug):
-    """Imports TensorFlow lean, in graph mode (placeholders, sessions, Savers)."""
-    _import_tensorflow_lean()
-    import tensorflow as tf
+def _start_tensorflow(args):
+    """Imports TensorFlow (its runtime alone to run a model), in graph mode (placeholders,
+    sessions, Savers)."""
+    if _runs_a_model_only(args):
+        tf = tf_runtime.install_runtime()
+    else:
+        tf = tf_runtime.import_tensorflow()
     tf.compat.v1.disable_eager_execution()
-    if not debug:  # deprecation notices of the tf.compat.v1 API the tool is built on
+    if not args.debug:  # deprecation notices of the tf.compat.v1 API the tool is built on
         tf.get_logger().setLevel('ERROR')
 
 
 from helper import UserError, quiet_native_logs  # noqa: E402  (after the setting above)
-from roadseg import flags  # noqa: E402
+from roadseg import flags, tf_runtime  # noqa: E402
 from roadseg.data import datasets  # noqa: E402
 
 def _dataset_defaults(args):
@@ -564,7 +556,7 @@ def main(argv=None, network=None):
         print('error: %s' % error, file=sys.stderr)
         return 2
     if _needs_tensorflow(args):  # not before: -h and a mistyped flag answer without it
-        _start_tensorflow(args.debug)
+        _start_tensorflow(args)
     try:
         _check_flags(args)
         if args.action == 'train':

@@ -27,9 +27,10 @@ COLD_FORMATS = (
     ('ONNX Runtime', 'onnx', None, 'float_predict_rss'),
     ('int8 TFLite', 'tflite', 'cold_tflite', None))
 # What a predict process imports before it reads a model: Python, the tool and the runtime
-# of the model's kind (TensorFlow but for the TFLite and ONNX models).
-_TENSORFLOW_IMPORTS = ('import main; main._import_tensorflow_lean(); '
-                       'from roadseg.deploy import loader')
+# of the model's kind (TensorFlow's runtime, see roadseg.tf_runtime, but for the TFLite and ONNX
+# models).
+_TENSORFLOW_IMPORTS = ('import main; from roadseg import tf_runtime; '
+                       'tf_runtime.install_runtime(); from roadseg.deploy import loader')
 RUNTIME_IMPORTS = {'tflite': 'import main; from roadseg.deploy import tflite_model',
                    'onnx': 'import main, onnxruntime; from roadseg.deploy import onnx_model'}
 
@@ -149,12 +150,13 @@ def cold_section(run):
         ['`python main.py predict --gpu 0 -md MODEL -ip image.png` on one %dx%d image in a '
          'fresh process, from the command to its exit with the overlay written: the median of '
          '%d runs after one that warms the file cache. Its parts: a process that only imports '
-         'the tool and the runtime of the model (TensorFlow; LiteRT for the TFLite model, ONNX '
-         'Runtime for the ONNX one; ended as predict ends, without Python\'s teardown; median of '
-         'as many); then, measured in fresh processes of their own (median of as many), reading '
-         'and building the model (for a checkpoint or SavedModel, its freezing as it loads) and '
-         'its first run (oneDNN creating its primitives) against a warm run; the rest is '
-         'reading the image, writing the overlay and exiting.'
+         'the tool and the runtime of the model (TensorFlow\'s runtime without its public API; '
+         'LiteRT for the TFLite model, ONNX Runtime for the ONNX one; ended as predict ends, '
+         'without Python\'s teardown; median of as many); then, measured in fresh processes of '
+         'their own (median of as many), reading and building the model (for a checkpoint or '
+         'SavedModel, its freezing as it loads) and its first run (oneDNN creating its '
+         'primitives) against a warm run; the rest is reading the image, writing the overlay, '
+         'exiting and, for the TensorFlow models, the TensorFlow modules the load imports.'
          % (IMAGE_SHAPE + (run.settings.repeats,))]))
     run.tables.append(Table(
         'Peak memory of predict, every model format, %dx%d' % IMAGE_SHAPE,

@@ -25,7 +25,7 @@ LAYERS = (
     ('roadseg.fc_products',),
     ('mapillary_labels',),
     ('roadseg.table_files', 'roadseg.file_pairs', 'roadseg.photometric'),
-    ('helper', 'cityscape_labels'),
+    ('helper', 'cityscape_labels', 'roadseg.tf_runtime'),
 )
 
 

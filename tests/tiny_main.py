@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]  # the tool, and synthetic.py beside this file
 
 import main  # noqa: E402
+from roadseg import tf_runtime  # noqa: E402
 from synthetic import TINY_NETWORK  # noqa: E402
 
 STOP_SECONDS = 300  # a test kills the process long before; this only ends a forgotten one
@@ -141,7 +142,7 @@ def _install_loss_log(path):
 
 if __name__ == '__main__':
     if os.environ.get('TINY_MAIN_STOP_AT') or os.environ.get('TINY_MAIN_LOSSES'):
-        main._import_tensorflow_lean()  # as main.main would, before the wrappers import it
+        tf_runtime.import_tensorflow()  # as main.main would, before the wrappers import it
     if os.environ.get('TINY_MAIN_STOP_AT'):
         moment, count = os.environ['TINY_MAIN_STOP_AT'].rsplit(':', 1)
         _install_stop(moment, int(count))
