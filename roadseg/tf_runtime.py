@@ -6,23 +6,19 @@ serves the public names the model-running code uses (API), each from the TensorF
 defines it, imported on first use. Any other name imports the real TensorFlow and comes from
 it: a name missing from API makes the start slower, never wrong.
 """
-import glob
 import importlib
 import importlib.util
 import os
+import site
 import sys
+import sysconfig
 import types
 
 # Modules `import tensorflow` loads only to register Keras' optimisers for Keras SavedModels.
 KERAS_EAGER_IMPORTS = ('keras.src.optimizers', 'tf_keras.src.optimizers')
 
-# What TensorFlow's own __init__ loads beside its API: kernels and devices of plugins, the
-# modular file systems. Where any is present the stand-in is not used.
-PLUGIN_ENVIRONMENT = ('TF_PLUGGABLE_DEVICE_LIBRARY_PATH', 'TF_USE_MODULAR_FILESYSTEM')
-PLUGIN_FOLDERS = ('tensorflow-plugins', os.path.join('tensorflow', 'core', 'kernels'))
-
 # Imported with the stand-in for what importing them registers: the Tensor's operators
-# (x + 1, x[:, 2]), gradients, the variable class tf.compat.v1.get_variable makes.
+# (x + 1, x[:, 2]) and the variable class tf.compat.v1.get_variable makes.
 REGISTERING_MODULES = ('tensorflow.python.ops.math_ops', 'tensorflow.python.ops.array_ops',
                        'tensorflow.python.ops.variable_v1')
 
@@ -90,9 +86,23 @@ API = {
 def import_tensorflow():
     """Imports the real TensorFlow without the Keras optimisers it loads eagerly, which no
     graph here uses (it ignores the ImportError; tf.keras and the TFLite converter import them
-    when asked). Replaces the stand-in, if installed."""
-    if isinstance(sys.modules.get('tensorflow'), _StandIn):
-        del sys.modules['tensorflow']
+    when asked). Replaces the stand-in, if installed, in the stand-in's execution mode."""
+    if not is_stand_in(sys.modules.get('tensorflow')):
+        return _import_without_keras_optimisers()
+    del sys.modules['tensorflow']
+    context = importlib.import_module('tensorflow.python.eager.context')
+    graph_mode = context.default_execution_mode == context.GRAPH_MODE
+    # TensorFlow's __init__ turns eager execution on, which fails once a graph was made in
+    # graph mode; it skips that in eager mode, and graph mode is turned on again after it.
+    context.default_execution_mode = context.EAGER_MODE
+    try:
+        return _import_without_keras_optimisers()
+    finally:
+        if graph_mode:
+            importlib.import_module('tensorflow.python.framework.ops').disable_eager_execution()
+
+
+def _import_without_keras_optimisers():
     skipped = [name for name in KERAS_EAGER_IMPORTS if name not in sys.modules]
     for name in skipped:
         sys.modules[name] = None  # makes `import name` raise ImportError
@@ -105,27 +115,32 @@ def import_tensorflow():
 
 
 def install_runtime():
-    """Puts the stand-in in sys.modules unless TensorFlow is imported already or plugins
-    are present; returns the tensorflow module in place."""
+    """Puts the stand-in in sys.modules unless TensorFlow is imported already or would load
+    plugins (has_plugins); returns the tensorflow module in place."""
     if is_stand_in(sys.modules.get('tensorflow')):
         return sys.modules['tensorflow']
-    if 'tensorflow' in sys.modules or _has_plugins():
+    spec = importlib.util.find_spec('tensorflow')
+    if 'tensorflow' in sys.modules or spec is None or has_plugins(spec):
         return import_tensorflow()
-    stand_in = make_stand_in()
+    stand_in = make_stand_in(spec)
     sys.modules['tensorflow'] = stand_in
-    # as TensorFlow's __init__ does: resource variables, control flow v2, v2 tensor shapes
+    # What TensorFlow's __init__ does first, in its order: its library, then v2 behaviour
+    # (resource variables, control flow v2, v2 tensor shapes) before the modules that read it.
+    importlib.import_module('tensorflow.python.pywrap_tensorflow')
+    os.environ['TF2_BEHAVIOR'] = '1'
+    importlib.import_module('tensorflow.python.tf2').enable()
     importlib.import_module('tensorflow.python.compat.v2_compat').enable_v2_behavior()
     for name in REGISTERING_MODULES:
         importlib.import_module(name)
     return stand_in
 
 
-def make_stand_in():
-    """A stand-in for the tensorflow package, its submodules found where TensorFlow's are."""
-    spec = importlib.util.find_spec('tensorflow')
+def make_stand_in(spec):
+    """A stand-in for the tensorflow package of spec, its submodules found where TensorFlow's
+    are."""
     stand_in = _StandIn('tensorflow', '')
     stand_in.__path__ = list(spec.submodule_search_locations)
-    stand_in.__file__ = spec.origin
+    stand_in.__file__, stand_in.__spec__ = spec.origin, spec
     return stand_in
 
 
@@ -133,12 +148,22 @@ def is_stand_in(module):
     return isinstance(module, _StandIn)
 
 
-def _has_plugins():
-    if any(os.environ.get(name) for name in PLUGIN_ENVIRONMENT):
+def has_plugins(spec):
+    """Whether TensorFlow's __init__ would load kernels, devices or file systems beside its
+    API: from the folders it searches (every site-packages, the user's own), or as the
+    environment asks."""
+    if os.environ.get('TF_PLUGGABLE_DEVICE_LIBRARY_PATH') or os.environ.get(
+            'TF_USE_MODULAR_FILESYSTEM') in ('true', '1'):
         return True
-    sites = {path for path in sys.path if 'site-packages' in path or 'dist-packages' in path}
-    return any(glob.glob(os.path.join(site, folder)) for site in sites
-               for folder in PLUGIN_FOLDERS)
+    sites = {path for path in sys.path if 'site-packages' in path}
+    sites.update(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        sites.add(site.getusersitepackages())
+    for scheme in sysconfig.get_scheme_names():
+        sites.update(sysconfig.get_path(kind, scheme) for kind in ('purelib', 'platlib'))
+    folders = [os.path.join(site_dir, 'tensorflow-plugins') for site_dir in sites if site_dir]
+    folders.append(os.path.join(os.path.dirname(spec.origin), 'core', 'kernels'))
+    return any(os.path.exists(folder) for folder in folders)
 
 
 class _StandIn(types.ModuleType):

@@ -2,6 +2,7 @@
 name it serves is TensorFlow's own, every model format predicts through it what it predicts
 through the real API, and a name it lacks still works."""
 import glob
+import importlib.util
 import json
 import os
 import subprocess
@@ -40,14 +41,18 @@ def _public(path):
 
 
 def _in_fresh_process(script, *arguments, env=None):
+    """The JSON of the last line script prints, run as main.py would be: without the
+    TF2_BEHAVIOR that this process's import of TensorFlow set."""
+    env = dict(env or os.environ)
+    env.pop('TF2_BEHAVIOR', None)
     result = subprocess.run([sys.executable, '-c', script] + list(arguments), cwd=REPO,
-                            capture_output=True, text=True, timeout=600, env=env)
+                            capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_every_name_the_stand_in_serves_is_tensorflows_own():
-    stand_in = tf_runtime.make_stand_in()
+    stand_in = tf_runtime.make_stand_in(importlib.util.find_spec('tensorflow'))
     for path in tf_runtime.API:
         value = stand_in
         for part in path.split('.'):
@@ -76,12 +81,14 @@ def formats(tmp_path_factory, demo_root):
 
 
 def _predict_arguments(model, images, runs):
-    return ['predict', '--gpu', '0', '-md', model, '--save_labels', '-ip', images, '-rd', runs]
+    return ['predict', '--gpu', '0', '-md', model, '--save_labels', '--save_probs', '-ip',
+            images, '-rd', runs]
 
 
-def _labels(runs):
+def _written(runs, folder):
+    """The images predict wrote to folder (trainIds, confidences) of its run in runs."""
     (run,) = glob.glob(os.path.join(runs, '*'))
-    paths = sorted(glob.glob(os.path.join(run, 'trainIds', '*.png')))
+    paths = sorted(glob.glob(os.path.join(run, folder, '*.png')))
     assert paths
     return np.stack([np.asarray(Image.open(path)) for path in paths])
 
@@ -90,8 +97,8 @@ def _labels(runs):
 def test_every_model_format_predicts_through_the_runtime_alone_as_through_tensorflow(
         formats, demo_root, tmp_path):
     """predict of each format, evaluate and video run in a fresh process as main.py runs
-    them, without a module of TensorFlow's public API; the labels are those of this process,
-    which imported the real TensorFlow."""
+    them, without a module of TensorFlow's public API; the labels and confidences are those
+    of this process, which imported the real TensorFlow."""
     images = os.path.join(demo_root, 'leftImg8bit', '*', '*', '*.png')
     fresh = [_predict_arguments(model, images, str(tmp_path / 'fresh' / kind))
              for kind, model in formats.items()]
@@ -108,25 +115,36 @@ def test_every_model_format_predicts_through_the_runtime_alone_as_through_tensor
     for kind, model in formats.items():
         here = str(tmp_path / 'here' / kind)
         assert main.main(_predict_arguments(model, images, here)) == 0
-        np.testing.assert_array_equal(_labels(str(tmp_path / 'fresh' / kind)), _labels(here),
-                                      err_msg=kind)
+        for folder in ('trainIds', 'confidences'):
+            expected = _written(here, folder)
+            np.testing.assert_array_equal(_written(str(tmp_path / 'fresh' / kind), folder),
+                                          expected, err_msg='%s %s' % (kind, folder))
+        assert len(np.unique(_written(here, 'confidences'))) > 1
 
 
+# As main.py runs a model: the stand-in in graph mode, a graph made; then a name it lacks.
 _LACKED_NAME = '''
 import json, sys
 sys.path.insert(0, %r)
 from roadseg import tf_runtime
 stand_in = tf_runtime.install_runtime()
+stand_in.compat.v1.disable_eager_execution()
+graph = stand_in.Graph()
+with graph.as_default():
+    doubled = stand_in.constant([1, 2]) * 2
 dataset = stand_in.data.Dataset.range(3)
 import tensorflow as tf
+with stand_in.compat.v1.Session(graph=graph) as session:
+    values = session.run(doubled).tolist()
 print(json.dumps(dict(real=not tf_runtime.is_stand_in(tf),
                       same=stand_in.data.Dataset is tf.data.Dataset,
-                      session=stand_in.compat.v1.Session is tf.compat.v1.Session)))
+                      eager=tf.executing_eagerly(), values=values)))
 ''' % REPO
 
 
-def test_a_name_the_stand_in_lacks_imports_the_real_tensorflow():
-    assert _in_fresh_process(_LACKED_NAME) == dict(real=True, same=True, session=True)
+def test_a_name_the_stand_in_lacks_imports_the_real_tensorflow_in_graph_mode():
+    assert _in_fresh_process(_LACKED_NAME) == dict(real=True, same=True, eager=False,
+                                                   values=[2, 4])
 
 
 _INSTALL = '''
@@ -139,8 +157,11 @@ print(json.dumps(dict(stand_in=tf_runtime.is_stand_in(tf_runtime.install_runtime
 
 def test_a_tensorflow_plugin_folder_gets_the_real_import(tmp_path):
     """TensorFlow's own import loads the plugins of a site-packages/tensorflow-plugins."""
+    if tf_runtime.has_plugins(importlib.util.find_spec('tensorflow')):
+        pytest.skip('TensorFlow finds plugins on this machine')
     site = tmp_path / 'site-packages'
     (site / 'tensorflow-plugins').mkdir(parents=True)
-    env = dict(os.environ, PYTHONPATH=str(site))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(site), os.environ.get('PYTHONPATH')])))
     assert _in_fresh_process(_INSTALL, env=env) == dict(stand_in=False)
     assert _in_fresh_process(_INSTALL) == dict(stand_in=True)
