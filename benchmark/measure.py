@@ -13,7 +13,6 @@ import time
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.client import timeline
-from tensorflow.python.util import _pywrap_util_port
 
 import fcn8vgg16
 from roadseg import devices
@@ -247,7 +246,7 @@ def machine_info():
     with open('/proc/meminfo') as f:
         ram = int(re.search(r'MemTotal:\s*(\d+) kB', f.read()).group(1)) * 1024
     return dict(cpu=cpu, cores=os.cpu_count(), ram_bytes=ram, tensorflow=tf.__version__,
-                onednn=_pywrap_util_port.IsMklEnabled(),
+                onednn=devices.onednn_enabled(),
                 date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                 load=[os.getloadavg()[0], os.getloadavg()[0]])
 

@@ -104,12 +104,16 @@ def test_exported_models_agree_with_the_trained_one(work, monkeypatch):
 
 
 @pytest.mark.end_to_end
-def test_every_model_loads_lean_its_filters_constants_and_fc_weights_in_variables(work):
-    """Convolution filters are constants, but in the optimised model, made for a small
-    footprint, whose filters are variables too; every model holds fc6 and fc7 once, in
-    variables, not as constants the session copies (a checkpoint's go straight from it into
-    them), and computes fc6 in row bands. The predictions are those of the frozen graph with
-    every weight a constant."""
+@pytest.mark.parametrize('onednn', [True, False])
+def test_every_model_loads_lean_its_fc_weights_in_variables_its_filters_where_eigen_runs(
+        work, onednn, monkeypatch):
+    """Where oneDNN runs the convolutions their filters are constants, but in the optimised
+    model, made for a small footprint, whose filters are variables too; where Eigen runs them,
+    every model's are variables. Every model holds fc6 and fc7 once, in variables, not as
+    constants the session copies (a checkpoint's go straight from it into them), and computes
+    fc6 in row bands. The predictions are those of the frozen graph with every weight a
+    constant."""
+    monkeypatch.setattr(devices, 'onednn_enabled', lambda: onednn)
     work, _ = work
     folder = str(work / 'frozen_vars')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0
@@ -130,13 +134,14 @@ def test_every_model_loads_lean_its_filters_constants_and_fc_weights_in_variable
         filter_sizes = [np.prod(op.inputs[1].shape) for op in filters]
         fc_sizes = [SMALL_FC * SMALL_FC, 7 * 7 * SMALL_VGG16[-1][1] * SMALL_FC]
         optimised = 'optimised' in path
-        assert sorted(sizes) == sorted(fc_sizes + (filter_sizes if optimised else []))
+        in_variables = optimised or not onednn  # the filters
+        assert sorted(sizes) == sorted(fc_sizes + (filter_sizes if in_variables else []))
         for op in model.graph.get_operations():
             if op.type in ('MatMul', 'Conv2D'):  # a checkpoint too is frozen as it loads
                 source = op.inputs[1].op
                 while source.type in ('Reshape', 'Identity', 'Unpack'):  # Unpack: row bands
                     source = source.inputs[0].op
-                assert source.type == ('Const' if op.type == 'Conv2D' and not optimised
+                assert source.type == ('Const' if op.type == 'Conv2D' and not in_variables
                                        else 'ReadVariableOp'), (path, op.name)
         assert len([op for op in model.graph.get_operations() if op.type == 'MatMul'
                     and op.name.startswith('fc6/row_bands/')]) == 7

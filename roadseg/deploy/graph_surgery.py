@@ -38,19 +38,20 @@ def frozen_graph_def(config, prefix):
     """(GraphDef, number of variables converted): the inference graph of a model
     configuration with the weights of the checkpoint prefix as constants (no optimiser,
     summaries or dropout)."""
-    graph_def, weights, count = _frozen(config, prefix, matmul_apart=False)
+    graph_def, weights, count = _frozen(config, prefix)
     return graph_def, count
 
 
-def frozen_graph_def_and_matmul_weights(config, prefix):
-    """split_matmul_weights(frozen_graph_def(config, prefix)[0]), without the matrix
-    products' weights ever being constants: each is a Placeholder of its name in the graph
-    and goes from the checkpoint straight into its StoredWeight."""
-    graph_def, weights, _ = _frozen(config, prefix, matmul_apart=True)
+def frozen_graph_def_and_matmul_weights(config, prefix, filters=False):
+    """split_matmul_weights(frozen_graph_def(config, prefix)[0], filters=filters), without
+    the weights it takes out ever being constants: each is a Placeholder of its name in the
+    graph and goes from the checkpoint straight into its StoredWeight."""
+    graph_def, weights, _ = _frozen(config, prefix, apart_ops=(
+        ('MatMul', 'Conv2D') if filters else ('MatMul',)))
     return graph_def, weights
 
 
-def _frozen(config, prefix, matmul_apart):
+def _frozen(config, prefix, apart_ops=()):
     """(GraphDef, {name: StoredWeight} of the weights kept apart, number of variables).
 
     Each weight is read from the checkpoint into its constant in place, one at a time: a
@@ -75,7 +76,7 @@ def _frozen(config, prefix, matmul_apart):
             del node.attr['dtype']
             node.op = 'Identity'
             node.attr['T'].type = dtype
-    apart = set(_weight_nodes(graph_def, ('MatMul',))) if matmul_apart else set()
+    apart = set(_weight_nodes(graph_def, apart_ops))
     reader = tf.train.load_checkpoint(prefix)
     weights = {}
     for node in graph_def.node:

@@ -15,7 +15,7 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 import data_loader
 import fcn8vgg16
 import helper
-from roadseg import model_dir
+from roadseg import devices, model_dir
 from roadseg.deploy import graph_file, graph_surgery
 from helper import UserError
 
@@ -67,8 +67,8 @@ class Model:
                 self.model_dir, helper.first_line(error))) from None
 
     def _load_any(self):
-        """A trained model (SavedModel, checkpoint) is frozen in memory first: as constants,
-        oneDNN lays the convolution filters out once instead of at every run."""
+        """A trained model (SavedModel, checkpoint) is frozen in memory first (see
+        _import_graph for where its weights go)."""
         graph_path = os.path.join(self.model_dir, model_dir.GRAPH_FILE)
         if os.path.exists(graph_path):
             self._import_graph(*graph_file.read_graph_def(graph_path, self._allow_any_op))
@@ -83,7 +83,7 @@ class Model:
             kind = 'checkpoint %s' % os.path.basename(prefix)
         if self._weights_in_variables:
             graph_def, weights = graph_surgery.frozen_graph_def_and_matmul_weights(
-                self.config, prefix)
+                self.config, prefix, filters=self._filters_in_variables())
             self._import_graph(graph_def, weights=weights)
         else:
             self._import_graph(graph_surgery.frozen_graph_def(self.config, prefix)[0])
@@ -99,9 +99,8 @@ class Model:
 
         A constant is copied several times by the import, the session's copy of the graph,
         its executor and oneDNN's cache of weights in its own layout; a variable holds one
-        copy. Convolution filters stay constants, except in the optimised model, made for a
-        small footprint: as variables, oneDNN lays them out again at every run, which costs
-        1-2% of the time of an image and saves about 180 MB.
+        copy. Convolution filters go into variables too, unless oneDNN runs the convolutions
+        (see _filters_in_variables).
 
         The session dequantizes each 8-bit weight into the buffer its variable keeps, fed the
         8-bit values without a copy (see graph_surgery.split_matmul_weights): no float copy
@@ -111,7 +110,7 @@ class Model:
         """
         if weights is None and self._weights_in_variables:
             graph_def, weights = graph_surgery.split_matmul_weights(
-                graph_def, contents, filters=self.config.get('model_format') == 'optimised')
+                graph_def, contents, filters=self._filters_in_variables())
         elif weights is None:
             graph_file.restore(graph_def, contents or {})
             weights = {}
@@ -132,6 +131,14 @@ class Model:
         del graph_def
         if variables:  # in one run: the session builds an executor for every set of fetches
             self.session.run([variable.initializer for variable in variables.values()], feeds)
+
+    def _filters_in_variables(self):
+        """Whether the convolution filters go into variables: always in the optimised model,
+        made for a small footprint, and in every model where Eigen runs the convolutions. As
+        constants they are copied by the session's first run, which then takes about twice
+        as long, but oneDNN lays constant filters out in its own layout once, variable ones at
+        every run (1-2% of the time of an image)."""
+        return self.config.get('model_format') == 'optimised' or not devices.onednn_enabled()
 
     def _tensor(self, key):
         """The tensor the configuration names under key, e.g. input_tensor: image_input:0."""
