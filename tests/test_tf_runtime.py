@@ -142,6 +142,7 @@ print(json.dumps(dict(real=not tf_runtime.is_stand_in(tf),
 ''' % REPO
 
 
+@pytest.mark.end_to_end
 def test_a_name_the_stand_in_lacks_imports_the_real_tensorflow_in_graph_mode():
     assert _in_fresh_process(_LACKED_NAME) == dict(real=True, same=True, eager=False,
                                                    values=[2, 4])
@@ -155,6 +156,7 @@ print(json.dumps(dict(stand_in=tf_runtime.is_stand_in(tf_runtime.install_runtime
 ''' % REPO
 
 
+@pytest.mark.end_to_end
 def test_a_tensorflow_plugin_folder_gets_the_real_import(tmp_path):
     """TensorFlow's own import loads the plugins of a site-packages/tensorflow-plugins."""
     if tf_runtime.has_plugins(importlib.util.find_spec('tensorflow')):
