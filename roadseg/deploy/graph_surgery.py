@@ -46,8 +46,7 @@ def frozen_graph_def_and_matmul_weights(config, prefix, filters=False):
     """split_matmul_weights(frozen_graph_def(config, prefix)[0], filters=filters), without
     the weights it takes out ever being constants: each is a Placeholder of its name in the
     graph and goes from the checkpoint straight into its StoredWeight."""
-    graph_def, weights, _ = _frozen(config, prefix, apart_ops=(
-        ('MatMul', 'Conv2D') if filters else ('MatMul',)))
+    graph_def, weights, _ = _frozen(config, prefix, apart_ops=_weight_ops(filters))
     return graph_def, weights
 
 
@@ -241,7 +240,7 @@ def split_matmul_weights(graph_def, contents=None, filters=False):
     nodes = {node.name: node for node in graph_def.node}
     consts = {name: node for name, node in nodes.items() if node.op == 'Const'}
     weights = {}
-    for name in _weight_nodes(graph_def, ('MatMul', 'Conv2D') if filters else ('MatMul',)):
+    for name in _weight_nodes(graph_def, _weight_ops(filters)):
         node = nodes[name]
         inputs = [name.split(':')[0] for name in node.input]
         if node.op == 'Const' and node.attr['dtype'].type == tf.float32.as_datatype_enum:
@@ -261,6 +260,12 @@ def split_matmul_weights(graph_def, contents=None, filters=False):
     output.node.extend(node for node in graph_def.node if node.name not in removed)
     graph_file.restore(output, contents)
     return output, weights
+
+
+def _weight_ops(filters):
+    """The operations whose weights go into variables: the matrix products, with filters the
+    convolutions too."""
+    return ('MatMul', 'Conv2D') if filters else ('MatMul',)
 
 
 def _weight_nodes(graph_def, ops):
