@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorflow.python.client import timeline
 
 import fcn8vgg16
-from roadseg import devices
+from roadseg import devices, tf_runtime
 from benchmark import config, targets
 
 tf1 = tf.compat.v1
@@ -246,7 +246,7 @@ def machine_info():
     with open('/proc/meminfo') as f:
         ram = int(re.search(r'MemTotal:\s*(\d+) kB', f.read()).group(1)) * 1024
     return dict(cpu=cpu, cores=os.cpu_count(), ram_bytes=ram, tensorflow=tf.__version__,
-                onednn=devices.onednn_enabled(),
+                onednn=tf_runtime.onednn_enabled(),
                 date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                 load=[os.getloadavg()[0], os.getloadavg()[0]])
 

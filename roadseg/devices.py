@@ -98,10 +98,3 @@ def cpu_flags():
         pass
     return None
 
-
-def onednn_enabled():
-    """Whether TensorFlow runs its CPU convolutions and matrix products with oneDNN, as it
-    does by default on CPUs with AVX-512 and never on AVX2-only ones (TF_ENABLE_ONEDNN_OPTS
-    overrides); elsewhere Eigen runs them."""
-    from tensorflow.python.util import _pywrap_util_port
-    return bool(_pywrap_util_port.IsMklEnabled())

@@ -188,3 +188,11 @@ class _StandIn(types.ModuleType):
                 value = getattr(value, part)
         setattr(self, name, value)
         return value
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its CPU convolutions and matrix products with oneDNN, as it
+    does by default on CPUs with AVX-512 and never on AVX2-only ones (TF_ENABLE_ONEDNN_OPTS
+    overrides); elsewhere Eigen runs them."""
+    from tensorflow.python.util import _pywrap_util_port
+    return bool(_pywrap_util_port.IsMklEnabled())

@@ -18,7 +18,7 @@ import helper
 from roadseg.deploy import loader, tflite_model
 from roadseg.apps import predict
 import main
-from roadseg import devices, model_dir, specs
+from roadseg import devices, model_dir, specs, tf_runtime
 
 tf1 = tf.compat.v1
 # Narrow, but with weights large enough that the 8-bit size ratio means what it does at 4096.
@@ -113,7 +113,7 @@ def test_every_model_loads_lean_its_fc_weights_in_variables_its_filters_where_ei
     constants the session copies (a checkpoint's go straight from it into them), and computes
     fc6 in row bands. The predictions are those of the frozen graph with every weight a
     constant."""
-    monkeypatch.setattr(devices, 'onednn_enabled', lambda: onednn)
+    monkeypatch.setattr(tf_runtime, 'onednn_enabled', lambda: onednn)
     work, _ = work
     folder = str(work / 'frozen_vars')
     assert main.main(['freeze', '-cd', str(work / 'ckpt'), '-fd', folder]) == 0

@@ -15,7 +15,7 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 import data_loader
 import fcn8vgg16
 import helper
-from roadseg import devices, model_dir
+from roadseg import devices, model_dir, tf_runtime
 from roadseg.deploy import graph_file, graph_surgery
 from helper import UserError
 
@@ -138,7 +138,7 @@ class Model:
         constants they are copied by the session's first run, which then takes about twice
         as long, but oneDNN lays constant filters out in its own layout once, variable ones at
         every run (1-2% of the time of an image)."""
-        return self.config.get('model_format') == 'optimised' or not devices.onednn_enabled()
+        return self.config.get('model_format') == 'optimised' or not tf_runtime.onednn_enabled()
 
     def _tensor(self, key):
         """The tensor the configuration names under key, e.g. input_tensor: image_input:0."""
