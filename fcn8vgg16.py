@@ -64,10 +64,10 @@ def _seed(name):
 
 
 def _conv(inputs, name, kernel_size, filters, relu=True, zero_init=False,
-          kernel_name='filter', row_bands=False):
+          kernel_name='filter', for_training=False):
     """SAME convolution with a bias; He initialisation unless zero_init (score layers). fc6
-    and fc7 (MATMUL_LAYERS) are computed as matrix products (fc_products), in training in row
-    bands."""
+    and fc7 (MATMUL_LAYERS) are computed as matrix products (fc_products), for_training as the
+    training graph's."""
     import tensorflow as tf
     tf1 = tf.compat.v1
     in_channels = inputs.shape[-1]
@@ -80,7 +80,7 @@ def _conv(inputs, name, kernel_size, filters, relu=True, zero_init=False,
                                   initializer=initializer)
         biases = tf1.get_variable('biases', [filters], initializer=tf1.zeros_initializer())
         if name in MATMUL_LAYERS:
-            return fc_products.conv_as_matmul(inputs, kernel, biases, relu, row_bands)
+            return fc_products.conv_as_matmul(inputs, kernel, biases, relu, for_training)
         outputs = tf.nn.bias_add(tf.nn.conv2d(inputs, kernel, 1, 'SAME'), biases)
         return tf.nn.relu(outputs) if relu else outputs
 
@@ -102,7 +102,8 @@ def _upsample(inputs, name, factor, like, num_classes, trainable):
         return tf.ensure_shape(outputs, like.shape[:3].concatenate([num_classes]))
 
 
-def vgg16_encoder(images, keep_prob, encoder=VGG16, fc_channels=FC_CHANNELS, row_bands=False):
+def vgg16_encoder(images, keep_prob, encoder=VGG16, fc_channels=FC_CHANNELS,
+                  for_training=False):
     """Preprocessed images -> end points pool1..pool5, fc6, fc7 (names as in VGG16)."""
     import tensorflow as tf
     end_points = {}
@@ -112,27 +113,30 @@ def vgg16_encoder(images, keep_prob, encoder=VGG16, fc_channels=FC_CHANNELS, row
             net = _conv(net, 'conv%d_%d' % (block, conv), 3, filters)
         net = tf.nn.max_pool2d(net, 2, 2, 'SAME', name='pool%d' % block)
         end_points['pool%d' % block] = net  # stride 2 ** block
-    net = _conv(net, 'fc6', FC6_KERNEL, fc_channels, kernel_name='weights', row_bands=row_bands)
+    net = _conv(net, 'fc6', FC6_KERNEL, fc_channels, kernel_name='weights',
+                for_training=for_training)
     net = end_points['fc6'] = tf.nn.dropout(net, rate=1 - keep_prob, seed=_seed('drop6'))
-    net = _conv(net, 'fc7', 1, fc_channels, kernel_name='weights')
+    net = _conv(net, 'fc7', 1, fc_channels, kernel_name='weights', for_training=for_training)
     end_points['fc7'] = tf.nn.dropout(net, rate=1 - keep_prob, seed=_seed('drop7'))
     return end_points
 
 
 def fcn8s(images, num_classes, keep_prob=None, encoder=VGG16, fc_channels=FC_CHANNELS,
-          train_upsampling=False, row_bands=False):
+          train_upsampling=False, for_training=False):
     """FCN-8s at-once: uint8 RGB [batch, h, w, 3] -> (logits [batch, h, w, classes], end_points).
 
     h and w must be multiples of 32. keep_prob defaults to a placeholder named
-    KEEP_PROB_NAME that is 1.0 unless fed. row_bands: fc6 as one product per kernel row,
-    skipping the zero padding (training graphs; exports keep the one product their converters
-    expect, and the loader puts a loaded graph's in row bands).
+    KEEP_PROB_NAME that is 1.0 unless fed. for_training: fc6 as one product per kernel row,
+    skipping the zero padding, and fc6's and fc7's gradients as the CPU computes them fastest
+    (fc_products; exports keep the one product their converters expect, and the loader puts a
+    loaded graph's in row bands).
     """
     import tensorflow as tf
     tf1 = tf.compat.v1
     if keep_prob is None:
         keep_prob = tf1.placeholder_with_default(1.0, [], name=KEEP_PROB_NAME)
-    end_points = vgg16_encoder(preprocess(images), keep_prob, encoder, fc_channels, row_bands)
+    end_points = vgg16_encoder(preprocess(images), keep_prob, encoder, fc_channels,
+                               for_training)
     pool3, pool4 = end_points['pool3'], end_points['pool4']
 
     kw = dict(kernel_name='weights', relu=False, zero_init=True)

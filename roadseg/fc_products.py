@@ -1,26 +1,29 @@
 """fc6 and fc7 of FCN-8s as matrix products: the same SAME convolutions, computed the way a
 CPU runs them fastest on the small 1/32 map they see.
 
-fcn8vgg16.py calls conv_as_matmul for both layers (the switch is its `row_bands` argument);
-the TFLite and ONNX exports turn the products back into convolutions, and the model loader
-puts fc6's one product of a loaded graph in row bands (row_band_product; deploy/graph_surgery).
+fcn8vgg16.py calls conv_as_matmul for both layers (the training graph's switch is its
+`for_training` argument); the TFLite and ONNX exports turn the products back into convolutions,
+and the model loader puts fc6's one product of a loaded graph in row bands (row_band_product;
+deploy/graph_surgery).
 """
+from roadseg import tf_runtime
 
 
-def conv_as_matmul(inputs, kernel, biases, relu, row_bands=False):
+def conv_as_matmul(inputs, kernel, biases, relu, for_training=False):
     """The same SAME convolution as one matrix product over the k x k patches of the input.
 
     For fc6 and fc7, whose maps are small (8 x 16 at 256 x 512) and kernels large, oneDNN's
     convolution runs far below the machine's matrix-multiply rate, and with a variable kernel
     (training, a SavedModel) it also re-lays out fc6's 411 MB of weights at every run; its
     matrix product does neither. The patches are built from k + k slices of the padded input,
-    ordered (row, column, channel) as the kernel's [k, k, in, out] flattens. row_bands: k
-    products instead, one per kernel row (see _row_band_products).
+    ordered (row, column, channel) as the kernel's [k, k, in, out] flattens. for_training: a
+    k x k kernel's product as k, one per kernel row (see _row_band_products), and the input
+    gradients as input_gradient computes them.
     """
     import tensorflow as tf
     size, in_channels, filters = kernel.shape[0], kernel.shape[2], kernel.shape[3]
     static_shape = inputs.shape[:3].concatenate([filters])
-    if size > 1 and row_bands:
+    if size > 1 and for_training:
         outputs = tf.nn.bias_add(_row_band_products(_column_patches(inputs, size), kernel),
                                  biases)
         return tf.ensure_shape(tf.nn.relu(outputs) if relu else outputs, static_shape)
@@ -32,7 +35,9 @@ def conv_as_matmul(inputs, kernel, biases, relu, row_bands=False):
         columns = tf.concat([padded[:, :, dx:dx + width] for dx in range(size)], axis=-1)
         inputs = tf.concat([columns[:, dy:dy + height] for dy in range(size)], axis=-1)
     flat = tf.reshape(inputs, [-1, size * size * in_channels])
-    outputs = tf.nn.bias_add(tf.matmul(flat, tf.reshape(kernel, [-1, filters])), biases)
+    weights = tf.reshape(kernel, [-1, filters])
+    product = _product(flat, weights) if for_training else tf.matmul(flat, weights)
+    outputs = tf.nn.bias_add(product, biases)
     if relu:
         outputs = tf.nn.relu(outputs)
     return tf.ensure_shape(tf.reshape(outputs, tf.stack([shape[0], height, width, filters])),
@@ -50,7 +55,7 @@ def _column_patches(inputs, size):
 
 def row_band_product(inputs, weights, size):
     """The product of an fc layer's k x k patches of inputs [batch, h, w, in] with its
-    flattened weights [k * k * in, out], as conv_as_matmul(row_bands=True) computes it, without
+    flattened weights [k * k * in, out], as conv_as_matmul(for_training=True) computes it, without
     its written-out gradient: [batch * h * w, out] rows, as the one product's. Shapes may be
     unknown but the kernel size: the loader puts fc6 of a frozen graph in row bands with it."""
     import tensorflow as tf
@@ -113,7 +118,7 @@ def _row_band_products(columns, kernel):
             for (first_in, first_out, rows), row_kernel in zip(_bands(height, pad),
                                                                row_kernels):
                 d_band = tf.reshape(d_outputs[:, first_out:first_out + rows], [-1, filters])
-                d_product = tf.reshape(tf.matmul(d_band, row_kernel, transpose_b=True),
+                d_product = tf.reshape(input_gradient(d_band, row_kernel),
                                        tf.stack([batch, rows, width, columns.shape[-1]]))
                 d_columns.append(tf.pad(d_product, [[0, 0], [first_in, height - first_in - rows],
                                                     [0, 0], [0, 0]]))
@@ -126,3 +131,33 @@ def _row_band_products(columns, kernel):
         return _band_sum(columns, row_kernels, pad), gradient
 
     return products(columns, tf.convert_to_tensor(kernel))
+
+
+def _product(inputs, weights):
+    """inputs @ weights, whose input gradient input_gradient computes."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def product(inputs, weights):
+        def gradient(d_outputs):
+            return (input_gradient(d_outputs, weights),
+                    tf.matmul(inputs, d_outputs, transpose_a=True))
+
+        return tf.matmul(inputs, weights), gradient
+
+    return product(inputs, weights)
+
+
+def input_gradient(d_outputs, weights):
+    """d_outputs @ weights^T, the gradient of a product's inputs [rows, in] from that of its
+    outputs [rows, out], with weights [in, out].
+
+    Eigen, which runs TensorFlow's products where oneDNN does not (AVX2-only CPUs), multiplies
+    by the transpose of a large right operand at a third of its rate on fc6's and fc7's shapes
+    (a few hundred rows, 4096 outputs): there it computes (weights @ d_outputs^T)^T, whose
+    transpose is of the small result only. oneDNN runs the plain product as fast or faster.
+    """
+    import tensorflow as tf
+    if tf_runtime.onednn_enabled():
+        return tf.matmul(d_outputs, weights, transpose_b=True)
+    return tf.transpose(tf.matmul(weights, d_outputs, transpose_b=True))

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import fcn8vgg16
-from roadseg import fc_products
+from roadseg import fc_products, tf_runtime
 from roadseg.deploy import graph_surgery
 from synthetic import TINY_FC_CHANNELS, TINY_VGG16, frozen_tiny_graph
 
@@ -64,15 +64,18 @@ def test_static_shapes_of_logits_and_end_points(height, width):
         assert value.dtype == np.float32
 
 
-@pytest.mark.parametrize('row_bands', [False, True])
+@pytest.mark.parametrize('for_training, onednn', [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize('size, height, width, relu', [(7, 8, 16, True), (7, 3, 5, False),
                                                      (7, 1, 2, True), (3, 2, 9, True),
                                                      (1, 4, 6, True)])
 def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height, width, relu,
-                                                                    row_bands):
-    """fc6 and fc7 are computed as matrix products over patches, in one product or in row
-    bands: values and gradients must be those of the SAME convolution, for maps smaller than
-    the kernel too (bands that reach no row)."""
+                                                                    for_training, onednn,
+                                                                    monkeypatch):
+    """fc6 and fc7 are computed as matrix products over patches, in one product or, for
+    training, in row bands with input gradients computed as Eigen or oneDNN runs them fastest:
+    values and gradients must be those of the SAME convolution, for maps smaller than the
+    kernel too (bands that reach no row)."""
+    monkeypatch.setattr(tf_runtime, 'onednn_enabled', lambda: onednn)
     rng = np.random.default_rng(size + height)
     with tf.Graph().as_default():
         inputs = tf1.placeholder(tf.float32, [None, None, None, 5])
@@ -80,7 +83,7 @@ def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height
         biases = tf.constant(rng.normal(size=4).astype(np.float32))
         expected = tf.nn.bias_add(tf.nn.conv2d(inputs, kernel, 1, 'SAME'), biases)
         expected = tf.nn.relu(expected) if relu else expected
-        outputs = fc_products.conv_as_matmul(inputs, kernel, biases, relu, row_bands)
+        outputs = fc_products.conv_as_matmul(inputs, kernel, biases, relu, for_training)
         assert outputs.shape.as_list() == [None, None, None, 4]
         weights = tf.constant(rng.normal(size=(2, height, width, 4)).astype(np.float32))
         gradients = [tf.gradients(tf.reduce_sum(y * weights), [inputs, kernel])
@@ -95,14 +98,14 @@ def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height
         np.testing.assert_allclose(got_grad, want_grad, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('row_bands', [False, True])
-def test_fc6_products_skip_the_padding_only_in_row_bands(row_bands):
+@pytest.mark.parametrize('for_training', [False, True])
+def test_fc6_products_skip_the_padding_only_in_row_bands(for_training):
     """On fc6's 8 x 16 map (256 x 512 images) one product multiplies every 7 x 7 patch, zero
     padding included; the row bands are 7 products that reach 5+6+7+8+7+6+5 of the 7 x 8
     (kernel row, output row) pairs."""
     with tf.Graph().as_default() as graph:
         images = tf1.placeholder(tf.uint8, [1, 256, 512, 3])
-        _fcn8s(images, row_bands=row_bands)
+        _fcn8s(images, for_training=for_training)
         products = [op for op in graph.get_operations()
                     if op.type == 'MatMul' and op.name.startswith('fc6/')]
         multiply_adds = tf.add_n([tf.reduce_prod(tf.shape(op.inputs[0])) for op in products])
@@ -110,9 +113,9 @@ def test_fc6_products_skip_the_padding_only_in_row_bands(row_bands):
             session.run(tf1.global_variables_initializer())
             got = session.run(multiply_adds, {images: _images((1, 256, 512, 3))})
     channels = TINY_VGG16[-1][1]  # per output channel: patch rows x patch length
-    assert len(products) == (7 if row_bands else 1)
+    assert len(products) == (7 if for_training else 1)
     one_product = (8 * 16) * (7 * 7 * channels)
-    assert got == (one_product * 44 // 56 if row_bands else one_product)
+    assert got == (one_product * 44 // 56 if for_training else one_product)
 
 
 def test_a_loaded_graph_computes_fc6_in_row_bands_and_the_same_logits():

@@ -111,7 +111,7 @@ def _replica_loss(images, labels, keep_prob, total_weight, first, network, recip
     """
     logits, _ = fcn8vgg16.fcn8s(images, label_set.num_classes, keep_prob,
                                 encoder=network.encoder, fc_channels=network.fc_channels,
-                                train_upsampling=network.train_upsampling, row_bands=True)
+                                train_upsampling=network.train_upsampling, for_training=True)
     local_weight = pixel_weight(labels, label_set.ignore_id, class_weights)
     xent = fcn8vgg16.segmentation_loss(logits, labels, label_set.ignore_id,
                                        class_weights) * local_weight / total_weight
