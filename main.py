@@ -569,7 +569,7 @@ def main(argv=None, network=None):
         print('error: %s' % error, file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM while training
-        if getattr(interrupt, 'message', None):  # what predict, video or prepare wrote
+        if getattr(interrupt, 'message', None):  # what predict, video, prepare or export wrote
             print(interrupt.message, file=sys.stderr)
         return getattr(interrupt, 'exit_code', 130)
     return 0

@@ -281,7 +281,8 @@ def test_an_interrupted_or_failed_export_leaves_the_previous_model_whole(demo_ro
     real SIGINT comes once its SavedModel is written, before it takes the folder's place: exit
     code 130. The same command, nothing left to train, then fails to write its export (a file
     size limit below the SavedModel's, as a full disk), and so does a freeze into the folder:
-    one line each, exit code 2. After each the folder is the first model byte for byte, with no
+    one line each, exit code 2. So does a freeze into it interrupted as it writes, which says so
+    in one line: exit code 130. After each the folder is the first model byte for byte, with no
     temporary folder beside it; the same command then exports the last checkpoint into it."""
     model = tmp_path / 'model'
     flags = _export_flags(demo_root, tmp_path, model)
@@ -307,7 +308,12 @@ def test_an_interrupted_or_failed_export_leaves_the_previous_model_whole(demo_ro
             '%s keeps the checkpoint of step %d: the same command exports it again'
             % (tmp_path / 'ckpt', LAST_STEP)), line
         assert _files(model) == previous and sorted(os.listdir(tmp_path)) == folders
-    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _ctrl_c_in(monkeypatch, model_dir, 'write_saved_model', lambda *args: True, after=True)
+        assert _train([str(flag) for flag in freeze]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        'interrupted: %s not written; the model already there is left as it was' % model)
+    assert _files(model) == previous and sorted(os.listdir(tmp_path)) == folders
 
     assert _train(flags) == 0
     assert '%s already holds %d steps' % (tmp_path / 'ckpt', LAST_STEP) in capsys.readouterr().out
