@@ -66,8 +66,8 @@ def _seed(name):
 def _conv(inputs, name, kernel_size, filters, relu=True, zero_init=False,
           kernel_name='filter', for_training=False):
     """SAME convolution with a bias; He initialisation unless zero_init (score layers). fc6
-    and fc7 (MATMUL_LAYERS) are computed as matrix products (fc_products), for_training as the
-    training graph's."""
+    and fc7 (MATMUL_LAYERS) are computed as matrix products (fc_products); for_training: fc6
+    in row bands and the input gradients of fc_products.input_gradient."""
     import tensorflow as tf
     tf1 = tf.compat.v1
     in_channels = inputs.shape[-1]
@@ -127,9 +127,9 @@ def fcn8s(images, num_classes, keep_prob=None, encoder=VGG16, fc_channels=FC_CHA
 
     h and w must be multiples of 32. keep_prob defaults to a placeholder named
     KEEP_PROB_NAME that is 1.0 unless fed. for_training: fc6 as one product per kernel row,
-    skipping the zero padding, and fc6's and fc7's gradients as the CPU computes them fastest
-    (fc_products; exports keep the one product their converters expect, and the loader puts a
-    loaded graph's in row bands).
+    skipping the zero padding, and fc6's and fc7's input gradients as the CPU's engine runs them
+    fastest (fc_products). Exports keep fc6's one product, which their converters expect; the
+    loader puts a loaded graph's fc6 product in row bands.
     """
     import tensorflow as tf
     tf1 = tf.compat.v1

@@ -36,7 +36,8 @@ def conv_as_matmul(inputs, kernel, biases, relu, for_training=False):
         inputs = tf.concat([columns[:, dy:dy + height] for dy in range(size)], axis=-1)
     flat = tf.reshape(inputs, [-1, size * size * in_channels])
     weights = tf.reshape(kernel, [-1, filters])
-    product = _product(flat, weights) if for_training else tf.matmul(flat, weights)
+    eigen_training = for_training and not tf_runtime.onednn_enabled()
+    product = _product(flat, weights) if eigen_training else tf.matmul(flat, weights)
     outputs = tf.nn.bias_add(product, biases)
     if relu:
         outputs = tf.nn.relu(outputs)
@@ -134,7 +135,9 @@ def _row_band_products(columns, kernel):
 
 
 def _product(inputs, weights):
-    """inputs @ weights, whose input gradient input_gradient computes."""
+    """inputs @ weights, whose input gradient input_gradient computes: for Eigen only, as with
+    oneDNN it would be TensorFlow's own, and the custom gradient's IdentityN would keep grappler
+    from fusing the product with its bias and ReLU."""
     import tensorflow as tf
 
     @tf.custom_gradient
@@ -155,7 +158,8 @@ def input_gradient(d_outputs, weights):
     Eigen, which runs TensorFlow's products where oneDNN does not (AVX2-only CPUs), multiplies
     by the transpose of a large right operand at a third of its rate on fc6's and fc7's shapes
     (a few hundred rows, 4096 outputs): there it computes (weights @ d_outputs^T)^T, whose
-    transpose is of the small result only. oneDNN runs the plain product as fast or faster.
+    transpose is of the small result only. oneDNN runs the plain product as fast or faster. On
+    a GPU the choice follows the CPU's engine: the other form costs one small transpose there.
     """
     import tensorflow as tf
     if tf_runtime.onednn_enabled():

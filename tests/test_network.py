@@ -72,12 +72,12 @@ def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height
                                                                     for_training, onednn,
                                                                     monkeypatch):
     """fc6 and fc7 are computed as matrix products over patches, in one product or, for
-    training, in row bands with input gradients computed as Eigen or oneDNN runs them fastest:
-    values and gradients must be those of the SAME convolution, for maps smaller than the
-    kernel too (bands that reach no row)."""
+    training, in row bands with input gradients computed as Eigen or oneDNN runs them fastest
+    (for Eigen, the transpose of weights @ d^T): values and gradients must be those of the SAME
+    convolution, for maps smaller than the kernel too (bands that reach no row)."""
     monkeypatch.setattr(tf_runtime, 'onednn_enabled', lambda: onednn)
     rng = np.random.default_rng(size + height)
-    with tf.Graph().as_default():
+    with tf.Graph().as_default() as graph:
         inputs = tf1.placeholder(tf.float32, [None, None, None, 5])
         kernel = tf.constant(rng.normal(size=(size, size, 5, 4)).astype(np.float32))
         biases = tf.constant(rng.normal(size=4).astype(np.float32))
@@ -88,6 +88,8 @@ def test_conv_as_matmul_computes_the_same_convolution_and_gradients(size, height
         weights = tf.constant(rng.normal(size=(2, height, width, 4)).astype(np.float32))
         gradients = [tf.gradients(tf.reduce_sum(y * weights), [inputs, kernel])
                      for y in (expected, outputs)]
+        transposed = [op for op in graph.get_operations() if op.type == 'Transpose']
+        assert bool(transposed) == (for_training and not onednn)
         with tf1.Session() as session:
             feed = {inputs: rng.normal(size=(2, height, width, 5)).astype(np.float32)}
             (want, want_grads), (got, got_grads) = session.run(
