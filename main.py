@@ -418,7 +418,8 @@ def freeze(args):
     source = args.model_dir or args.ckpt_dir or _dataset_defaults(args)['ckpt_dir']
     # The weights are read from the checkpoint, not run: no device, and the graph is float32
     # whatever precision the frozen model later runs in.
-    stats = export.freeze(source, args.frozen_model_dir, args.image_shape)
+    with export.said_if_interrupted(args.frozen_model_dir):
+        stats = export.freeze(source, args.frozen_model_dir, args.image_shape)
     print('frozen %s into %s: %d ops -> %d ops, %d variables converted to constants, %s -> %s'
           % (source, args.frozen_model_dir, stats['source_ops'], stats['ops'],
              stats['variables'], _megabytes(stats['source_bytes']), _megabytes(stats['bytes'])))
@@ -432,8 +433,9 @@ def optimise(args):
     config = model_dir.read_model_config(args.frozen_model_dir)
     calibration = (data_loader.find_images(args.calibration_images)[:100]
                    if args.calibration_images else export.calibration_images(config))
-    stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration,
-                            args.onnx, args.allow_any_op)
+    with export.said_if_interrupted(args.optimised_model_dir):
+        stats = export.optimise(args.frozen_model_dir, args.optimised_model_dir, calibration,
+                                args.onnx, args.allow_any_op)
     print('optimised %s into %s: %d ops -> %d ops, %d weights stored in 8 bits, %s -> %s '
           '(%.0f%%); %smodel.tflite calibrated on %d images'
           % (args.frozen_model_dir, args.optimised_model_dir, stats['source_ops'], stats['ops'],

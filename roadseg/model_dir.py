@@ -8,9 +8,12 @@ folder is written to a temporary folder beside its place and renamed into it; an
 is replaced only if this tool wrote it. Training and deployment both read and write model
 folders through this module, and neither through the other.
 """
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 
 from google.protobuf.message import DecodeError
 
@@ -116,14 +119,41 @@ def move_into_place(tmp_dir, destination):
 
 def write_model_dir(destination, write):
     """Calls write(folder) on a new temporary folder (which write creates) beside destination,
-    then renames it into place; nothing is left behind if write fails."""
+    then renames it into place; nothing is left behind if write fails. Ctrl-C or SIGTERM
+    during the renames takes effect once they are done; its KeyboardInterrupt then has
+    written = True."""
     check_output_dir(destination)
     tmp_dir = temp_dir_beside(destination)
+    moved = False
     try:
         write(os.path.join(tmp_dir, 'model'))
-        move_into_place(os.path.join(tmp_dir, 'model'), destination)
+        with _signals_held():
+            move_into_place(os.path.join(tmp_dir, 'model'), destination)
+            moved = True
+    except KeyboardInterrupt as interrupt:
+        interrupt.written = moved
+        raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held(signals=(signal.SIGINT, signal.SIGTERM)):
+    """signals received in the block are sent again, to the handlers of before, once it ends:
+    neither the old model nor the new one is left half in place."""
+    if threading.current_thread() is not threading.main_thread():  # signal() would refuse
+        yield
+        return
+    received = []
+    previous = {signum: signal.signal(signum, lambda signum, _: received.append(signum))
+                for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            signal.raise_signal(signum)
 
 
 def write_saved_model(session, folder):

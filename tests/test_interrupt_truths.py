@@ -283,7 +283,9 @@ def test_an_interrupted_or_failed_export_leaves_the_previous_model_whole(demo_ro
     size limit below the SavedModel's, as a full disk), and so does a freeze into the folder:
     one line each, exit code 2. So does a freeze into it interrupted as it writes, which says so
     in one line: exit code 130. After each the folder is the first model byte for byte, with no
-    temporary folder beside it; the same command then exports the last checkpoint into it."""
+    temporary folder beside it. A freeze into a new folder interrupted so leaves none; one
+    interrupted as its folder takes the old one's place goes on until it has, then says it was
+    written. The same command then exports the last checkpoint into the folder."""
     model = tmp_path / 'model'
     flags = _export_flags(demo_root, tmp_path, model)
     assert _train(flags + ['-ep', '1']) == 0
@@ -314,6 +316,18 @@ def test_an_interrupted_or_failed_export_leaves_the_previous_model_whole(demo_ro
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         'interrupted: %s not written; the model already there is left as it was' % model)
     assert _files(model) == previous and sorted(os.listdir(tmp_path)) == folders
+    fresh = tmp_path / 'fresh'
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _ctrl_c_in(monkeypatch, model_dir, 'write_saved_model', lambda *args: True, after=True)
+        assert _train([str(flag) for flag in freeze[:-1]] + [str(fresh)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == 'interrupted: %s not written' % fresh
+    assert sorted(os.listdir(tmp_path)) == folders
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _ctrl_c_in(monkeypatch, model_dir, 'move_into_place', lambda *args: True)
+        assert _train([str(flag) for flag in freeze]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == 'interrupted: %s written' % model
+    assert model_dir.read_model_config(str(model))['model_format'] == 'frozen'
+    assert sorted(os.listdir(tmp_path)) == folders
 
     assert _train(flags) == 0
     assert '%s already holds %d steps' % (tmp_path / 'ckpt', LAST_STEP) in capsys.readouterr().out

@@ -7,7 +7,7 @@ model.tflite, model.onnx and fcn8s_config.json, which also says the ONNX model's
 outputs. Each folder is written to a temporary folder and renamed
 into place; an existing folder is replaced only if this tool wrote it.
 """
-import functools
+import contextlib
 import os
 
 import tensorflow as tf
@@ -52,22 +52,21 @@ def _weights_and_graph(source_dir):
     return prefix, graph_def, size
 
 
-def _said_if_interrupted(export):
-    """export(source, destination, ...) whose Ctrl-C says, in main's line, that destination
-    was not written: its temporary folder is gone, and a model already there stays as it was."""
-    @functools.wraps(export)
-    def wrapper(source, destination, *args, **kwargs):
-        try:
-            return export(source, destination, *args, **kwargs)
-        except KeyboardInterrupt as interrupt:
-            interrupt.message = 'interrupted: %s not written%s' % (
-                destination, '; the model already there is left as it was'
-                if os.path.isdir(destination) else '')
-            raise
-    return wrapper
+@contextlib.contextmanager
+def said_if_interrupted(destination):
+    """A Ctrl-C in the block says, in main's line, whether destination was written
+    (model_dir.write_model_dir) and, if not, that a model already there is left as it was."""
+    existed = os.path.isdir(destination)
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        interrupt.message = 'interrupted: %s %s' % (destination, (
+            'written' if getattr(interrupt, 'written', False) else
+            'not written; the model already there is left as it was' if existed else
+            'not written'))
+        raise
 
 
-@_said_if_interrupted
 def freeze(source_dir, frozen_dir, image_shape=None):
     """Variables -> constants of the inference-only graph (no optimiser, no summaries, no
     dropout) of a checkpoint folder or a training SavedModel.
@@ -118,7 +117,6 @@ def _write_graph(graph_def, folder, config):
     helper.write_json(os.path.join(folder, model_dir.CONFIG_FILE), config)
 
 
-@_said_if_interrupted
 def optimise(frozen_dir, optimised_dir, calibration_paths=None, onnx=True,
              allow_any_op=False):
     """Prunes and folds the frozen graph, stores its weights in 8 bits, and converts it to a
